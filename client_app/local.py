@@ -1,0 +1,73 @@
+"""A client's local round: rebuild the dense submodel, run the bilevel solver, report costs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from bilevel import BilevelProblem, SolverConfig, make_oracle, rabo_local, rafbo_local
+from server_app.config import RunConfig
+from tasks import BilevelTask, ClientData, Params
+
+from .profiling import measure
+from .sampling import MinibatchSampler, seeded_generator
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' but CUDA is not available on this node")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> Params:
+    return {k: torch.as_tensor(np.array(a, dtype=np.float32), device=device) for k, a in arrays.items()}
+
+
+def local_round(
+    task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
+    parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
+) -> tuple[dict[str, Params], dict[str, float]]:
+    """Run RABO or RAFBO locally on the received slices.
+
+    Returns the reply parts ((h, y, v) for RABO, (x, y, v) for RAFBO) and the metrics.
+    """
+    device = resolve_device(cfg.device)
+    model = task.build_model(widths).to(device)
+    x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
+    problem = BilevelProblem(
+        g=lambda x_, y_, b: task.inner_loss(model, x_, y_, b),
+        f=lambda x_, y_, b: task.outer_loss(model, x_, y_, b),
+    )
+    solver = SolverConfig(
+        inner_steps=cfg.inner_steps, v_steps=cfg.v_steps,
+        outer_steps=cfg.outer_steps if cfg.algorithm == "rafbo" else 1,
+        inner_lr=cfg.inner_lr, v_lr=cfg.v_lr, outer_lr=cfg.outer_lr,
+    )
+    next_train = MinibatchSampler(data.train, cfg.batch_size,
+                                  seeded_generator(cfg.seed, server_round, partition_id, 0), device)
+    next_val = MinibatchSampler(data.val, cfg.batch_size,
+                                seeded_generator(cfg.seed, server_round, partition_id, 1), device)
+    run = rabo_local if cfg.algorithm == "rabo" else rafbo_local
+    oracle = make_oracle(cfg.hypergradient, cfg.fd_alpha)
+    with measure(device, flops=cfg.profile, memory=cfg.profile) as cost:
+        result = run(problem, oracle, solver, x, y, v, next_train, next_val)
+
+    steps = solver.outer_steps * (solver.inner_steps + solver.v_steps + 1)
+    metrics = {
+        "num-examples": len(data.train),
+        "train-seconds": cost.seconds,
+        "params-x": sum(t.numel() for t in x.values()),
+        "params-y": sum(t.numel() for t in y.values()),
+        **result.metrics,
+    }
+    if cfg.profile:
+        metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1),
+                        "peak-memory-mb": cost.peak_bytes / 2**20})
+    first = result.h if cfg.algorithm == "rabo" else result.x
+    assert first is not None
+    reply = {"h" if cfg.algorithm == "rabo" else "x": first, "y": result.y, "v": result.v}
+    return reply, metrics

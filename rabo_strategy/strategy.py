@@ -1,0 +1,305 @@
+"""The resource-adaptive bilevel Strategy (RABO / RAFBO) for Flower's Message API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from tasks import LayerSpec
+
+from .aggregation import CoverageAverage
+from .masks import MaskPolicy, submodel_spec
+from .submodel import SliceIndex, param_roles
+from .wire import ARRAYS, CONFIG, METRICS, PROFILE, REPLY_PARTS, pack, unpack, widths_config
+
+ALGORITHMS = ("rabo", "rafbo")
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """What the server knows about a node: where its ratio came from, and its mask key."""
+
+    node_id: int
+    partition_id: int
+    ratio: float
+    source: str
+
+    @property
+    def client_key(self) -> int:
+        """Seeds per-client mask choices: the partition id, else the node id."""
+        return self.partition_id if self.partition_id >= 0 else self.node_id
+
+
+def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]) -> NodeProfile:
+    """A node's ratio: its node-config ``resource-ratio`` if set, else ``levels[key % len]``.
+
+    ``key`` is the node's ``partition-id`` (simulation) or, without one, its node id.
+    """
+    partition_id = int(profile.get("partition-id", -1))  # type: ignore[arg-type]
+    declared = float(profile.get("resource-ratio", -1.0))  # type: ignore[arg-type]
+    if declared != -1.0:
+        if not 0.0 < declared <= 1.0:
+            raise ValueError(f"node-config resource-ratio={declared} is outside (0, 1]")
+        return NodeProfile(node_id, partition_id, declared, "node-config")
+    key = partition_id if partition_id >= 0 else node_id
+    return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels")
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What a node was sent this round (needed to scatter its reply back)."""
+
+    profile: NodeProfile
+    index: dict[str, SliceIndex]
+    bytes_down: int
+
+
+def _nbytes(record: ArrayRecord) -> int:
+    return sum(len(array.data) for array in record.values())
+
+
+class ResourceAdaptiveBilevel(Strategy):
+    """Sends each sampled node the slices of x, y, v for its ratio; averages per coordinate.
+
+    Args:
+        layers: the task's layer list (defines every slice).
+        algorithm: ``"rabo"`` (replies carry hypergradients; the server steps x with
+            ``outer_lr`` and heavy-ball ``outer_momentum``) or ``"rafbo"`` (replies carry models; the server averages them).
+        ratio_levels: ratios assigned by partition id when a node declares none.
+        mask_policy: chooses the kept units of each prunable layer.
+        fraction_train / min_train_nodes / min_available_nodes: sampling, as in FedAvg.
+        seed: seeds node sampling (masks are seeded by their policy).
+        query_timeout: seconds to wait for node profiles.
+    """
+
+    def __init__(
+        self, layers: tuple[LayerSpec, ...], algorithm: str, ratio_levels: Sequence[float],
+        mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0, fraction_train: float = 1.0,
+        min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
+        query_timeout: float = 120.0,
+    ) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm '{algorithm}'; allowed: {', '.join(ALGORITHMS)}")
+        self.layers = layers
+        self.algorithm = algorithm
+        self.ratio_levels = tuple(ratio_levels)
+        self.mask_policy = mask_policy
+        self.outer_lr = outer_lr
+        self.outer_momentum = outer_momentum
+        self._velocity: dict[str, np.ndarray] = {}
+        self.fraction_train = fraction_train
+        self.min_train_nodes = min_train_nodes
+        self.min_available_nodes = min_available_nodes
+        self.seed = seed
+        self.query_timeout = query_timeout
+        self.roles = param_roles(layers)
+        self.profiles: dict[int, NodeProfile] = {}
+        self.client_records: list[dict[str, float | int | str]] = []
+        self._sent: dict[int, _Sent] = {}
+        self._global: dict[str, dict[str, np.ndarray]] = {}
+
+    # ----------------------------------------------------------------------------- Strategy API
+    def summary(self) -> None:
+        log(INFO, "\t├──> Algorithm: %s, outer-lr %s", self.algorithm, self.outer_lr)
+        log(INFO, "\t├──> Ratio levels (by partition id): %s", self.ratio_levels)
+        log(INFO, "\t└──> Sampling: fraction %.2f, min train nodes %d, min available %d",
+            self.fraction_train, self.min_train_nodes, self.min_available_nodes)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = unpack(arrays)
+        nodes = self._sample(grid, server_round)
+        self._ensure_profiles(grid, nodes, server_round)
+        shapes = {name: t.shape for part in ("x", "y") for name, t in self._global[part].items()}
+        self._sent = {}
+        messages = []
+        for node in nodes:
+            profile = self.profiles.get(node)
+            if profile is None:  # its profile query failed: logged there, retried next round
+                continue
+            spec = submodel_spec(self.layers, profile.ratio, self.mask_policy, server_round,
+                                 profile.client_key)
+            index = spec.indices(self.layers, shapes)
+            slices = {
+                part: {name: index[name].take(t) for name, t in self._global[part].items()}
+                for part in ("x", "y", "v")
+            }
+            record = pack(slices)
+            node_config = ConfigRecord({
+                **dict(config.items()), "server-round": server_round,
+                "resource-ratio": profile.ratio, **widths_config(spec.widths(self.layers)),
+            })
+            content = RecordDict({ARRAYS: record, CONFIG: node_config})
+            messages.append(Message(content=content, dst_node_id=node,
+                                    message_type=MessageType.TRAIN, group_id=str(server_round)))
+            self._sent[node] = _Sent(profile, index, _nbytes(record))
+        log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
+            len(list(grid.get_node_ids())),
+            sorted(s.profile.ratio for s in self._sent.values()))
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        parts = REPLY_PARTS[self.algorithm]
+        shapes = {f"{part}:{name}": t.shape for part in parts for name, t in self._reference(part).items()}
+        acc = CoverageAverage(shapes)
+        accepted: list[tuple[_Sent, MetricRecord, int]] = []
+        failures: dict[int, str] = {}
+        replied: set[int] = set()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            replied.add(node)
+            sent = self._sent.get(node)
+            try:
+                values, metrics = self._parse_reply(msg, sent, parts)
+            except ValueError as err:
+                failures[node] = str(err)
+                continue
+            assert sent is not None
+            weight = float(metrics["num-examples"])  # type: ignore[arg-type]
+            acc.add(values, {k: sent.index[k.split(":", 1)[1]] for k in values}, weight)
+            accepted.append((sent, metrics, _nbytes(msg.content[ARRAYS])))
+        for node in self._sent.keys() - replied:
+            failures[node] = "no reply before the round timeout"
+        for node, reason in sorted(failures.items()):
+            log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, reason)
+
+        round_metrics = self._round_metrics(server_round, acc, accepted, len(failures))
+        if not accepted:
+            log(WARNING, "round %d: no valid reply; the global model is unchanged", server_round)
+            return None, round_metrics
+        return pack(self._new_global(acc)), round_metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []  # evaluation is centralised on the server's held-out test set
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return None
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _sample(self, grid: Grid, server_round: int) -> list[int]:
+        while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
+            log(INFO, "Waiting for nodes: %d connected, %d required", len(nodes),
+                self.min_available_nodes)
+            time.sleep(1.0)
+        size = min(len(nodes), max(int(len(nodes) * self.fraction_train), self.min_train_nodes))
+        rng = np.random.default_rng([self.seed, server_round])
+        return sorted(int(n) for n in rng.choice(nodes, size=size, replace=False))
+
+    def _ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
+        unknown = [n for n in nodes if n not in self.profiles]
+        if not unknown:
+            return
+        queries = [
+            Message(content=RecordDict({CONFIG: ConfigRecord({"server-round": server_round})}),
+                    dst_node_id=n, message_type=MessageType.QUERY,
+                    group_id=f"profile-{server_round}")
+            for n in unknown
+        ]
+        for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
+            node = reply.metadata.src_node_id
+            try:
+                if reply.has_error():
+                    raise ValueError(reply.error.reason)
+                self.profiles[node] = resolve_profile(node, reply.content[PROFILE], self.ratio_levels)
+            except (KeyError, ValueError) as err:
+                log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
+                continue
+            profile = self.profiles[node]
+            log(INFO, "node %d: partition %d, ratio %s (from %s)", node, profile.partition_id,
+                profile.ratio, profile.source)
+
+    def _reference(self, part: str) -> dict[str, np.ndarray]:
+        """The global tensors a reply part is shaped like (h, the hypergradient, is x-shaped)."""
+        return self._global["x" if part == "h" else part]
+
+    def _parse_reply(
+        self, msg: Message, sent: _Sent | None, parts: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], MetricRecord]:
+        """The reply's tensors keyed ``part:param``, checked against what was sent."""
+        if msg.has_error():
+            raise ValueError(f"client error: {msg.error.reason}")
+        if sent is None:
+            raise ValueError("not sampled this round")
+        content = msg.content
+        if ARRAYS not in content.array_records or METRICS not in content.metric_records:
+            raise ValueError(f"reply lacks the '{ARRAYS}' or '{METRICS}' record")
+        metrics = content.metric_records[METRICS]
+        examples = metrics.get("num-examples")
+        if not isinstance(examples, (int, float)) or examples <= 0:
+            raise ValueError(f"num-examples={examples!r} is not a positive number")
+        received = unpack(content.array_records[ARRAYS])
+        values: dict[str, np.ndarray] = {}
+        for part in parts:
+            reference = self._reference(part)
+            got = received.get(part, {})
+            if got.keys() != reference.keys():
+                raise ValueError(f"part '{part}' has keys {sorted(got)}, expected {sorted(reference)}")
+            for name, value in got.items():
+                expected = sent.index[name].shape(reference[name].shape)
+                if value.shape != expected:
+                    raise ValueError(f"{part}:{name} has shape {value.shape}, expected {expected}")
+                if not np.all(np.isfinite(value)):
+                    raise ValueError(f"{part}:{name} contains NaN or Inf")
+                values[f"{part}:{name}"] = value
+        return values, metrics
+
+    def _new_global(self, acc: CoverageAverage) -> dict[str, dict[str, np.ndarray]]:
+        def averaged(part: str, previous: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            avg = acc.average({f"{part}:{k}": t for k, t in previous.items()})
+            return {k.split(":", 1)[1]: t for k, t in avg.items()}
+
+        old = self._global
+        new = {"y": averaged("y", old["y"]), "v": averaged("v", old["v"])}
+        if self.algorithm == "rafbo":
+            new["x"] = averaged("x", old["x"])
+        else:  # rabo: heavy-ball step on the per-coordinate average hypergradient (h = 0 if uncovered)
+            h = averaged("h", {k: np.zeros_like(t) for k, t in old["x"].items()})
+            self._velocity = {k: self.outer_momentum * self._velocity.get(k, 0.0) + h[k] for k in h}
+            new["x"] = {k: (t - self.outer_lr * self._velocity[k]).astype(t.dtype)
+                        for k, t in old["x"].items()}
+        return {part: new[part] for part in ("x", "y", "v")}
+
+    def _round_metrics(
+        self, server_round: int, acc: CoverageAverage,
+        accepted: list[tuple[_Sent, MetricRecord, int]], failed: int,
+    ) -> MetricRecord:
+        x_part = "h" if self.algorithm == "rabo" else "x"
+        x_keys = [f"{x_part}:{k}" for k in self._global["x"]]
+        y_keys = [f"y:{k}" for k in self._global["y"]]
+        total = sum(float(m["num-examples"]) for _, m, _ in accepted)  # type: ignore[arg-type]
+        out: dict[str, float | int] = {
+            "coverage-x-min": acc.min_coverage(x_keys),
+            "coverage-y-min": acc.min_coverage(y_keys),
+            "coverage-x-mean": acc.mean_coverage(x_keys),
+            "coverage-y-mean": acc.mean_coverage(y_keys),
+            "replies": len(accepted),
+            "failed-replies": failed,
+            "num-examples": int(total),
+            "bytes-down": sum(s.bytes_down for s, _, _ in accepted),
+            "bytes-up": sum(up for _, _, up in accepted),
+        }
+        for sent, metrics, up in accepted:
+            weight = float(metrics["num-examples"]) / total  # type: ignore[arg-type]
+            for key, value in metrics.items():
+                if key != "num-examples" and isinstance(value, (int, float)):
+                    out[key] = out.get(key, 0.0) + weight * float(value)
+            self.client_records.append({
+                "round": server_round, "node-id": sent.profile.node_id,
+                "partition-id": sent.profile.partition_id, "resource-ratio": sent.profile.ratio,
+                "bytes-down": sent.bytes_down, "bytes-up": up,
+                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            })
+        return MetricRecord(out)

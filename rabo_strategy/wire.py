@@ -1,0 +1,54 @@
+"""The message format shared by the strategy and the ClientApp.
+
+Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x, y or v) and
+``config`` = the run's client settings plus ``server-round``, ``resource-ratio`` and
+``width.{layer}`` for every layer. Train reply: ``arrays`` with parts (x, y, v) for RAFBO or
+(h, y, v) for RABO (h = hypergradient, shaped like x) and ``metrics`` with ``num-examples``.
+Query instruction/reply (node profile): ``profile`` = {partition-id, resource-ratio} (-1 = unset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+PROFILE = "profile"
+PARTS = ("x", "y", "v", "h")
+REPLY_PARTS = {"rabo": ("h", "y", "v"), "rafbo": ("x", "y", "v")}
+
+
+def pack(parts: Mapping[str, Mapping[str, np.ndarray | torch.Tensor]]) -> ArrayRecord:
+    """{part: {param: tensor}} -> one ArrayRecord with keys ``part:param``."""
+    record = ArrayRecord()
+    for part, tensors in parts.items():
+        for name, tensor in tensors.items():
+            if isinstance(tensor, torch.Tensor):
+                tensor = tensor.detach().cpu().numpy()
+            record[f"{part}:{name}"] = Array(np.ascontiguousarray(tensor))
+    return record
+
+
+def unpack(record: ArrayRecord) -> dict[str, dict[str, np.ndarray]]:
+    """Inverse of :func:`pack`; raises ValueError on a key without a known part."""
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in record.items():
+        part, sep, name = key.partition(":")
+        if not sep or part not in PARTS:
+            raise ValueError(f"unexpected array key '{key}'")
+        parts.setdefault(part, {})[name] = array.numpy()
+    return parts
+
+
+def widths_config(widths: Mapping[str, int]) -> dict[str, int]:
+    return {f"width.{name}": int(w) for name, w in widths.items()}
+
+
+def widths_from_config(config: Mapping[str, object]) -> dict[str, int]:
+    prefix = "width."
+    return {k[len(prefix):]: int(v) for k, v in config.items() if k.startswith(prefix)}  # type: ignore[arg-type]

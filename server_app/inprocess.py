@@ -1,0 +1,80 @@
+"""A Grid that runs a ClientApp in this process: rounds in milliseconds, for tests and debugging.
+
+Each node gets its own ``Context`` (node config ``partition-id`` / ``num-partitions`` plus any
+extra per-node keys) whose ``state`` persists across rounds, as on a real SuperNode. A ClientApp
+exception becomes an error reply, as the Flower runtime does.
+"""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from flwr.app import Context, Error, Message, RecordDict, UserConfig, UserConfigValue
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+ClientCallable = Callable[[Message, Context], Message]
+
+CLIENT_APP_ERROR = 2  # the code Flower's runtime uses for an exception raised by the ClientApp
+
+
+class InProcessGrid(Grid):
+    def __init__(
+        self, client_app: ClientCallable, num_nodes: int, run_config: UserConfig,
+        node_configs: Sequence[Mapping[str, UserConfigValue]] | None = None, run_id: int = 1,
+    ) -> None:
+        extra = list(node_configs) if node_configs is not None else [{}] * num_nodes
+        if len(extra) != num_nodes:
+            raise ValueError("node_configs must have one entry per node")
+        self.client_app = client_app
+        self.contexts = {
+            1000 + i: Context(run_id=run_id, node_id=1000 + i,
+                              node_config={"partition-id": i, "num-partitions": num_nodes, **extra[i]},
+                              state=RecordDict(), run_config=dict(run_config))
+            for i in range(num_nodes)
+        }
+        self._run = Run.create_empty(run_id)
+        self._replies: dict[str, Message] = {}
+        # Messages built outside a running app need the identity of the sending task.
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type,
+                       group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def _handle(self, message: Message) -> Message:
+        context = self.contexts[message.metadata.dst_node_id]
+        try:
+            return self.client_app(message, context)
+        except Exception:  # noqa: BLE001 - reported to the server as an error reply, like Flower
+            return Message(Error(CLIENT_APP_ERROR, traceback.format_exc()), reply_to=message)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            # What the SuperLink does on arrival (Metadata.message_id has no public setter).
+            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            self._replies[message.metadata.message_id] = self._handle(message)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))

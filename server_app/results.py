@@ -1,0 +1,116 @@
+"""One results directory per run: metrics (JSON + CSV), config, versions, model, plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ACCURACY_TARGET = 0.9
+
+
+def make_run_dir(root: str, name: str) -> Path:
+    base = Path(root).expanduser().resolve() / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("flwr", "torch", "numpy", "flwr-datasets", "pydantic", "mlxtend"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def rounds_to_target(rows: Sequence[Mapping[str, Any]], target: float = ACCURACY_TARGET) -> int | None:
+    for row in rows:
+        if row.get("test-accuracy", 0.0) >= target:
+            return int(row["round"])
+    return None
+
+
+def cost_by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean cost per resource ratio, and each ratio's FLOPs/memory relative to ratio 1."""
+    keys = ("flops-per-step", "peak-memory-mb", "train-seconds", "bytes-up", "bytes-down")
+    groups: dict[float, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in client_rows:
+        groups[float(row["resource-ratio"])].append(row)
+    summary = {
+        str(ratio): {k: sum(float(r[k]) for r in rows) / len(rows) for k in keys if k in rows[0]}
+        for ratio, rows in sorted(groups.items(), reverse=True)
+    }
+    full = summary.get("1.0")
+    if full:
+        for stats in summary.values():
+            for key in ("flops-per-step", "peak-memory-mb"):
+                if key in stats and full.get(key):
+                    stats[f"{key}-vs-ratio-1"] = stats[key] / full[key]
+    return summary
+
+
+def plot(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    rounds = [r["round"] for r in rows]
+    fig, (ax_acc, ax_cov) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_acc.plot(rounds, [r.get("test-accuracy", float("nan")) for r in rows], marker=".")
+    ax_acc.axhline(ACCURACY_TARGET, color="grey", linestyle=":", linewidth=1)
+    ax_acc.set(xlabel="round", ylabel="test accuracy", title=title)
+    train_rows = [r for r in rows if "coverage-x-min" in r]
+    for key, label in (("coverage-x-min", "C_x*"), ("coverage-y-min", "C_y*")):
+        ax_cov.plot([r["round"] for r in train_rows], [r[key] for r in train_rows], marker=".",
+                    label=label)
+    ax_cov.set(xlabel="round", ylabel="min clients covering a coordinate", title="coverage")
+    ax_cov.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(run_dir: Path, *, config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                  client_rows: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]],
+                  title: str) -> dict[str, Any]:
+    """Write every file of a finished run; returns the summary."""
+    summary = {
+        "final-test-accuracy": rows[-1].get("test-accuracy") if rows else None,
+        "best-test-accuracy": max((r.get("test-accuracy", 0.0) for r in rows), default=None),
+        "rounds-to-90%": rounds_to_target(rows),
+        "total-seconds": rows[-1].get("elapsed-seconds") if rows else None,
+        "cost-by-ratio": cost_by_ratio(client_rows),
+        "nodes": list(nodes),
+    }
+    (run_dir / "config.json").write_text(json.dumps(dict(config), indent=2))
+    (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps(list(rows), indent=2))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_csv(run_dir / "metrics.csv", rows)
+    if client_rows:
+        _write_csv(run_dir / "clients.csv", client_rows)
+    plot(run_dir / "plot.png", rows, title)
+    return summary

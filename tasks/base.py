@@ -1,0 +1,101 @@
+"""The interface every bilevel task implements.
+
+A task describes its network as an ordered list of :class:`LayerSpec` (forward order), builds
+that network at any widths, and defines the inner loss g and the outer loss f. Everything the
+server needs for dual pruning (which layers shrink, how inputs follow the previous layer) is read
+from the layer list; no code anywhere branches on a model's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+Role = Literal["x", "y"]
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer with parameters ``{name}.weight`` (out, in, ...) and optional ``{name}.bias``.
+
+    Attributes:
+        name: attribute name of the layer in the model built by the task.
+        role: ``"x"`` (outer / upper-level) or ``"y"`` (inner / lower-level) parameters.
+        width: number of output units (channels or neurons) of the full model.
+        prunable: whether a submodel may keep only some output units (the final classifier
+            is never prunable: it keeps all classes).
+        in_expand: number of consecutive inputs of this layer fed by one output unit of the
+            previous layer (e.g. H*W after flattening a conv feature map; 1 otherwise).
+        has_bias: whether the layer has a bias vector.
+    """
+
+    name: str
+    role: Role
+    width: int
+    prunable: bool
+    in_expand: int = 1
+    has_bias: bool = True
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A minibatch: inputs and integer labels (optionally sample ids, for per-sample tasks)."""
+
+    inputs: Tensor
+    labels: Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.inputs.to(device), self.labels.to(device))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's local data: ``train`` feeds the inner loss g, ``val`` the outer loss f."""
+
+    train: Batch
+    val: Batch
+
+
+class BilevelTask(Protocol):
+    """What the client, the server and the tests need from a task."""
+
+    layers: tuple[LayerSpec, ...]
+
+    def full_widths(self) -> dict[str, int]:
+        """Widths of the full (unpruned) model."""
+        ...
+
+    def build_model(self, widths: Mapping[str, int]) -> nn.Module:
+        """A dense network whose layer ``name`` has ``widths[name]`` output units."""
+        ...
+
+    def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        """g(x, y; batch): strongly convex in y."""
+        ...
+
+    def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        """f(x, y; batch)."""
+        ...
+
+    def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
+        """Fraction of correctly classified samples of ``batch``."""
+        ...
+
+
+def split_params(model: nn.Module, layers: tuple[LayerSpec, ...]) -> tuple[Params, Params]:
+    """Detached copies of the model's parameters, split into (x, y) by layer role."""
+    role = {layer.name: layer.role for layer in layers}
+    x: Params = {}
+    y: Params = {}
+    for name, param in model.named_parameters():
+        target = x if role[name.split(".", 1)[0]] == "x" else y
+        target[name] = param.detach().clone()
+    return x, y

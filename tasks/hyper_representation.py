@@ -1,0 +1,91 @@
+"""Hyper-representation learning.
+
+x = a small CNN feature extractor (two 5x5 conv blocks and a dense layer), y = the linear
+classifier head on its features.
+
+    g(x, y) = CE(head_y(phi_x(train inputs)), train labels) + mu * ||y||^2   (strongly convex in y)
+    f(x, y) = CE(head_y(phi_x(val inputs)), val labels)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import Batch, LayerSpec, Params
+
+
+class ConvNet(nn.Module):
+    """conv-relu-pool, conv-relu-pool, flatten, dense-relu-layernorm (the features), linear head."""
+
+    def __init__(self, in_shape: tuple[int, int, int], widths: Mapping[str, int],
+                 num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = in_shape
+        self.conv1 = nn.Conv2d(channels, widths["conv1"], 5, padding=2)
+        self.conv2 = nn.Conv2d(widths["conv1"], widths["conv2"], 5, padding=2)
+        self.fc1 = nn.Linear(widths["conv2"] * (height // 4) * (width // 4), widths["fc1"])
+        self.head = nn.Linear(widths["fc1"], num_classes)
+        for layer in (self.conv1, self.conv2, self.fc1):  # He init: features of unit scale
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+
+    def features(self, inputs: Tensor) -> Tensor:
+        out = F.max_pool2d(F.relu(self.conv1(inputs)), 2)
+        out = F.max_pool2d(F.relu(self.conv2(out)), 2)
+        # Parameter-free layer norm: features of the same scale at every width, so a submodel's
+        # head sees features like the full model's and one inner learning rate suits all ratios.
+        features = F.relu(self.fc1(out.flatten(1)))
+        return F.layer_norm(features, features.shape[1:])
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.head(self.features(inputs))
+
+
+@dataclass(frozen=True)
+class HyperRepresentation:
+    """The task; ``in_shape`` and ``num_classes`` come from the dataset."""
+
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    mu: float = 1e-3
+    conv1: int = 16
+    conv2: int = 32
+    fc1: int = 64
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        _, height, width = self.in_shape
+        return (
+            LayerSpec("conv1", "x", self.conv1, prunable=True),
+            LayerSpec("conv2", "x", self.conv2, prunable=True),
+            LayerSpec("fc1", "x", self.fc1, prunable=True, in_expand=(height // 4) * (width // 4)),
+            LayerSpec("head", "y", self.num_classes, prunable=False),
+        )
+
+    def full_widths(self) -> dict[str, int]:
+        return {layer.name: layer.width for layer in self.layers}
+
+    def build_model(self, widths: Mapping[str, int]) -> nn.Module:
+        return ConvNet(self.in_shape, widths, self.num_classes)
+
+    @staticmethod
+    def _logits(model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
+        return functional_call(model, {**x, **y}, (inputs,))
+
+    def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        loss = F.cross_entropy(self._logits(model, x, y, batch.inputs), batch.labels)
+        return loss + self.mu * sum(torch.sum(p * p) for p in y.values())
+
+    def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        return F.cross_entropy(self._logits(model, x, y, batch.inputs), batch.labels)
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
+        logits = self._logits(model, x, y, batch.inputs)
+        return float((logits.argmax(dim=1) == batch.labels).float().mean())
