@@ -196,7 +196,8 @@ class ResourceAdaptiveBilevel(Strategy):
             time.sleep(1.0)
         size = min(len(nodes), max(int(len(nodes) * self.fraction_train), self.min_train_nodes))
         rng = np.random.default_rng([self.seed, server_round])
-        return sorted(int(n) for n in rng.choice(nodes, size=size, replace=False))
+        # Choose positions, not ids: node ids are uint64 and would lose precision in numpy.
+        return sorted(nodes[i] for i in rng.choice(len(nodes), size=size, replace=False))
 
     def _ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         unknown = [n for n in nodes if n not in self.profiles]

@@ -1,0 +1,126 @@
+"""Per-coordinate aggregation: hand-computed averages, FedAvg equivalence, failures, coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from rabo_strategy import CoverageAverage, ResourceAdaptiveBilevel, SliceIndex, make_mask_policy
+from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from server_app.inprocess import InProcessGrid
+from tasks import HyperRepresentation, split_params
+
+TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10)
+
+
+def test_coverage_average_matches_hand_computation() -> None:
+    acc = CoverageAverage({"b": (5,), "w": (3, 2)})
+    # client A (weight 1) covers b[0, 1] and w[0:2, 0]; client B (weight 3) covers b[1, 2], w[1:3, :]
+    acc.add({"b": np.array([1.0, 2.0]), "w": np.array([[1.0], [2.0]])},
+            {"b": SliceIndex(np.array([0, 1])), "w": SliceIndex(np.array([0, 1]), np.array([0]))}, 1.0)
+    acc.add({"b": np.array([6.0, 7.0]), "w": np.array([[4.0, 5.0], [6.0, 7.0]])},
+            {"b": SliceIndex(np.array([1, 2])), "w": SliceIndex(np.array([1, 2]), np.array([0, 1]))}, 3.0)
+    previous = {"b": np.full(5, -9.0), "w": np.full((3, 2), -9.0)}
+    out = acc.average(previous)
+    np.testing.assert_allclose(out["b"], [1.0, (2.0 + 3 * 6.0) / 4, 7.0, -9.0, -9.0])
+    np.testing.assert_allclose(out["w"], [[1.0, -9.0], [(2.0 + 3 * 4.0) / 4, 5.0], [6.0, 7.0]])
+    assert acc.min_coverage(["b"]) == 0 and acc.min_coverage(["w"]) == 0
+    np.testing.assert_array_equal(acc.counts["w"], [[1, 0], [2, 1], [1, 1]])
+
+
+def _initial() -> dict[str, dict[str, np.ndarray]]:
+    torch.manual_seed(0)
+    x, y = split_params(TASK.build_model(TASK.full_widths()), TASK.layers)
+    to_np = lambda d: {k: t.numpy() for k, t in d.items()}  # noqa: E731
+    return {"x": to_np(x), "y": to_np(y), "v": {k: np.zeros_like(t.numpy()) for k, t in y.items()}}
+
+
+def _fake_client(algorithm: str, broken: dict[int, str] | None = None):
+    """Replies with received slices + node-specific noise, num-examples = 10 * (partition + 1)."""
+    broken = broken or {}
+
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            profile = ConfigRecord({"partition-id": pid, "resource-ratio": -1.0})
+            return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+        if broken.get(pid) == "raise":
+            raise RuntimeError("client crashed")
+        parts = unpack(msg.content[ARRAYS])
+        rng = np.random.default_rng(pid)
+        noisy = {p: {k: a + rng.normal(size=a.shape).astype(a.dtype) for k, a in d.items()}
+                 for p, d in parts.items()}
+        if algorithm == "rabo":
+            noisy["h"] = noisy.pop("x")
+        if broken.get(pid) == "shape":
+            noisy["y"] = {k: a[:1] for k, a in noisy["y"].items()}
+        if broken.get(pid) == "nan":
+            next(iter(noisy["v"].values()))[0] = np.nan
+        metrics = MetricRecord({"num-examples": 10 * (pid + 1), "inner-loss": float(pid)})
+        return Message(RecordDict({ARRAYS: pack(noisy), METRICS: metrics}), reply_to=msg)
+
+    return client
+
+
+def _round(algorithm: str, levels: tuple[float, ...], num_nodes: int = 4,
+           broken: dict[int, str] | None = None, **kwargs: float):
+    grid = InProcessGrid(_fake_client(algorithm, broken), num_nodes, {})
+    strategy = ResourceAdaptiveBilevel(TASK.layers, algorithm, levels, make_mask_policy("static", 0),
+                                       outer_lr=kwargs.get("outer_lr", 0.5))
+    initial = _initial()
+    messages = list(strategy.configure_train(1, pack(initial), ConfigRecord(), grid))
+    replies = list(grid.send_and_receive(messages))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    return initial, replies, arrays, metrics
+
+
+def test_full_ratio_rafbo_equals_flower_fedavg() -> None:
+    _, replies, arrays, metrics = _round("rafbo", (1.0,))
+    expected = aggregate_arrayrecords([r.content for r in replies], "num-examples")
+    assert arrays is not None and set(arrays) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(arrays[key].numpy(), expected[key].numpy(), rtol=1e-6, atol=1e-6)
+    assert metrics["coverage-x-min"] == 4 and metrics["coverage-y-min"] == 4
+    # client metrics are averaged with the same weights: sum(pid * 10(pid+1)) / sum(10(pid+1))
+    assert metrics["inner-loss"] == pytest.approx((0 * 1 + 1 * 2 + 2 * 3 + 3 * 4) / 10)
+
+
+def test_full_ratio_rabo_steps_x_with_the_average_hypergradient() -> None:
+    initial, replies, arrays, _ = _round("rabo", (1.0,), outer_lr=0.5)
+    weights = np.array([10.0, 20.0, 30.0, 40.0]) / 100.0
+    for name, x0 in initial["x"].items():
+        hs = [unpack(r.content[ARRAYS])["h"][name] for r in replies]
+        expected = x0 - 0.5 * sum(w * h for w, h in zip(weights, hs, strict=True))
+        np.testing.assert_allclose(arrays[f"x:{name}"].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_uncovered_coordinates_keep_their_value() -> None:
+    initial, _, arrays, metrics = _round("rafbo", (0.5,))
+    new = unpack(arrays)
+    np.testing.assert_array_equal(new["x"]["conv1.weight"][8:], initial["x"]["conv1.weight"][8:])
+    assert not np.allclose(new["x"]["conv1.weight"][:8], initial["x"]["conv1.weight"][:8])
+    assert metrics["coverage-x-min"] == 0 and metrics["coverage-y-min"] == 0
+
+
+def test_static_masks_coverage_is_the_number_of_full_clients() -> None:
+    _, _, _, metrics = _round("rabo", (1.0, 0.5, 0.25, 0.125), num_nodes=8)
+    assert metrics["coverage-x-min"] == 2 and metrics["coverage-y-min"] == 2
+
+
+def test_bad_replies_are_skipped_and_counted() -> None:
+    broken = {1: "raise", 2: "shape", 3: "nan"}
+    initial, replies, arrays, metrics = _round("rafbo", (1.0,), num_nodes=5, broken=broken)
+    assert metrics["failed-replies"] == 3 and metrics["replies"] == 2
+    good = [r.content for r in replies if not r.has_error()
+            and int(r.metadata.src_node_id) in (1000, 1004)]
+    expected = aggregate_arrayrecords(good, "num-examples")
+    for key in expected:
+        np.testing.assert_allclose(arrays[key].numpy(), expected[key].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_round_without_valid_reply_keeps_the_model() -> None:
+    _, _, arrays, metrics = _round("rafbo", (1.0,), num_nodes=2, broken={0: "raise", 1: "raise"})
+    assert arrays is None and metrics["failed-replies"] == 2 and metrics["replies"] == 0
