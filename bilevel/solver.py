@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch.func import grad, grad_and_value
+from torch.func import grad_and_value
 
 from .oracles import ProductOracle
 from .types import LossFn, Params
@@ -100,17 +99,3 @@ def rafbo_local(
         y, v, h, metrics = outer_iteration(problem, oracle, cfg, x, y, v, next_train, next_val)
         x = _axpy(-cfg.outer_lr, h, x)
     return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)
-
-
-def exact_gradients(loss: LossFn, x: Params, y: Params, batch: Any) -> tuple[Params, Params]:
-    """(grad_x, grad_y) of a loss: a helper for tests and benchmarks."""
-    gx, gy = grad(loss, argnums=(0, 1))(x, y, batch)
-    return gx, gy
-
-
-def clone(params: Params) -> Params:
-    return {k: t.detach().clone() for k, t in params.items()}
-
-
-def to_device(params: Params, device: torch.device) -> Params:
-    return {k: t.to(device) for k, t in params.items()}

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from client_app.local import resolve_device
 from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
 from rabo_strategy.wire import pack, unpack
-from tasks import make_task, split_params, test_set
+from tasks import BilevelTask, make_task, split_params, test_set
 
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
@@ -32,7 +32,7 @@ def main(grid: Grid, context: Context) -> None:
     run(grid, cfg)
 
 
-def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, object]:
+def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
     """The seeded full model as (x, y, v = 0) and the task."""
     task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
     torch.manual_seed(cfg.seed)

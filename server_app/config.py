@@ -38,7 +38,7 @@ class RunConfig(BaseModel):
     partitioner: Literal["iid", "dirichlet"] = "iid"
     dirichlet_alpha: PositiveFloat = 0.5
     test_fraction: Fraction = 0.2
-    val_fraction: Fraction = 0.2
+    val_fraction: Fraction = 0.5
     mu: Annotated[float, Field(ge=0)] = 1e-3
     # algorithm
     algorithm: Literal["rabo", "rafbo"] = "rabo"

@@ -31,7 +31,7 @@ class DataSpec:
     partitioner: str = "iid"
     dirichlet_alpha: float = 0.5
     test_fraction: float = 0.2
-    val_fraction: float = 0.2
+    val_fraction: float = 0.5
     seed: int = 0
 
 

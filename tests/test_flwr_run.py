@@ -1,0 +1,67 @@
+"""One real `flwr run` on the Ray simulation engine, checked by the run's status.
+
+`flwr run` exits 0 even when the run failed, so the test reads the status with `flwr ls`.
+It uses a private FLWR_HOME and SuperLink port, and stops that SuperLink afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLWR = str(Path(sys.executable).parent / "flwr")
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def flwr_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port())}
+    yield env
+    # The local SuperLink is detached and outlives `flwr run`: stop the one this test started.
+    subprocess.run(["pkill", "-TERM", "-f", f"flower-superlink.*{home}"], check=False)
+
+
+def _flwr(env: dict[str, str], *args: str) -> dict:
+    out = subprocess.run([FLWR, *args, "--format", "json"], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return json.loads(out)
+
+
+def test_flwr_run_completes_and_learns(tmp_path: Path, flwr_env: dict[str, str]) -> None:
+    results = tmp_path / "results"
+    submitted = _flwr(
+        flwr_env, "run", ".", "--federation-config", "num-supernodes=4 client-resources-num-cpus=1",
+        "--run-config", f"num-server-rounds=3 dataset='sklearn-digits' results-dir='{results}'",
+    )
+    assert submitted["success"], submitted
+    run_id = submitted["run-id"]
+    deadline = time.monotonic() + 300
+    status = ""
+    while time.monotonic() < deadline:
+        runs = _flwr(flwr_env, "ls", "--run-id", run_id)["runs"]
+        status = runs[0]["status"]
+        if status.startswith("finished"):
+            break
+        time.sleep(2)
+    assert status == "finished:completed", runs[0].get("status-details")
+    (run_dir,) = results.iterdir()
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert len(rows) == 4 and all(r["replies"] == 4 for r in rows[1:])
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
