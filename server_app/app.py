@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from client_app.local import resolve_device
 from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
 from rabo_strategy.wire import pack, unpack
-from tasks import BilevelTask, make_task, split_params, test_set
+from tasks import BilevelTask, holdout_set, image_data, make_task, split_params
 
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
@@ -26,7 +26,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = parse_run_config(context.run_config)
-    except ConfigError as err:
+        image_data(cfg.data_spec(num_partitions=1))  # missing data fails here, before any round
+    except (ConfigError, FileNotFoundError) as err:
         log(ERROR, "%s", err)
         raise SystemExit(f"Run stopped: {err}") from None
     run(grid, cfg)
@@ -50,7 +51,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         seed=cfg.seed,
     )
     device = resolve_device(cfg.device)
-    evaluator = Evaluator(task, test_set(cfg.data_spec(num_partitions=1)), device, cfg.num_server_rounds)
+    evaluator = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device, cfg.num_server_rounds)
     result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.num_server_rounds,
                             timeout=cfg.round_timeout, evaluate_fn=evaluator)
 

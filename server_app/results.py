@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ACCURACY_TARGET = 0.9
 
@@ -83,9 +84,12 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> None:
     ax_acc.axhline(ACCURACY_TARGET, color="grey", linestyle=":", linewidth=1)
     ax_acc.set(xlabel="round", ylabel="test accuracy", title=title)
     train_rows = [r for r in rows if "coverage-x-min" in r]
-    for key, label in (("coverage-x-min", "C_x*"), ("coverage-y-min", "C_y*")):
-        ax_cov.plot([r["round"] for r in train_rows], [r[key] for r in train_rows], marker=".",
-                    label=label)
+    for key, label, style in (("coverage-x-min", "C_x*", "-"), ("coverage-y-min", "C_y*", "--")):
+        ax_cov.plot([r["round"] for r in train_rows], [r[key] for r in train_rows], style,
+                    marker=".", label=label)
+    top = max((r.get("replies", 0) + r.get("failed-replies", 0) for r in train_rows), default=1)
+    ax_cov.set_ylim(0, top + 0.5)
+    ax_cov.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_cov.set(xlabel="round", ylabel="min clients covering a coordinate", title="coverage")
     ax_cov.legend()
     fig.tight_layout()

@@ -81,7 +81,7 @@ def image_data(spec: DataSpec) -> ImageData:
     return _images(spec.dataset, spec.data_dir, spec.download)
 
 
-def test_set(spec: DataSpec) -> Batch:
+def holdout_set(spec: DataSpec) -> Batch:
     """The server's held-out test set."""
     data = image_data(spec)
     test, _ = _test_and_pool(spec)

@@ -73,3 +73,10 @@ def test_bad_config_stops_the_run_with_one_message(tmp_path: Path) -> None:
     grid = InProcessGrid(client_app, 2, {})
     with pytest.raises(SystemExit, match=r"'ratio-levels' = '1, 2': every ratio must be in \(0, 1\]"):
         main(grid, context)
+
+
+def test_missing_dataset_stops_the_run_with_one_message(tmp_path: Path) -> None:
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"dataset": "mnist", "data-dir": str(tmp_path)})
+    with pytest.raises(SystemExit, match="dataset 'mnist' not found under data-dir="):
+        main(InProcessGrid(client_app, 2, {}), context)
