@@ -22,14 +22,20 @@ from .results import make_run_dir, write_results
 app = ServerApp()
 
 
+class RunStopped(RuntimeError):
+    """The run cannot start: bad configuration or missing data (the message says which)."""
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = parse_run_config(context.run_config)
         image_data(cfg.data_spec(num_partitions=1))  # missing data fails here, before any round
     except (ConfigError, FileNotFoundError) as err:
-        log(ERROR, "%s", err)
-        raise SystemExit(f"Run stopped: {err}") from None
+        log(ERROR, "Run stopped: %s", err)
+        # An exception (not SystemExit, which Flower records as "completed") marks the run as
+        # finished:failed, with this message as the run's status details.
+        raise RunStopped(str(err)) from None
     run(grid, cfg)
 
 

@@ -9,7 +9,7 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 from client_app.app import app as client_app
-from server_app.app import main, run
+from server_app.app import RunStopped, main, run
 from server_app.config import parse_run_config
 from server_app.inprocess import InProcessGrid
 
@@ -71,12 +71,12 @@ def test_bad_config_stops_the_run_with_one_message(tmp_path: Path) -> None:
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                       run_config={"ratio-levels": "1, 2"})
     grid = InProcessGrid(client_app, 2, {})
-    with pytest.raises(SystemExit, match=r"'ratio-levels' = '1, 2': every ratio must be in \(0, 1\]"):
+    with pytest.raises(RunStopped, match=r"'ratio-levels' = '1, 2': every ratio must be in \(0, 1\]"):
         main(grid, context)
 
 
 def test_missing_dataset_stops_the_run_with_one_message(tmp_path: Path) -> None:
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                       run_config={"dataset": "mnist", "data-dir": str(tmp_path)})
-    with pytest.raises(SystemExit, match="dataset 'mnist' not found under data-dir="):
+    with pytest.raises(RunStopped, match="dataset 'mnist' not found under data-dir="):
         main(InProcessGrid(client_app, 2, {}), context)
