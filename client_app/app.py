@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from rabo_strategy.wire import ARRAYS, CONFIG, METRICS, PROFILE, pack, unpack, widths_from_config
-from server_app.config import parse_run_config
+from server_app.config import ConfigError, RunConfig, parse_node_config, parse_run_config
 from tasks import client_data, make_task
 
 from .local import local_round
@@ -14,36 +15,41 @@ from .local import local_round
 app = ClientApp()
 
 
-def _partition(context: Context) -> tuple[int, int]:
-    """(partition-id, num-partitions) from the node config (simulation or deployment)."""
-    try:
-        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    except KeyError as err:
-        raise ValueError(
-            f"node config lacks {err}: start the SuperNode with "
-            "--node-config 'partition-id=<i> num-partitions=<n>'"
-        ) from None
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Report this node's partition and declared resource ratio (-1 when not declared)."""
-    node_config = context.node_config
+    """Report this node's partition and declared resource ratio (-1 when not declared).
+
+    An invalid node config is reported as ``error`` (the server leaves the node out and logs
+    the message) rather than as a traceback.
+    """
+    try:
+        node = parse_node_config(context.node_config)
+    except ConfigError as err:
+        return Message(RecordDict({PROFILE: ConfigRecord({"error": str(err)})}), reply_to=msg)
     profile = ConfigRecord({
-        "partition-id": int(node_config.get("partition-id", -1)),
-        "resource-ratio": float(node_config.get("resource-ratio", -1.0)),
+        "partition-id": -1 if node.partition_id is None else node.partition_id,
+        "resource-ratio": -1.0 if node.resource_ratio is None else node.resource_ratio,
     })
     return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+
+
+def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> None:
+    """Chaos testing: fail with probability ``client-failure-rate`` (seeded per round, client)."""
+    if cfg.client_failure_rate > 0.0:
+        draw = np.random.default_rng([cfg.seed, server_round, partition_id, 7]).random()
+        if draw < cfg.client_failure_rate:
+            raise RuntimeError(f"injected failure (client-failure-rate={cfg.client_failure_rate})")
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
     cfg = parse_run_config(context.run_config)
-    partition_id, num_partitions = _partition(context)
+    partition_id, num_partitions = parse_node_config(context.node_config).partition()
+    config = msg.content[CONFIG]
+    _inject_failure(cfg, int(config["server-round"]), partition_id)
     spec = cfg.data_spec(num_partitions)
     task = make_task(cfg.task, spec, cfg.mu)
-    config = msg.content[CONFIG]
     reply, metrics = local_round(
         task, client_data(spec, partition_id), cfg, widths_from_config(config),
         unpack(msg.content[ARRAYS]), server_round=int(config["server-round"]),

@@ -43,6 +43,8 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
 
     ``key`` is the node's ``partition-id`` (simulation) or, without one, its node id.
     """
+    if "error" in profile:  # the node reported an invalid node config
+        raise ValueError(str(profile["error"]))
     partition_id = int(profile.get("partition-id", -1))  # type: ignore[arg-type]
     declared = float(profile.get("resource-ratio", -1.0))  # type: ignore[arg-type]
     if declared != -1.0:
@@ -77,6 +79,9 @@ class ResourceAdaptiveBilevel(Strategy):
         mask_policy: chooses the kept units of each prunable layer.
         fraction_train / min_train_nodes / min_available_nodes: sampling, as in FedAvg.
         seed: seeds node sampling (masks are seeded by their policy).
+        min_successful_replies: a round with fewer valid replies is skipped (model unchanged).
+        max_update_norm: a reply whose update (returned tensors minus those sent; h itself for
+            RABO) has a larger L2 norm in any part is rejected.
         query_timeout: seconds to wait for node profiles.
     """
 
@@ -84,6 +89,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self, layers: tuple[LayerSpec, ...], algorithm: str, ratio_levels: Sequence[float],
         mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0, fraction_train: float = 1.0,
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
+        min_successful_replies: int = 1, max_update_norm: float = float("inf"),
         query_timeout: float = 120.0,
     ) -> None:
         if algorithm not in ALGORITHMS:
@@ -99,6 +105,8 @@ class ResourceAdaptiveBilevel(Strategy):
         self.min_train_nodes = min_train_nodes
         self.min_available_nodes = min_available_nodes
         self.seed = seed
+        self.min_successful_replies = min_successful_replies
+        self.max_update_norm = max_update_norm
         self.query_timeout = query_timeout
         self.roles = param_roles(layers)
         self.profiles: dict[int, NodeProfile] = {}
@@ -175,9 +183,13 @@ class ResourceAdaptiveBilevel(Strategy):
             log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, reason)
 
         round_metrics = self._round_metrics(server_round, acc, accepted, len(failures))
-        if not accepted:
-            log(WARNING, "round %d: no valid reply; the global model is unchanged", server_round)
+        if len(accepted) < self.min_successful_replies:
+            log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
+                "the global model is unchanged", server_round, len(accepted),
+                self.min_successful_replies)
+            round_metrics["skipped"] = 1
             return None, round_metrics
+        round_metrics["skipped"] = 0
         return pack(self._new_global(acc)), round_metrics
 
     def configure_evaluate(
@@ -248,13 +260,19 @@ class ResourceAdaptiveBilevel(Strategy):
             got = received.get(part, {})
             if got.keys() != reference.keys():
                 raise ValueError(f"part '{part}' has keys {sorted(got)}, expected {sorted(reference)}")
+            squared_norm = 0.0
             for name, value in got.items():
                 expected = sent.index[name].shape(reference[name].shape)
                 if value.shape != expected:
                     raise ValueError(f"{part}:{name} has shape {value.shape}, expected {expected}")
                 if not np.all(np.isfinite(value)):
                     raise ValueError(f"{part}:{name} contains NaN or Inf")
+                update = value if part == "h" else value - sent.index[name].take(reference[name])
+                squared_norm += float(np.sum(np.square(update, dtype=np.float64)))
                 values[f"{part}:{name}"] = value
+            if not np.sqrt(squared_norm) <= self.max_update_norm:
+                raise ValueError(f"update norm of part '{part}' is {np.sqrt(squared_norm):.3g}, "
+                                 f"above max-update-norm={self.max_update_norm:g}")
         return values, metrics
 
     def _new_global(self, acc: CoverageAverage) -> dict[str, dict[str, np.ndarray]]:

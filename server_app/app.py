@@ -54,7 +54,8 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
         outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, fraction_train=cfg.fraction_train,
         min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
-        seed=cfg.seed,
+        seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
+        max_update_norm=cfg.max_update_norm,
     )
     device = resolve_device(cfg.device)
     evaluator = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device, cfg.num_server_rounds)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks import DataSpec
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+Ratio = Annotated[float, Field(gt=0, le=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -27,8 +28,8 @@ class ConfigError(ValueError):
 class RunConfig(BaseModel):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda n: n.replace("_", "-"),
-                              populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+                              alias_generator=lambda n: n.replace("_", "-"))
 
     # problem and data
     task: Literal["hyper-representation"] = "hyper-representation"
@@ -45,8 +46,8 @@ class RunConfig(BaseModel):
     hypergradient: Literal["finite-difference", "autograd"] = "finite-difference"
     fd_alpha: PositiveFloat = 1e-2
     num_server_rounds: PositiveInt = 30
-    inner_steps: NonNegativeInt = 5
-    v_steps: NonNegativeInt = 5
+    inner_steps: PositiveInt = 5
+    v_steps: PositiveInt = 5
     outer_steps: PositiveInt = 3
     inner_lr: PositiveFloat = 0.3
     v_lr: PositiveFloat = 0.1
@@ -60,6 +61,9 @@ class RunConfig(BaseModel):
     min_train_nodes: PositiveInt = 2
     min_available_nodes: PositiveInt = 2
     round_timeout: PositiveFloat = 600.0
+    min_successful_replies: PositiveInt = 1
+    max_update_norm: PositiveFloat = 1000.0
+    client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # execution and output
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -101,20 +105,56 @@ class RunConfig(BaseModel):
         return flat
 
 
-def _describe(error: Mapping[str, object]) -> str:
-    loc = error.get("loc") or ("<config>",)
-    key = ".".join(str(part) for part in loc)  # type: ignore[union-attr]
-    if error.get("type") == "extra_forbidden":
-        allowed = ", ".join(sorted(f.alias or n for n, f in RunConfig.model_fields.items()))
-        return f"unknown key '{key}'; known keys: {allowed}"
+class NodeConfig(BaseModel):
+    """A SuperNode's ``--node-config`` (simulation sets partition-id and num-partitions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+                              alias_generator=lambda n: n.replace("_", "-"))
+
+    partition_id: NonNegativeInt | None = None
+    num_partitions: PositiveInt | None = None
+    resource_ratio: Ratio | None = None
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> NodeConfig:
+        if (self.partition_id is not None and self.num_partitions is not None
+                and self.partition_id >= self.num_partitions):
+            raise ValueError(f"partition-id={self.partition_id} must be below "
+                             f"num-partitions={self.num_partitions}")
+        return self
+
+    def partition(self) -> tuple[int, int]:
+        """(partition-id, num-partitions); both are needed to train."""
+        if self.partition_id is None or self.num_partitions is None:
+            raise ConfigError("invalid node config: 'partition-id' and 'num-partitions' are required "
+                              "to train (--node-config 'partition-id=0 num-partitions=3')")
+        return self.partition_id, self.num_partitions
+
+
+def _describe(error: Mapping[str, object], model: type[BaseModel]) -> str:
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if not error.get("loc"):  # a check across keys: its message names them
+        return message
+    key = ".".join(str(part) for part in error["loc"])  # type: ignore[union-attr]
+    if error.get("type") == "extra_forbidden":
+        allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
+        return f"unknown key '{key}'; known keys: {allowed}"
     return f"'{key}' = {error.get('input')!r}: {message}"
+
+
+def _parse(model: type[BaseModel], values: Mapping[str, object], what: str) -> BaseModel:
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as err:
+        lines = [_describe(e, model) for e in err.errors()]  # type: ignore[arg-type]
+        raise ConfigError(f"invalid {what}: " + "; ".join(lines)) from None
 
 
 def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
     """Validate a Flower run config; raises :class:`ConfigError` naming every bad key."""
-    try:
-        return RunConfig.model_validate(dict(run_config))
-    except ValidationError as err:
-        lines = [_describe(e) for e in err.errors()]  # type: ignore[arg-type]
-        raise ConfigError("invalid run config: " + "; ".join(lines)) from None
+    return _parse(RunConfig, run_config, "run config")  # type: ignore[return-value]
+
+
+def parse_node_config(node_config: Mapping[str, object]) -> NodeConfig:
+    """Validate a SuperNode's node config; raises :class:`ConfigError` naming every bad key."""
+    return _parse(NodeConfig, node_config, "node config")  # type: ignore[return-value]

@@ -2,11 +2,13 @@
 
 Each node gets its own ``Context`` (node config ``partition-id`` / ``num-partitions`` plus any
 extra per-node keys) whose ``state`` persists across rounds, as on a real SuperNode. A ClientApp
-exception becomes an error reply, as the Flower runtime does.
+exception becomes an error reply, as the Flower runtime does; a node whose ClientApp takes longer
+than the round timeout is treated as a straggler whose reply never arrives.
 """
 
 from __future__ import annotations
 
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -66,9 +68,8 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            # What the SuperLink does on arrival (Metadata.message_id has no public setter).
-            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            self._replies[message.metadata.message_id] = self._handle(message)
+            reply, _ = self._deliver(message)
+            self._replies[message.metadata.message_id] = reply
             ids.append(message.metadata.message_id)
         return ids
 
@@ -77,4 +78,17 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        """Replies of the nodes whose ClientApp returned within ``timeout`` seconds each."""
+        replies = []
+        for message in messages:
+            reply, seconds = self._deliver(message)
+            if timeout is None or seconds <= timeout:
+                replies.append(reply)
+        return replies
+
+    def _deliver(self, message: Message) -> tuple[Message, float]:
+        # What the SuperLink does on arrival (Metadata.message_id has no public setter).
+        message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+        start = time.perf_counter()
+        reply = self._handle(message)
+        return reply, time.perf_counter() - start

@@ -17,7 +17,8 @@ from .conftest import FAST_CONFIG
 
 
 def _run(tmp_path: Path, num_nodes: int = 8, client=client_app, **overrides: object) -> Path:
-    run_config = {**FAST_CONFIG, "results-dir": str(tmp_path), **overrides}
+    run_config = {**FAST_CONFIG, "results-dir": str(tmp_path),
+                  **{k.replace("_", "-"): v for k, v in overrides.items()}}
     return run(InProcessGrid(client, num_nodes, run_config), parse_run_config(run_config))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server_app.config import ConfigError, RunConfig, parse_run_config
+from server_app.config import ConfigError, RunConfig, parse_node_config, parse_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,18 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"inner-step": 5}, "unknown key 'inner-step'; known keys: "),
         ({"ratio-levels": "1, 1.5"}, "'ratio-levels' = '1, 1.5': every ratio must be in (0, 1]"),
         ({"ratio-levels": "1, half"}, "must be comma-separated numbers"),
-        ({"inner-steps": -1}, "'inner-steps' = -1: Input should be greater than or equal to 0"),
+        ({"inner-steps": -1}, "'inner-steps' = -1: Input should be greater than or equal to 1"),
+        ({"v-steps": 0}, "'v-steps' = 0: Input should be greater than or equal to 1"),
+        ({"num-server-rounds": "10"}, "'num-server-rounds' = '10': Input should be a valid integer"),
+        ({"num-server-rounds": 2.5}, "'num-server-rounds' = 2.5: Input should be a valid integer"),
+        ({"download": "yes"}, "'download' = 'yes': Input should be a valid boolean"),
+        ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
+        ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
+        ({"task": "hyper-cleaning"}, "'task' = 'hyper-cleaning': Input should be 'hyper-representation'"),
+        ({"mask-policy": "importance"}, "'mask-policy' = 'importance': Input should be 'static', 'rolling' or 'random'"),
+        ({"client-failure-rate": 1.0}, "'client-failure-rate' = 1.0: Input should be less than 1"),
+        ({"min-successful-replies": 0}, "'min-successful-replies' = 0"),
+        ({"inner_lr": 0.1}, "unknown key 'inner_lr'"),
         ({"algorithm": "sgd"}, "'algorithm' = 'sgd': Input should be 'rabo' or 'rafbo'"),
         ({"hypergradient": "neumann"}, "'hypergradient' = 'neumann'"),
         ({"inner-lr": 0}, "'inner-lr' = 0: Input should be greater than 0"),
@@ -48,3 +59,26 @@ def test_all_errors_are_reported_at_once() -> None:
 
 def test_ratio_levels_parse_from_a_string() -> None:
     assert parse_run_config({"ratio-levels": "1,0.5, 0.25"}).ratio_levels == (1.0, 0.5, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("node_config", "fragment"),
+    [
+        ({"resource-ratio": 1.5}, "'resource-ratio' = 1.5: Input should be less than or equal to 1"),
+        ({"resource-ratio": 0.0}, "'resource-ratio' = 0.0: Input should be greater than 0"),
+        ({"resource-ratio": "auto"}, "'resource-ratio' = 'auto': Input should be a valid number"),
+        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: num-partitions, partition-id"),
+        ({"partition-id": 4, "num-partitions": 4}, "partition-id=4 must be below num-partitions=4"),
+        ({"partition-id": -1}, "'partition-id' = -1: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_node_config_names_the_key(node_config: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match="invalid node config: ") as info:
+        parse_node_config(node_config)
+    assert fragment in str(info.value)
+
+
+def test_training_needs_a_partition() -> None:
+    with pytest.raises(ConfigError, match="'partition-id' and 'num-partitions' are required"):
+        parse_node_config({"resource-ratio": 0.5}).partition()
+    assert parse_node_config({"partition-id": 1, "num-partitions": 3}).partition() == (1, 3)
