@@ -17,7 +17,7 @@ from tasks import BilevelTask, holdout_set, image_data, make_task, split_params
 
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
-from .results import make_run_dir, write_results
+from .results import make_run_dir, save_model, write_results
 
 app = ServerApp()
 
@@ -74,8 +74,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     summary = write_results(run_dir, config=cfg.to_flat(), rows=rows,
                             client_rows=strategy.client_records, nodes=nodes, title=name)
     final = unpack(result.arrays) if result.arrays else unpack(arrays)
-    torch.save({"parts": final, "widths": task.full_widths(), "config": cfg.to_flat()},
-               run_dir / "model.pt")
+    save_model(run_dir / "model.pt", final, task.full_widths(), cfg.to_flat())
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])
     log(INFO, "Results written to %s", run_dir)

@@ -1,24 +1,65 @@
-"""One results directory per run: metrics (JSON + CSV), config, versions, model, plot."""
+"""One results directory per run: metrics (JSON + CSV), config, versions, model, plot.
+
+Every file is written atomically (temporary file, fsync, rename).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ACCURACY_TARGET = 0.9
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write ``path`` all or nothing: into a temporary file beside it, fsync, then rename.
+
+    A crash mid-write leaves the previous file (or none), never a truncated one.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: Path, data: object) -> None:
+    write_text(path, json.dumps(data, indent=2))
+
+
+def save_model(path: Path, parts: Mapping[str, Mapping[str, Any]], widths: Mapping[str, int],
+               config: Mapping[str, Any]) -> None:
+    """The global x, y, v with the widths and config that produced them.
+
+    Tensors and plain values only, so ``torch.load(path)`` works with ``weights_only=True``.
+    """
+    tensors = {part: {k: torch.as_tensor(a) for k, a in d.items()} for part, d in parts.items()}
+    atomic_write(path, lambda handle: torch.save(
+        {"parts": tensors, "widths": dict(widths), "config": dict(config)}, handle))
 
 
 def make_run_dir(root: str, name: str) -> Path:
@@ -45,10 +86,11 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def rounds_to_target(rows: Sequence[Mapping[str, Any]], target: float = ACCURACY_TARGET) -> int | None:
@@ -93,7 +135,7 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> None:
     ax_cov.set(xlabel="round", ylabel="min clients covering a coordinate", title="coverage")
     ax_cov.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -109,10 +151,10 @@ def write_results(run_dir: Path, *, config: Mapping[str, Any], rows: Sequence[Ma
         "cost-by-ratio": cost_by_ratio(client_rows),
         "nodes": list(nodes),
     }
-    (run_dir / "config.json").write_text(json.dumps(dict(config), indent=2))
-    (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2))
-    (run_dir / "metrics.json").write_text(json.dumps(list(rows), indent=2))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(run_dir / "config.json", dict(config))
+    write_json(run_dir / "versions.json", versions())
+    write_json(run_dir / "metrics.json", list(rows))
+    write_json(run_dir / "summary.json", summary)
     _write_csv(run_dir / "metrics.csv", rows)
     if client_rows:
         _write_csv(run_dir / "clients.csv", client_rows)

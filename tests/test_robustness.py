@@ -1,0 +1,153 @@
+"""Misbehaving clients never crash a round or corrupt the global model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client_app.app import app as client_app
+from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
+from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from server_app.app import run
+from server_app.config import parse_run_config
+from server_app.inprocess import InProcessGrid
+from tasks import HyperRepresentation, split_params
+
+from .conftest import FAST_CONFIG
+
+TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, conv1=4, conv2=6, fc1=8)
+GARBAGE = ("nan", "inf", "shape", "missing-record", "missing-part", "huge", "raise", "zero-examples")
+
+
+def _initial() -> dict[str, dict[str, np.ndarray]]:
+    import torch
+
+    torch.manual_seed(0)
+    x, y = split_params(TASK.build_model(TASK.full_widths()), TASK.layers)
+    return {"x": {k: t.numpy() for k, t in x.items()}, "y": {k: t.numpy() for k, t in y.items()},
+            "v": {k: np.zeros_like(t.numpy()) for k, t in y.items()}}
+
+
+def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay: dict[int, float]):
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            profile = ConfigRecord({"partition-id": pid, "resource-ratio": ratios[pid]})
+            return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+        time.sleep(delay.get(pid, 0.0))
+        kind = garbage.get(pid)
+        if kind == "raise":
+            raise RuntimeError("client crashed")
+        parts = unpack(msg.content[ARRAYS])
+        rng = np.random.default_rng(pid)
+        out = {p: {k: a + rng.normal(scale=0.1, size=a.shape).astype(a.dtype) for k, a in d.items()}
+               for p, d in parts.items()}
+        if algorithm == "rabo":
+            out["h"] = {k: rng.normal(size=a.shape).astype(a.dtype) for k, a in out.pop("x").items()}
+        name = next(iter(out["y"]))
+        if kind in ("nan", "inf"):
+            out["y"][name].flat[0] = np.nan if kind == "nan" else np.inf
+        elif kind == "shape":
+            out["y"][name] = np.concatenate([out["y"][name], out["y"][name][:1]])
+        elif kind == "huge":
+            out["v"] = {k: a * 1e9 + 1e6 for k, a in out["v"].items()}
+        elif kind == "missing-part":
+            del out["v"]
+        records: dict = {ARRAYS: pack(out)}
+        if kind != "missing-record":
+            examples = 0 if kind == "zero-examples" else 5 + pid
+            records[METRICS] = MetricRecord({"num-examples": examples})
+        return Message(RecordDict(records), reply_to=msg)
+
+    return client
+
+
+def _strategy(algorithm: str, **kwargs: float) -> ResourceAdaptiveBilevel:
+    return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy("random", 5),
+                                   outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
+                                   min_available_nodes=1, **kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    algorithm=st.sampled_from(["rabo", "rafbo"]),
+    nodes=st.lists(st.tuples(st.sampled_from([1.0, 0.5, 0.25, 0.125]),
+                             st.one_of(st.none(), st.sampled_from(GARBAGE))), min_size=1, max_size=6),
+)
+def test_garbage_replies_are_rejected_and_the_rest_aggregated(
+        algorithm: str, nodes: list[tuple[float, str | None]]) -> None:
+    ratios = [r for r, _ in nodes]
+    garbage = {pid: kind for pid, (_, kind) in enumerate(nodes) if kind is not None}
+    grid = InProcessGrid(_client(algorithm, ratios, garbage, {}), len(nodes), {})
+    initial = _initial()
+    strategy = _strategy(algorithm)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    good_nodes = {1000 + pid for pid in range(len(nodes)) if pid not in garbage}
+    assert metrics["failed-replies"] == len(garbage) and metrics["replies"] == len(good_nodes)
+    if not good_nodes:
+        assert arrays is None  # the previous global model is kept
+        return
+    covered = {part: {k: np.zeros(a.shape, dtype=bool) for k, a in d.items()} for part, d in initial.items()}
+    for node in good_nodes:
+        for part in covered:
+            for name, mask in covered[part].items():
+                strategy._sent[node].index[name].add_into(mask, np.ones(strategy._sent[node].index[name].shape(mask.shape), dtype=bool))
+
+    # reference: the same round aggregated from the good replies only
+    reference = _strategy(algorithm)
+    list(reference.configure_train(1, pack(initial), ConfigRecord(), grid))
+    expected, _ = reference.aggregate_train(
+        1, [r for r in replies if r.metadata.src_node_id in good_nodes])
+    new, ref = unpack(arrays), unpack(expected)
+    for part, tensors in new.items():
+        for name, value in tensors.items():
+            assert np.all(np.isfinite(value))
+            np.testing.assert_array_equal(value, ref[part][name])
+            untouched = ~covered[part][name]
+            np.testing.assert_array_equal(value[untouched], initial[part][name][untouched])
+
+
+def test_stragglers_past_the_round_timeout_are_dropped() -> None:
+    grid = InProcessGrid(_client("rafbo", [1.0] * 3, {}, {1: 0.3}), 3, {})
+    strategy = _strategy("rafbo")
+    messages = strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)
+    replies = list(grid.send_and_receive(messages, timeout=0.1))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics["replies"] == 2 and metrics["failed-replies"] == 1
+
+
+def test_too_few_successful_replies_skip_the_round() -> None:
+    grid = InProcessGrid(_client("rabo", [1.0] * 4, {0: "raise", 1: "nan"}, {}), 4, {})
+    strategy = _strategy("rabo", min_successful_replies=3)
+    replies = grid.send_and_receive(strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is None and metrics["skipped"] == 1 and metrics["replies"] == 2
+
+
+def test_injected_client_failures_are_tolerated(tmp_path: Path) -> None:
+    config = {**FAST_CONFIG, "results-dir": str(tmp_path), "client-failure-rate": 0.3,
+              "num-server-rounds": 4}
+    run_dir = run(InProcessGrid(client_app, 8, config), parse_run_config(config))
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    draws = [[np.random.default_rng([0, r, p, 7]).random() < 0.3 for p in range(8)] for r in range(1, 5)]
+    assert [row["failed-replies"] for row in rows[1:]] == [sum(d) for d in draws]
+    assert sum(sum(d) for d in draws) > 0
+    assert max(r["test-accuracy"] for r in rows[1:]) > rows[0]["test-accuracy"] + 0.2
+
+
+def test_a_node_with_an_invalid_node_config_is_left_out(tmp_path: Path) -> None:
+    config = {**FAST_CONFIG, "results-dir": str(tmp_path), "num-server-rounds": 1}
+    node_configs = [{"resource-ratio": 1.5}, {}, {}]
+    run_dir = run(InProcessGrid(client_app, 3, config, node_configs=node_configs),
+                  parse_run_config(config))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [n["partition_id"] for n in summary["nodes"]] == [1, 2]
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert rows[1]["replies"] == 2
