@@ -1,0 +1,100 @@
+"""Load: a Ray simulation with many registered clients, a few sampled per round.
+
+Starts a private local SuperLink, submits `flwr run`, samples memory while it runs, and prints
+peak memory and seconds per round. Not a timed test: run it by hand.
+
+    python benchmarks/load.py                 # 1,000 clients, 50 per round, 5 rounds
+    python benchmarks/load.py --quick         # 200 clients, 20 per round, 2 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+FLWR = str(Path(sys.executable).parent / "flwr")
+
+
+def _flwr(env: dict[str, str], *args: str) -> dict:
+    out = subprocess.run([FLWR, *args, "--format", "json"], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    return json.loads(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tree_rss(since: float) -> int:
+    """RSS of the processes started since ``since`` (SuperLink, simulation, Ray workers)."""
+    total = 0
+    for proc in psutil.process_iter(["create_time", "memory_info"]):
+        info = proc.info
+        if info["create_time"] and info["create_time"] >= since and info["memory_info"]:
+            total += info["memory_info"].rss
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--per-round", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="200 clients, 20 per round, 2 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.per_round, args.rounds = 200, 20, 2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home, results = Path(tmp) / "flwr-home", Path(tmp) / "results"
+        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+               "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port())}
+        start = time.time() - 1
+        base_used = psutil.virtual_memory().used
+        run_config = (f"num-server-rounds={args.rounds} fraction-train={args.per_round / args.clients} "
+                      f"min-train-nodes={args.per_round} profile=false results-dir='{results}'")
+        try:
+            run_id = _flwr(env, "run", ".", "--federation-config",
+                           f"num-supernodes={args.clients} client-resources-num-cpus=1",
+                           "--run-config", run_config)["run-id"]
+            peak_rss = peak_used = 0
+            while True:
+                peak_rss = max(peak_rss, _tree_rss(start))
+                peak_used = max(peak_used, psutil.virtual_memory().used - base_used)
+                entry = _flwr(env, "ls", "--run-id", run_id)["runs"][0]
+                if entry["status"].startswith("finished"):
+                    break
+                time.sleep(1)
+        finally:
+            subprocess.run(["pkill", "-TERM", "-f", f"flower-superlink.*{home}"], check=False)
+        if entry["status"] != "finished:completed":
+            sys.exit(f"run {run_id} ended {entry['status']}: {entry.get('status-details')}")
+        (run_dir,) = results.iterdir()
+        rows = json.loads((run_dir / "metrics.json").read_text())
+        per_round = [b["elapsed-seconds"] - a["elapsed-seconds"] for a, b in zip(rows, rows[1:])]
+        print(f"clients {args.clients}, sampled per round {args.per_round}, rounds {args.rounds}")
+        print(f"run status {entry['status']}, wall {entry['elapsed']:.1f} s")
+        print(f"peak RSS of SuperLink + simulation + Ray processes: {peak_rss / 2**30:.2f} GiB")
+        print(f"peak rise of system memory in use: {peak_used / 2**30:.2f} GiB "
+              f"(of {psutil.virtual_memory().total / 2**30:.1f} GiB)")
+        print("seconds per round: " + ", ".join(f"{s:.1f}" for s in per_round)
+              + "  (round 1 includes Ray actor start and profile queries)")
+        print(f"replies per round: {[r['replies'] for r in rows[1:]]}, "
+              f"failed: {[r['failed-replies'] for r in rows[1:]]}")
+        print(f"test accuracy: {rows[0]['test-accuracy']:.3f} -> {rows[-1]['test-accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
