@@ -17,7 +17,7 @@ from tasks import LayerSpec
 
 from .aggregation import CoverageAverage
 from .masks import MaskPolicy, submodel_spec
-from .submodel import SliceIndex, param_roles
+from .submodel import SliceIndex
 from .wire import ARRAYS, CONFIG, METRICS, PROFILE, REPLY_PARTS, pack, unpack, widths_config
 
 ALGORITHMS = ("rabo", "rafbo")
@@ -108,7 +108,6 @@ class ResourceAdaptiveBilevel(Strategy):
         self.min_successful_replies = min_successful_replies
         self.max_update_norm = max_update_norm
         self.query_timeout = query_timeout
-        self.roles = param_roles(layers)
         self.profiles: dict[int, NodeProfile] = {}
         self.client_records: list[dict[str, float | int | str]] = []
         self._sent: dict[int, _Sent] = {}
@@ -166,11 +165,14 @@ class ResourceAdaptiveBilevel(Strategy):
         replied: set[int] = set()
         for msg in replies:
             node = msg.metadata.src_node_id
+            if node in replied:  # count each node at most once
+                log(WARNING, "round %d: second reply of node %d ignored", server_round, node)
+                continue
             replied.add(node)
             sent = self._sent.get(node)
             try:
                 values, metrics = self._parse_reply(msg, sent, parts)
-            except ValueError as err:
+            except (ValueError, KeyError, TypeError) as err:  # whatever a malformed reply raises
                 failures[node] = str(err)
                 continue
             assert sent is not None

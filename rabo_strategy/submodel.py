@@ -16,9 +16,6 @@ import numpy as np
 
 from tasks import LayerSpec
 
-ROLES = ("x", "y")
-
-
 @dataclass(frozen=True)
 class SliceIndex:
     """Kept indices on dim 0 (``out``) and, for weights, dim 1 (``inp``)."""
@@ -69,13 +66,3 @@ class SubmodelSpec:
                 index[f"{layer.name}.bias"] = SliceIndex(out)
             previous = out
         return index
-
-
-def param_roles(layers: tuple[LayerSpec, ...]) -> dict[str, str]:
-    """Parameter name -> role ("x" or "y")."""
-    roles = {}
-    for layer in layers:
-        roles[f"{layer.name}.weight"] = layer.role
-        if layer.has_bias:
-            roles[f"{layer.name}.bias"] = layer.role
-    return roles

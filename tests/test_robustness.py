@@ -151,3 +151,16 @@ def test_a_node_with_an_invalid_node_config_is_left_out(tmp_path: Path) -> None:
     assert [n["partition_id"] for n in summary["nodes"]] == [1, 2]
     rows = json.loads((run_dir / "metrics.json").read_text())
     assert rows[1]["replies"] == 2
+
+
+def test_a_node_replying_twice_counts_once() -> None:
+    grid = InProcessGrid(_client("rafbo", [1.0] * 2, {}, {}), 2, {})
+    strategy = _strategy("rafbo")
+    replies = list(grid.send_and_receive(
+        strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)))
+    once, _ = strategy.aggregate_train(1, replies)
+    list(strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid))
+    twice, metrics = strategy.aggregate_train(1, replies + replies[:1])
+    assert metrics["replies"] == 2
+    for key in once:
+        np.testing.assert_array_equal(once[key].numpy(), twice[key].numpy())
