@@ -83,7 +83,8 @@ def main() -> None:
             sys.exit(f"run {run_id} ended {entry['status']}: {entry.get('status-details')}")
         (run_dir,) = results.iterdir()
         rows = json.loads((run_dir / "metrics.json").read_text())
-        per_round = [b["elapsed-seconds"] - a["elapsed-seconds"] for a, b in zip(rows, rows[1:])]
+        elapsed = [row["elapsed-seconds"] for row in rows]
+        per_round = [b - a for a, b in zip(elapsed, elapsed[1:], strict=False)]
         print(f"clients {args.clients}, sampled per round {args.per_round}, rounds {args.rounds}")
         print(f"run status {entry['status']}, wall {entry['elapsed']:.1f} s")
         print(f"peak RSS of SuperLink + simulation + Ray processes: {peak_rss / 2**30:.2f} GiB")

@@ -6,8 +6,21 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from rabo_strategy.wire import ARRAYS, CONFIG, METRICS, PROFILE, pack, unpack, widths_from_config
-from server_app.config import ConfigError, RunConfig, parse_node_config, parse_run_config
+from rabo_strategy.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PROFILE,
+    pack,
+    unpack,
+    widths_from_config,
+)
+from server_app.config import (
+    ConfigError,
+    RunConfig,
+    parse_node_config,
+    parse_run_config,
+)
 from tasks import client_data, make_task
 
 from .local import local_round

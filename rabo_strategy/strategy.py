@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -18,7 +25,16 @@ from tasks import LayerSpec
 from .aggregation import CoverageAverage
 from .masks import MaskPolicy, submodel_spec
 from .submodel import SliceIndex
-from .wire import ARRAYS, CONFIG, METRICS, PROFILE, REPLY_PARTS, pack, unpack, widths_config
+from .wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PROFILE,
+    REPLY_PARTS,
+    pack,
+    unpack,
+    widths_config,
+)
 
 ALGORITHMS = ("rabo", "rafbo")
 
@@ -74,7 +90,8 @@ class ResourceAdaptiveBilevel(Strategy):
     Args:
         layers: the task's layer list (defines every slice).
         algorithm: ``"rabo"`` (replies carry hypergradients; the server steps x with
-            ``outer_lr`` and heavy-ball ``outer_momentum``) or ``"rafbo"`` (replies carry models; the server averages them).
+            ``outer_lr`` and heavy-ball ``outer_momentum``) or ``"rafbo"`` (replies carry
+            models; the server averages them).
         ratio_levels: ratios assigned by partition id when a node declares none.
         mask_policy: chooses the kept units of each prunable layer.
         fraction_train / min_train_nodes / min_available_nodes: sampling, as in FedAvg.

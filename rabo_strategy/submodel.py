@@ -16,6 +16,7 @@ import numpy as np
 
 from tasks import LayerSpec
 
+
 @dataclass(frozen=True)
 class SliceIndex:
     """Kept indices on dim 0 (``out``) and, for weights, dim 1 (``inp``)."""
@@ -47,7 +48,7 @@ class SubmodelSpec:
     kept: Mapping[str, np.ndarray]
 
     def widths(self, layers: tuple[LayerSpec, ...]) -> dict[str, int]:
-        return {l.name: len(self.kept[l.name]) if l.name in self.kept else l.width for l in layers}
+        return {layer.name: len(self.kept.get(layer.name, range(layer.width))) for layer in layers}
 
     def indices(
         self, layers: tuple[LayerSpec, ...], shapes: Mapping[str, tuple[int, ...]]

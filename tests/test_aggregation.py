@@ -8,7 +8,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from rabo_strategy import CoverageAverage, ResourceAdaptiveBilevel, SliceIndex, make_mask_policy
+from rabo_strategy import (
+    CoverageAverage,
+    ResourceAdaptiveBilevel,
+    SliceIndex,
+    make_mask_policy,
+)
 from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
 from server_app.inprocess import InProcessGrid
 from tasks import HyperRepresentation, split_params

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from server_app.config import ConfigError, RunConfig, parse_node_config, parse_run_config
+from server_app.config import (
+    ConfigError,
+    RunConfig,
+    parse_node_config,
+    parse_run_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +38,8 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
         ({"task": "hyper-cleaning"}, "'task' = 'hyper-cleaning': Input should be 'hyper-representation'"),
-        ({"mask-policy": "importance"}, "'mask-policy' = 'importance': Input should be 'static', 'rolling' or 'random'"),
+        ({"mask-policy": "importance"},
+         "'mask-policy' = 'importance': Input should be 'static', 'rolling' or 'random'"),
         ({"client-failure-rate": 1.0}, "'client-failure-rate' = 1.0: Input should be less than 1"),
         ({"min-successful-replies": 0}, "'min-successful-replies' = 0"),
         ({"inner_lr": 0.1}, "unknown key 'inner_lr'"),

@@ -23,7 +23,8 @@ def test_splits_are_disjoint_and_cover_the_dataset() -> None:
     everything = torch.cat(rows)
     assert len(everything) == 1797
     # sklearn digits has a few duplicate images; compare multisets of rows
-    assert len(torch.unique(everything, dim=0)) == len(torch.unique(load_images("sklearn-digits").images.flatten(1), dim=0))
+    distinct = torch.unique(load_images("sklearn-digits").images.flatten(1), dim=0)
+    assert len(torch.unique(everything, dim=0)) == len(distinct)
     assert len(client_data(spec, 0).val) == pytest.approx(0.5 * (1797 * 0.8 / 5), abs=2)
 
 
@@ -40,7 +41,8 @@ def test_iid_partitions_hold_every_class_and_dirichlet_skews_them() -> None:
 
 def test_splits_are_seeded() -> None:
     a, b = DataSpec(seed=1, num_partitions=4), DataSpec(seed=2, num_partitions=4)
-    assert torch.equal(client_data(a, 3).train.labels, client_data(DataSpec(seed=1, num_partitions=4), 3).train.labels)
+    again = DataSpec(seed=1, num_partitions=4)
+    assert torch.equal(client_data(a, 3).train.labels, client_data(again, 3).train.labels)
     assert not torch.equal(client_data(a, 3).train.labels, client_data(b, 3).train.labels)
 
 

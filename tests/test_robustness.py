@@ -98,7 +98,8 @@ def test_garbage_replies_are_rejected_and_the_rest_aggregated(
     for node in good_nodes:
         for part in covered:
             for name, mask in covered[part].items():
-                strategy._sent[node].index[name].add_into(mask, np.ones(strategy._sent[node].index[name].shape(mask.shape), dtype=bool))
+                index = strategy._sent[node].index[name]
+                index.add_into(mask, np.ones(index.shape(mask.shape), dtype=bool))
 
     # reference: the same round aggregated from the good replies only
     reference = _strategy(algorithm)
