@@ -68,8 +68,9 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
     return client
 
 
-def _strategy(algorithm: str, **kwargs: float) -> ResourceAdaptiveBilevel:
-    return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy("random", 5),
+def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
+              **kwargs: float) -> ResourceAdaptiveBilevel:
+    return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy(policy, seed),
                                    outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
                                    min_available_nodes=1, **kwargs)  # type: ignore[arg-type]
 
@@ -77,18 +78,23 @@ def _strategy(algorithm: str, **kwargs: float) -> ResourceAdaptiveBilevel:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     algorithm=st.sampled_from(["rabo", "rafbo"]),
+    policy=st.sampled_from(["static", "rolling", "random"]),
+    seed=st.integers(0, 2**16),
+    server_round=st.integers(1, 50),
     nodes=st.lists(st.tuples(st.sampled_from([1.0, 0.5, 0.25, 0.125]),
                              st.one_of(st.none(), st.sampled_from(GARBAGE))), min_size=1, max_size=6),
 )
 def test_garbage_replies_are_rejected_and_the_rest_aggregated(
-        algorithm: str, nodes: list[tuple[float, str | None]]) -> None:
+        algorithm: str, policy: str, seed: int, server_round: int,
+        nodes: list[tuple[float, str | None]]) -> None:
     ratios = [r for r, _ in nodes]
     garbage = {pid: kind for pid, (_, kind) in enumerate(nodes) if kind is not None}
     grid = InProcessGrid(_client(algorithm, ratios, garbage, {}), len(nodes), {})
     initial = _initial()
-    strategy = _strategy(algorithm)
-    replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    strategy = _strategy(algorithm, policy, seed)
+    messages = strategy.configure_train(server_round, pack(initial), ConfigRecord(), grid)
+    replies = list(grid.send_and_receive(messages))
+    arrays, metrics = strategy.aggregate_train(server_round, replies)
     good_nodes = {1000 + pid for pid in range(len(nodes)) if pid not in garbage}
     assert metrics["failed-replies"] == len(garbage) and metrics["replies"] == len(good_nodes)
     if not good_nodes:
@@ -102,10 +108,10 @@ def test_garbage_replies_are_rejected_and_the_rest_aggregated(
                 index.add_into(mask, np.ones(index.shape(mask.shape), dtype=bool))
 
     # reference: the same round aggregated from the good replies only
-    reference = _strategy(algorithm)
-    list(reference.configure_train(1, pack(initial), ConfigRecord(), grid))
+    reference = _strategy(algorithm, policy, seed)
+    list(reference.configure_train(server_round, pack(initial), ConfigRecord(), grid))
     expected, _ = reference.aggregate_train(
-        1, [r for r in replies if r.metadata.src_node_id in good_nodes])
+        server_round, [r for r in replies if r.metadata.src_node_id in good_nodes])
     new, ref = unpack(arrays), unpack(expected)
     for part, tensors in new.items():
         for name, value in tensors.items():
