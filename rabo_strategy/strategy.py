@@ -219,6 +219,14 @@ class ResourceAdaptiveBilevel(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return None
 
+    def state(self) -> dict[str, object]:
+        """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
+        return {"velocity": dict(self._velocity), "client_records": list(self.client_records)}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        self._velocity = dict(state["velocity"])  # type: ignore[call-overload]
+        self.client_records = list(state["client_records"])  # type: ignore[call-overload]
+
     # ---------------------------------------------------------------------------------- helpers
     def _sample(self, grid: Grid, server_round: int) -> list[int]:
         while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:

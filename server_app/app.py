@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from logging import ERROR, INFO
 from pathlib import Path
 
@@ -15,15 +16,17 @@ from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
 from rabo_strategy.wire import pack, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task, split_params
 
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
-from .results import make_run_dir, save_model, write_results
+from .loop import run_rounds
+from .results import make_run_dir, save_model, write_json, write_results
 
 app = ServerApp()
 
 
 class RunStopped(RuntimeError):
-    """The run cannot start: bad configuration or missing data (the message says which)."""
+    """The run cannot start: bad configuration, missing data or an unusable checkpoint."""
 
 
 @app.main()
@@ -31,12 +34,12 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = parse_run_config(context.run_config)
         image_data(cfg.data_spec(num_partitions=1))  # missing data fails here, before any round
-    except (ConfigError, FileNotFoundError) as err:
+        run(grid, cfg)
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
         log(ERROR, "Run stopped: %s", err)
         # An exception (not SystemExit, which Flower records as "completed") marks the run as
         # finished:failed, with this message as the run's status details.
         raise RunStopped(str(err)) from None
-    run(grid, cfg)
 
 
 def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
@@ -48,7 +51,7 @@ def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
 
 
 def run(grid: Grid, cfg: RunConfig) -> Path:
-    """Run ``cfg`` on ``grid``; returns the results directory."""
+    """Run ``cfg`` on ``grid`` (or resume the run in ``resume-from``); returns the results directory."""
     arrays, task = initial_arrays(cfg)
     strategy = ResourceAdaptiveBilevel(
         task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
@@ -57,24 +60,38 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
         max_update_norm=cfg.max_update_norm,
     )
-    device = resolve_device(cfg.device)
-    evaluator = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device, cfg.num_server_rounds)
-    result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.num_server_rounds,
-                            timeout=cfg.round_timeout, evaluate_fn=evaluator)
-
-    rows = []
-    for rnd in range(cfg.num_server_rounds + 1):
-        row: dict[str, float | int] = {"round": rnd, "elapsed-seconds": evaluator.elapsed.get(rnd, 0.0)}
-        row.update(dict(result.evaluate_metrics_serverapp.get(rnd, {})))
-        row.update(dict(result.train_metrics_clientapp.get(rnd, {})))
-        rows.append(row)
+    evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), resolve_device(cfg.device))
     name = f"{cfg.algorithm}-{cfg.hypergradient}-{cfg.mask_policy}-seed{cfg.seed}"
-    run_dir = make_run_dir(cfg.results_dir, name)
+    config = cfg.to_flat()
+    if cfg.resume_from:
+        run_dir = Path(cfg.resume_from).expanduser().resolve()
+        checkpoint = load_checkpoint(run_dir, config)
+        arrays, rows = pack(checkpoint.parts), checkpoint.rows
+        strategy.load_state(checkpoint.strategy_state)
+        log(INFO, "Resuming %s after round %d", run_dir, checkpoint.round)
+    else:
+        run_dir = make_run_dir(cfg.results_dir, name)
+        rows = [{"round": 0, "elapsed-seconds": 0.0, **dict(evaluate(0, arrays))}]
+        log(INFO, "round 0 (initial model): test accuracy %.4f", rows[0]["test-accuracy"])
+    write_json(run_dir / "config.json", config)
+    first_round, offset = int(rows[-1]["round"]) + 1, float(rows[-1]["elapsed-seconds"])
+    start = time.perf_counter()
+
+    def on_round_end(rnd: int, new_arrays: ArrayRecord, row: dict[str, float | int]) -> None:
+        rows.append({**row, "elapsed-seconds": offset + time.perf_counter() - start})
+        save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), strategy.state(), rows, config))
+        log(INFO, "round %d/%d: test accuracy %.4f, C_x* %s, C_y* %s, failed replies %s (%.1f s)",
+            rnd, cfg.num_server_rounds, row["test-accuracy"], row.get("coverage-x-min"),
+            row.get("coverage-y-min"), row.get("failed-replies"), rows[-1]["elapsed-seconds"])
+
+    log(INFO, "Starting %s: rounds %d-%d", name, first_round, cfg.num_server_rounds)
+    arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
+                        timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
+
     nodes = [vars(p) for p in sorted(strategy.profiles.values(), key=lambda p: p.node_id)]
-    summary = write_results(run_dir, config=cfg.to_flat(), rows=rows,
-                            client_rows=strategy.client_records, nodes=nodes, title=name)
-    final = unpack(result.arrays) if result.arrays else unpack(arrays)
-    save_model(run_dir / "model.pt", final, task.full_widths(), cfg.to_flat())
+    summary = write_results(run_dir, config=config, rows=rows, client_rows=strategy.client_records,
+                            nodes=nodes, title=name)
+    save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])
     log(INFO, "Results written to %s", run_dir)

@@ -76,6 +76,7 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
     results_dir: str = "results"
+    resume_from: str = ""
 
     @field_validator("ratio_levels", mode="before")
     @classmethod

@@ -1,0 +1,72 @@
+"""Per-round checkpoints of the server state, and resuming from them.
+
+A checkpoint holds the global x, y, v, the last finished round, the strategy's own state (RABO's
+momentum, the per-client records) and the metrics rows so far. No RNG state is needed: every random
+choice (sampling, masks, minibatches) is a pure function of (seed, round, client), so a resumed run
+repeats exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .results import atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+# Keys that may differ between the interrupted run and its resumption.
+RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "results-dir"})
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing or belongs to a different configuration."""
+
+
+@dataclass
+class Checkpoint:
+    round: int
+    parts: dict[str, dict[str, Any]]
+    strategy_state: dict[str, Any]
+    rows: list[dict[str, Any]]
+    config: dict[str, Any]
+
+
+def _convert(value: Any, array_type: type) -> Any:
+    """numpy arrays <-> tensors inside nested dicts and lists (tensors load with weights_only)."""
+    if isinstance(value, dict):
+        return {k: _convert(v, array_type) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_convert(v, array_type) for v in value]
+    if array_type is torch.Tensor and isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if array_type is np.ndarray and isinstance(value, torch.Tensor):
+        return value.numpy()
+    return value
+
+
+def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
+    """Written atomically: a crash mid-write leaves the previous round's checkpoint."""
+    state = _convert(vars(checkpoint), torch.Tensor)
+    atomic_write(run_dir / CHECKPOINT, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(run_dir: Path, config: Mapping[str, Any]) -> Checkpoint:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"resume-from='{run_dir}': no {CHECKPOINT} there")
+    checkpoint = Checkpoint(**_convert(torch.load(path, weights_only=True), np.ndarray))
+    changed = sorted(
+        k for k in set(config) | set(checkpoint.config)
+        if k not in RESUMABLE_CHANGES and config.get(k) != checkpoint.config.get(k)
+    )
+    if changed:
+        details = ", ".join(f"'{k}' = {config.get(k)!r} (checkpoint: {checkpoint.config.get(k)!r})"
+                            for k in changed)
+        raise CheckpointError(f"resume-from='{run_dir}': the config differs from the checkpoint's: "
+                              f"{details}")
+    return checkpoint
