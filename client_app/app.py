@@ -6,22 +6,9 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from rabo_strategy.wire import (
-    ARRAYS,
-    CONFIG,
-    METRICS,
-    PROFILE,
-    pack,
-    unpack,
-    widths_from_config,
-)
-from server_app.config import (
-    ConfigError,
-    RunConfig,
-    parse_node_config,
-    parse_run_config,
-)
-from tasks import client_data, make_task
+from rabo_strategy.wire import ARRAYS, CONFIG, METRICS, PROFILE, pack, unpack, widths_from_config
+from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
+from tasks import ClientData, DataSpec, client_data, device_data, make_task
 
 from .local import local_round
 
@@ -37,7 +24,9 @@ def query(msg: Message, context: Context) -> Message:
     """
     try:
         node = parse_node_config(context.node_config)
-    except ConfigError as err:
+        if node.data_path:  # a missing or malformed file: report it now, not every round
+            device_data(node.data_path, 0.5, 0, node.partition_id, node.num_partitions)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
         return Message(RecordDict({PROFILE: ConfigRecord({"error": str(err)})}), reply_to=msg)
     profile = ConfigRecord({
         "partition-id": -1 if node.partition_id is None else node.partition_id,
@@ -54,19 +43,34 @@ def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> Non
             raise RuntimeError(f"injected failure (client-failure-rate={cfg.client_failure_rate})")
 
 
+def _local_data(cfg: RunConfig, node: NodeConfig) -> tuple[ClientData, DataSpec]:
+    """The node's own file (``data-path``) or its partition of the run's dataset."""
+    if node.data_path:
+        data = device_data(node.data_path, cfg.val_fraction, cfg.seed, node.partition_id,
+                           node.num_partitions)
+        return data, cfg.data_spec(node.num_partitions or 1)
+    partition_id, num_partitions = node.partition()
+    spec = cfg.data_spec(num_partitions)
+    return client_data(spec, partition_id), spec
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
     cfg = parse_run_config(context.run_config)
-    partition_id, num_partitions = parse_node_config(context.node_config).partition()
+    node = parse_node_config(context.node_config)
+    client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
-    _inject_failure(cfg, int(config["server-round"]), partition_id)
-    spec = cfg.data_spec(num_partitions)
+    _inject_failure(cfg, int(config["server-round"]), client_key)
+    data, spec = _local_data(cfg, node)
     task = make_task(cfg.task, spec, cfg.mu)
+    shape = tuple(data.train.inputs.shape[1:])
+    if shape != task.in_shape:
+        raise ValueError(f"the node's images have shape {shape}, the run's dataset "
+                         f"'{cfg.dataset}' has {task.in_shape}")
     reply, metrics = local_round(
-        task, client_data(spec, partition_id), cfg, widths_from_config(config),
-        unpack(msg.content[ARRAYS]), server_round=int(config["server-round"]),
-        partition_id=partition_id,
+        task, data, cfg, widths_from_config(config), unpack(msg.content[ARRAYS]),
+        server_round=int(config["server-round"]), partition_id=client_key,
     )
     metrics["resource-ratio"] = float(config["resource-ratio"])
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})

@@ -122,9 +122,12 @@ class NodeConfig(BaseModel):
     partition_id: NonNegativeInt | None = None
     num_partitions: PositiveInt | None = None
     resource_ratio: Ratio | None = None
+    data_path: str | None = None
 
     @model_validator(mode="after")
     def _partition_in_range(self) -> NodeConfig:
+        if (self.partition_id is None) != (self.num_partitions is None) and self.data_path:
+            raise ValueError("with data-path, give both partition-id and num-partitions or neither")
         if (self.partition_id is not None and self.num_partitions is not None
                 and self.partition_id >= self.num_partitions):
             raise ValueError(f"partition-id={self.partition_id} must be below "
@@ -132,10 +135,11 @@ class NodeConfig(BaseModel):
         return self
 
     def partition(self) -> tuple[int, int]:
-        """(partition-id, num-partitions); both are needed to train."""
+        """(partition-id, num-partitions); both are needed to train without a data-path."""
         if self.partition_id is None or self.num_partitions is None:
             raise ConfigError("invalid node config: 'partition-id' and 'num-partitions' are required "
-                              "to train (--node-config 'partition-id=0 num-partitions=3')")
+                              "to train without 'data-path' (--node-config "
+                              "'partition-id=0 num-partitions=3')")
         return self.partition_id, self.num_partitions
 
 

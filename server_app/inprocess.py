@@ -1,9 +1,10 @@
 """A Grid that runs a ClientApp in this process: rounds in milliseconds, for tests and debugging.
 
-Each node gets its own ``Context`` (node config ``partition-id`` / ``num-partitions`` plus any
-extra per-node keys) whose ``state`` persists across rounds, as on a real SuperNode. A ClientApp
-exception becomes an error reply, as the Flower runtime does; a node whose ClientApp takes longer
-than the round timeout is treated as a straggler whose reply never arrives.
+Each node gets its own ``Context`` (node config ``partition-id`` / ``num-partitions`` unless
+``partitioned`` is false, plus any extra per-node keys) whose ``state`` persists across rounds,
+as on a real SuperNode. A ClientApp exception becomes an error reply, as the Flower runtime
+does; a node whose ClientApp takes longer than the round timeout is treated as a straggler whose
+reply never arrives.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class InProcessGrid(Grid):
     def __init__(
         self, client_app: ClientCallable, num_nodes: int, run_config: UserConfig,
         node_configs: Sequence[Mapping[str, UserConfigValue]] | None = None, run_id: int = 1,
+        partitioned: bool = True,
     ) -> None:
         extra = list(node_configs) if node_configs is not None else [{}] * num_nodes
         if len(extra) != num_nodes:
@@ -34,7 +36,8 @@ class InProcessGrid(Grid):
         self.client_app = client_app
         self.contexts = {
             1000 + i: Context(run_id=run_id, node_id=1000 + i,
-                              node_config={"partition-id": i, "num-partitions": num_nodes, **extra[i]},
+                              node_config={**({"partition-id": i, "num-partitions": num_nodes}
+                                               if partitioned else {}), **extra[i]},
                               state=RecordDict(), run_config=dict(run_config))
             for i in range(num_nodes)
         }

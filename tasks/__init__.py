@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import Batch, BilevelTask, ClientData, LayerSpec, Params, split_params
 from .hyper_representation import HyperRepresentation
-from .partition import DataSpec, client_data, holdout_set, image_data
+from .partition import DataSpec, client_data, device_data, holdout_set, image_data
 
 TASKS = ("hyper-representation",)
 
@@ -19,5 +19,6 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 __all__ = [
     "TASKS", "Batch", "BilevelTask", "ClientData", "DataSpec", "HyperRepresentation",
-    "LayerSpec", "Params", "client_data", "holdout_set", "image_data", "make_task", "split_params",
+    "LayerSpec", "Params", "client_data", "device_data", "holdout_set", "image_data", "make_task",
+    "split_params",
 ]

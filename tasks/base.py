@@ -68,6 +68,8 @@ class BilevelTask(Protocol):
     """What the client, the server and the tests need from a task."""
 
     layers: tuple[LayerSpec, ...]
+    in_shape: tuple[int, int, int]
+    """(channels, height, width) of one input."""
 
     def full_widths(self) -> dict[str, int]:
         """Widths of the full (unpruned) model."""

@@ -35,7 +35,7 @@ class ImageData:
         return int(c), int(h), int(w)
 
 
-def _standardize(images: np.ndarray) -> Tensor:
+def standardize(images: np.ndarray) -> Tensor:
     data = torch.as_tensor(images, dtype=torch.float32)
     return (data - data.mean()) / data.std()
 
@@ -91,4 +91,4 @@ def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageD
     else:
         raise ValueError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}")
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    return ImageData(_standardize(images), labels_t, int(labels_t.max()) + 1)
+    return ImageData(standardize(images), labels_t, int(labels_t.max()) + 1)

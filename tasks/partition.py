@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 from .base import Batch, ClientData
-from .datasets import ImageData, load_images
+from .datasets import ImageData, load_images, standardize
 
 PARTITIONERS = ("iid", "dirichlet")
 
@@ -105,3 +106,38 @@ def client_data(spec: DataSpec, partition_id: int) -> ClientData:
         train=Batch(data.images[train], data.labels[train]),
         val=Batch(data.images[val], data.labels[val]),
     )
+
+
+def device_data(path: str, val_fraction: float, seed: int, partition_id: int | None = None,
+                num_partitions: int | None = None) -> ClientData:
+    """A node's own data from an ``.npz`` file with ``images`` (N, C, H, W) or (N, H, W) and
+    integer ``labels`` (N,); with ``partition_id``/``num_partitions``, only that IID share of it.
+
+    Images are standardised like the packaged datasets. Raises ValueError naming the problem.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"data-path='{file}' is not a file")
+    try:
+        with np.load(file) as archive:
+            images, labels = np.asarray(archive["images"]), np.asarray(archive["labels"])
+    except (KeyError, ValueError, OSError) as err:
+        raise ValueError(f"data-path='{file}' must be an .npz with arrays 'images' and "
+                         f"'labels' ({err})") from None
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels) or len(labels) < 2:
+        raise ValueError(f"data-path='{file}': expected images (N, C, H, W) or (N, H, W) and "
+                         f"labels (N,), N >= 2; got {images.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"data-path='{file}': labels must be non-negative integers")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    data = ImageData(standardize(images.astype(np.float32) / scale),
+                     torch.as_tensor(labels, dtype=torch.int64), int(labels.max()) + 1)
+    order = np.random.default_rng([seed, 2]).permutation(len(labels))
+    if partition_id is not None and num_partitions is not None:
+        order = np.array_split(order, num_partitions)[partition_id]
+    n_val = max(1, int(round(val_fraction * len(order))))
+    val, train = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
+    return ClientData(train=Batch(data.images[train], data.labels[train]),
+                      val=Batch(data.images[val], data.labels[val]))

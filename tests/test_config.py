@@ -73,7 +73,7 @@ def test_ratio_levels_parse_from_a_string() -> None:
         ({"resource-ratio": 1.5}, "'resource-ratio' = 1.5: Input should be less than or equal to 1"),
         ({"resource-ratio": 0.0}, "'resource-ratio' = 0.0: Input should be greater than 0"),
         ({"resource-ratio": "auto"}, "'resource-ratio' = 'auto': Input should be a valid number"),
-        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: num-partitions, partition-id"),
+        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: data-path, num-partitions"),
         ({"partition-id": 4, "num-partitions": 4}, "partition-id=4 must be below num-partitions=4"),
         ({"partition-id": -1}, "'partition-id' = -1: Input should be greater than or equal to 0"),
     ],

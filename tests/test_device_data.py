@@ -1,0 +1,58 @@
+"""Nodes that bring their own data file (node config ``data-path``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from client_app.app import app as client_app
+from server_app.app import run
+from server_app.config import parse_run_config
+from server_app.inprocess import InProcessGrid
+from tasks import device_data
+
+from .conftest import FAST_CONFIG
+
+
+def _write_digits(path: Path, rows: slice, shape: tuple[int, ...] = (8, 8)) -> Path:
+    digits = load_digits()
+    images = digits.images[rows] / 16.0
+    if shape != (8, 8):
+        images = np.zeros((len(images), *shape))
+    np.savez(path, images=images.astype(np.float32), labels=digits.target[rows])
+    return path
+
+
+def test_nodes_train_on_their_own_files(tmp_path: Path) -> None:
+    files = [_write_digits(tmp_path / f"node{i}.npz", slice(300 * i, 300 * (i + 1))) for i in range(4)]
+    files.append(tmp_path / "missing.npz")
+    (bad := tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    files.append(bad)
+    files.append(_write_digits(tmp_path / "wrong-shape.npz", slice(0, 50), shape=(28, 28)))
+    config = {**FAST_CONFIG, "results-dir": str(tmp_path / "results")}
+    node_configs = [{"data-path": str(f), "resource-ratio": 1.0} for f in files]
+    grid = InProcessGrid(client_app, len(files), config, node_configs=node_configs, partitioned=False)
+    run_dir = run(grid, parse_run_config(config))
+    nodes = json.loads((run_dir / "summary.json").read_text())["nodes"]
+    assert len(nodes) == 5  # missing and malformed files: left out at the profile query
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert all(r["replies"] == 4 and r["failed-replies"] == 1 for r in rows[1:])  # wrong shape
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
+
+
+def test_device_data_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="data-path='.*nothing.npz' is not a file"):
+        device_data(str(tmp_path / "nothing.npz"), 0.5, 0)
+    np.savez(tmp_path / "nolabels.npz", images=np.zeros((4, 8, 8)))
+    with pytest.raises(ValueError, match="must be an .npz with arrays 'images' and 'labels'"):
+        device_data(str(tmp_path / "nolabels.npz"), 0.5, 0)
+    np.savez(tmp_path / "mismatch.npz", images=np.zeros((4, 8, 8)), labels=np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match=r"expected images \(N, C, H, W\)"):
+        device_data(str(tmp_path / "mismatch.npz"), 0.5, 0)
+    path = _write_digits(tmp_path / "ok.npz", slice(0, 100))
+    whole, share = device_data(str(path), 0.5, 0), device_data(str(path), 0.5, 0, 1, 4)
+    assert len(whole.train) + len(whole.val) == 100 and len(share.train) + len(share.val) == 25
