@@ -10,6 +10,7 @@ from rabo_strategy.wire import ARRAYS, CONFIG, METRICS, PROFILE, pack, unpack, w
 from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
 from tasks import ClientData, DataSpec, client_data, device_data, make_task
 
+from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
 
 app = ClientApp()
@@ -17,21 +18,32 @@ app = ClientApp()
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Report this node's partition and declared resource ratio (-1 when not declared).
+    """Report this node's partition and resource ratio (-1 when the server should assign one).
+
+    The ratio is the node config's ``resource-ratio``, or the largest ratio whose measured
+    memory fits ``memory-mb`` (or, with ``resource-ratio=auto``, the memory available now).
 
     An invalid node config is reported as ``error`` (the server leaves the node out and logs
     the message) rather than as a traceback.
     """
     try:
         node = parse_node_config(context.node_config)
-        if node.data_path:  # a missing or malformed file: report it now, not every round
-            device_data(node.data_path, 0.5, 0, node.partition_id, node.num_partitions)
+        profile = ConfigRecord({"partition-id": -1 if node.partition_id is None else node.partition_id,
+                                "resource-ratio": -1.0})
+        if node.data_path or node.resource_ratio == "auto" or node.memory_mb is not None:
+            # load the data now: a missing or malformed file is reported here, not every round
+            cfg = parse_run_config(context.run_config)
+            data, spec = _local_data(cfg, node)
+        if isinstance(node.resource_ratio, float):
+            profile["resource-ratio"] = node.resource_ratio
+        elif node.resource_ratio == "auto" or node.memory_mb is not None:
+            budget = (int(node.memory_mb * 2**20) if node.memory_mb is not None
+                      else available_memory_bytes(cfg))
+            ratio, peak = fit_ratio(make_task(cfg.task, spec, cfg.mu), data, cfg, budget)
+            profile.update({"resource-ratio": ratio, "peak-memory-mb": peak / 2**20,
+                            "ratio-source": "memory-mb" if node.memory_mb is not None else "auto"})
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return Message(RecordDict({PROFILE: ConfigRecord({"error": str(err)})}), reply_to=msg)
-    profile = ConfigRecord({
-        "partition-id": -1 if node.partition_id is None else node.partition_id,
-        "resource-ratio": -1.0 if node.resource_ratio is None else node.resource_ratio,
-    })
     return Message(RecordDict({PROFILE: profile}), reply_to=msg)
 
 

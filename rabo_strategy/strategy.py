@@ -66,7 +66,7 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
     if declared != -1.0:
         if not 0.0 < declared <= 1.0:
             raise ValueError(f"node-config resource-ratio={declared} is outside (0, 1]")
-        return NodeProfile(node_id, partition_id, declared, "node-config")
+        return NodeProfile(node_id, partition_id, declared, str(profile.get("ratio-source", "node-config")))
     key = partition_id if partition_id >= 0 else node_id
     return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels")
 

@@ -121,11 +121,23 @@ class NodeConfig(BaseModel):
 
     partition_id: NonNegativeInt | None = None
     num_partitions: PositiveInt | None = None
-    resource_ratio: Ratio | None = None
+    resource_ratio: Ratio | Literal["auto"] | None = None
+    memory_mb: PositiveFloat | None = None
     data_path: str | None = None
+
+    @field_validator("resource_ratio", mode="before")
+    @classmethod
+    def _ratio_or_auto(cls, value: object) -> object:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError("must be a number in (0, 1] or 'auto'")
+        return float(value)
 
     @model_validator(mode="after")
     def _partition_in_range(self) -> NodeConfig:
+        if isinstance(self.resource_ratio, float) and self.memory_mb is not None:
+            raise ValueError("give resource-ratio or memory-mb, not both")
         if (self.partition_id is None) != (self.num_partitions is None) and self.data_path:
             raise ValueError("with data-path, give both partition-id and num-partitions or neither")
         if (self.partition_id is not None and self.num_partitions is not None

@@ -70,10 +70,10 @@ def test_ratio_levels_parse_from_a_string() -> None:
 @pytest.mark.parametrize(
     ("node_config", "fragment"),
     [
-        ({"resource-ratio": 1.5}, "'resource-ratio' = 1.5: Input should be less than or equal to 1"),
-        ({"resource-ratio": 0.0}, "'resource-ratio' = 0.0: Input should be greater than 0"),
-        ({"resource-ratio": "auto"}, "'resource-ratio' = 'auto': Input should be a valid number"),
-        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: data-path, num-partitions"),
+        ({"resource-ratio": 1.5}, "'resource-ratio' = 1.5: must be a number in (0, 1] or 'auto'"),
+        ({"resource-ratio": 0.0}, "'resource-ratio' = 0.0: must be a number in (0, 1] or 'auto'"),
+        ({"resource-ratio": "half"}, "'resource-ratio' = 'half': must be a number in (0, 1] or 'auto'"),
+        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: data-path, memory-mb, num-partitions"),
         ({"partition-id": 4, "num-partitions": 4}, "partition-id=4 must be below num-partitions=4"),
         ({"partition-id": -1}, "'partition-id' = -1: Input should be greater than or equal to 0"),
     ],

@@ -1,0 +1,56 @@
+"""A node's ratio from its memory budget: profile one local round at candidate ratios.
+
+``memory-mb`` budgets the tensor memory of one local round (activations, gradients and
+temporaries, as :mod:`client_app.profiling` measures it); ``resource-ratio=auto`` uses the memory
+the device has available now (free CUDA memory, or available RAM) as the budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rabo_strategy.masks import kept_units
+from server_app.config import RunConfig
+from tasks import BilevelTask, ClientData, split_params
+
+from .local import local_round, resolve_device
+
+CANDIDATE_RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def submodel_widths(task: BilevelTask, ratio: float) -> dict[str, int]:
+    """Widths at ``ratio`` by the server's own rule, so the profile matches the real submodel."""
+    return {layer.name: kept_units(layer.width, ratio) if layer.prunable else layer.width
+            for layer in task.layers}
+
+
+def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float) -> int:
+    """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
+    probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True})
+    widths = submodel_widths(task, ratio)
+    x, y = split_params(task.build_model(widths), task.layers)
+    parts = {"x": x, "y": y, "v": {k: torch.ones_like(t) for k, t in y.items()}}
+    numpy_parts = {p: {k: t.numpy() for k, t in d.items()} for p, d in parts.items()}
+    _, metrics = local_round(task, data, probe, widths, numpy_parts, server_round=0, partition_id=0)
+    return int(metrics["peak-memory-mb"] * 2**20)
+
+
+def available_memory_bytes(cfg: RunConfig) -> int:
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def fit_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig,
+              budget_bytes: int) -> tuple[float, int]:
+    """The largest candidate ratio whose measured peak fits ``budget_bytes``, and that peak."""
+    peak = 0
+    for ratio in CANDIDATE_RATIOS:
+        peak = peak_memory_bytes(task, data, cfg, ratio)
+        if peak <= budget_bytes:
+            return ratio, peak
+    raise ValueError(f"no ratio fits the memory budget of {budget_bytes / 2**20:.1f} MB: ratio "
+                     f"{CANDIDATE_RATIOS[-1]} needs {peak / 2**20:.1f} MB")

@@ -1,0 +1,50 @@
+"""Ratios derived from a device's memory budget (node config memory-mb / resource-ratio=auto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client_app.app import app as client_app
+from client_app.budget import CANDIDATE_RATIOS, peak_memory_bytes
+from server_app.app import run
+from server_app.config import ConfigError, parse_node_config, parse_run_config
+from server_app.inprocess import InProcessGrid
+from tasks import client_data, make_task
+
+from .conftest import FAST_CONFIG
+
+
+def test_memory_budget_picks_the_largest_ratio_that_fits(tmp_path: Path) -> None:
+    config = {**FAST_CONFIG, "results-dir": str(tmp_path), "num-server-rounds": 2}
+    cfg = parse_run_config(config)
+    spec = cfg.data_spec(4)
+    task = make_task(cfg.task, spec, cfg.mu)
+    peaks = {r: peak_memory_bytes(task, client_data(spec, 0), cfg, r) / 2**20 for r in CANDIDATE_RATIOS}
+    assert peaks[1.0] > peaks[0.5] > peaks[0.25]  # the profile really shrinks with the ratio
+    between = (peaks[0.5] + peaks[0.25]) / 2  # fits 1/4 but not 1/2
+    node_configs = [{"memory-mb": between}, {"memory-mb": 10 * peaks[1.0]},
+                    {"resource-ratio": "auto"}, {"memory-mb": peaks[0.0625] / 10}]
+    run_dir = run(InProcessGrid(client_app, 4, config, node_configs=node_configs),
+                  parse_run_config(config))
+    nodes = json.loads((run_dir / "summary.json").read_text())["nodes"]
+    assert [(n["partition_id"], n["ratio"], n["source"]) for n in nodes] == [
+        (0, 0.25, "memory-mb"), (1, 1.0, "memory-mb"), (2, 1.0, "auto")]  # node 3 fits nothing
+    clients = (run_dir / "clients.csv").read_text()
+    assert clients.count(",0.25,") >= 2  # node 0 trained at 1/4 in both rounds
+
+
+@pytest.mark.parametrize(
+    ("node_config", "fragment"),
+    [
+        ({"resource-ratio": "fast"}, "'resource-ratio' = 'fast': must be a number in (0, 1] or 'auto'"),
+        ({"resource-ratio": 0.5, "memory-mb": 64.0}, "give resource-ratio or memory-mb, not both"),
+        ({"memory-mb": -1.0}, "'memory-mb' = -1.0: Input should be greater than 0"),
+    ],
+)
+def test_bad_budget_config(node_config: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match="invalid node config") as info:
+        parse_node_config(node_config)
+    assert fragment in str(info.value)
