@@ -73,9 +73,12 @@ def test_ratio_levels_parse_from_a_string() -> None:
         ({"resource-ratio": 1.5}, "'resource-ratio' = 1.5: must be a number in (0, 1] or 'auto'"),
         ({"resource-ratio": 0.0}, "'resource-ratio' = 0.0: must be a number in (0, 1] or 'auto'"),
         ({"resource-ratio": "half"}, "'resource-ratio' = 'half': must be a number in (0, 1] or 'auto'"),
-        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: data-path, memory-mb, num-partitions"),
+        ({"resource_ratio": 0.5}, "unknown key 'resource_ratio'; known keys: data-path, memory-mb"),
         ({"partition-id": 4, "num-partitions": 4}, "partition-id=4 must be below num-partitions=4"),
         ({"partition-id": -1}, "'partition-id' = -1: Input should be greater than or equal to 0"),
+        ({"resource-ratio": 0.5, "memory-mb": 64.0}, "give resource-ratio or memory-mb, not both"),
+        ({"memory-mb": -1.0}, "'memory-mb' = -1.0: Input should be greater than 0"),
+        ({"data-path": "/d.npz", "partition-id": 1}, "give both partition-id and num-partitions or neither"),
     ],
 )
 def test_bad_node_config_names_the_key(node_config: dict[str, object], fragment: str) -> None:
