@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A localhost deployment of the app on real Flower processes: one SuperLink and N SuperNodes, each
+# with its own budget, secured with TLS and SuperNode authentication (Flower's own mechanisms).
+#
+#   deploy/localhost.sh start [--insecure]   # credentials, SuperLink, register keys, SuperNodes
+#   flwr run . rabo-local --stream           # submit (then check: flwr ls --run-id <id> rabo-local)
+#   deploy/localhost.sh stop                 # stop every process by its PID
+#
+# Settings (environment): DEPLOY_DIR (.deploy), SUPERLINK_PORT (9200), SUPERNODE_PORT (9210; node i
+# uses SUPERNODE_PORT+i), BUDGETS (one node config per SuperNode, ';'-separated; default three
+# nodes with ratios 1, 1/2 and a 16 MB memory budget). --insecure (no TLS, no authentication) is
+# for localhost demos only. Every process gets FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${DEPLOY_DIR:-.deploy}
+LINK_PORT=${SUPERLINK_PORT:-9200}
+NODE_PORT=${SUPERNODE_PORT:-9210}
+IFS=';' read -r -a BUDGETS <<< "${BUDGETS:-resource-ratio=1.0;resource-ratio=0.5;memory-mb=16}"
+export FLWR_HOME=${FLWR_HOME:-$HOME/.flwr} FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+
+start() {
+  local insecure=${1:-}
+  mkdir -p "$DIR/pids" "$DIR/logs" "$FLWR_HOME"
+  local n=${#BUDGETS[@]} names=() link_tls=() node_tls=() i
+  for ((i = 0; i < n; i++)); do names+=("sn$i"); done
+  if [[ $insecure == --insecure ]]; then
+    link_tls=(--insecure); node_tls=(--insecure)
+  else
+    python deploy/credentials.py "$DIR" "${names[@]}"
+    link_tls=(--ssl-ca-certfile "$DIR/certs/ca.crt" --ssl-certfile "$DIR/certs/server.pem"
+              --ssl-keyfile "$DIR/certs/server.key" --enable-supernode-auth)
+  fi
+  flower-superlink "${link_tls[@]}" --host 127.0.0.1 --port "$LINK_PORT" \
+    > "$DIR/logs/superlink.log" 2>&1 &
+  echo $! > "$DIR/pids/superlink.pid"
+  local scheme=https curl_tls=(--cacert "$DIR/certs/ca.crt")
+  [[ $insecure == --insecure ]] && { scheme=http; curl_tls=(); }
+  for _ in $(seq 1 100); do
+    curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$LINK_PORT/health" > /dev/null && break
+    sleep 0.3
+  done
+  # The flwr CLI's connection entry (flwr run . rabo-local).
+  python - "$FLWR_HOME/config.toml" "$LINK_PORT" "$insecure" "$(realpath "$DIR")" <<'PY'
+import re, sys
+path, port, insecure, folder = sys.argv[1:]
+default = ('[superlink]\ndefault = "local"\n\n[superlink.supergrid]\naddress = "api.flower.ai"\n\n'
+           '[superlink.local]\naddress = ":local:"\n')  # what flwr itself writes on first use
+text = open(path).read() if __import__("os").path.exists(path) else default
+text = re.sub(r"\n\[superlink\.rabo-local\][^\[]*", "\n", text)
+entry = f'\n[superlink.rabo-local]\naddress = "127.0.0.1:{port}"\n'
+entry += "insecure = true\n" if insecure else f'root-certificates = "{folder}/certs/ca.crt"\n'
+open(path, "w").write(text.rstrip("\n") + "\n" + entry)
+PY
+  for ((i = 0; i < n; i++)); do
+    if [[ $insecure != --insecure ]]; then
+      flwr supernode register "$DIR/keys/sn$i.pub" rabo-local > /dev/null
+      node_tls=(--root-certificates "$DIR/certs/ca.crt" --auth-supernode-private-key "$DIR/keys/sn$i")
+    fi
+    flower-supernode "${node_tls[@]}" --superlink "127.0.0.1:$LINK_PORT" --port $((NODE_PORT + i)) \
+      --node-config "partition-id=$i num-partitions=$n ${BUDGETS[$i]}" > "$DIR/logs/sn$i.log" 2>&1 &
+    echo $! > "$DIR/pids/sn$i.pid"
+  done
+  echo "SuperLink on 127.0.0.1:$LINK_PORT and $n SuperNodes started (logs and PIDs in $DIR)."
+  echo "Submit: flwr run . rabo-local --stream    Status: flwr ls rabo-local --format json"
+}
+
+stop() {
+  local pid_file pid children=()
+  for pid_file in "$DIR"/pids/sn*.pid "$DIR"/pids/superlink.pid; do  # SuperNodes first
+    [[ -f $pid_file ]] || continue
+    pid=$(cat "$pid_file")
+    children+=($(pgrep -P "$pid" || true))  # their flower-superexec helpers
+    kill -TERM "$pid" 2>/dev/null || true
+    rm -f "$pid_file"
+  done
+  sleep 1
+  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  echo "stopped"
+}
+
+case "${1:-}" in
+  start) start "${2:-}" ;;
+  stop) stop ;;
+  *) echo "usage: $0 start [--insecure] | stop" >&2; exit 2 ;;
+esac
