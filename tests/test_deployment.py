@@ -23,7 +23,7 @@ from tasks import client_data, make_task
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _free_ports(n: int) -> list[int]:
