@@ -30,13 +30,14 @@ def query(msg: Message, context: Context) -> Message:
         node = parse_node_config(context.node_config)
         profile = ConfigRecord({"partition-id": -1 if node.partition_id is None else node.partition_id,
                                 "resource-ratio": -1.0})
-        if node.data_path or node.resource_ratio == "auto" or node.memory_mb is not None:
+        from_budget = node.resource_ratio == "auto" or node.memory_mb is not None
+        if node.data_path or from_budget:
             # load the data now: a missing or malformed file is reported here, not every round
             cfg = parse_run_config(context.run_config)
             data, spec = _local_data(cfg, node)
         if isinstance(node.resource_ratio, float):
             profile["resource-ratio"] = node.resource_ratio
-        elif node.resource_ratio == "auto" or node.memory_mb is not None:
+        elif from_budget:
             budget = (int(node.memory_mb * 2**20) if node.memory_mb is not None
                       else available_memory_bytes(cfg))
             ratio, peak = fit_ratio(make_task(cfg.task, spec, cfg.mu), data, cfg, budget)
