@@ -6,9 +6,18 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from rabo_strategy.wire import ARRAYS, CONFIG, METRICS, PROFILE, pack, unpack, widths_from_config
+from rabo_strategy.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PROFILE,
+    pack,
+    task_shape_from_config,
+    unpack,
+    widths_from_config,
+)
 from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
-from tasks import ClientData, DataSpec, client_data, device_data, make_task
+from tasks import ClientData, build_task, client_data, device_data
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
@@ -34,13 +43,14 @@ def query(msg: Message, context: Context) -> Message:
         if node.data_path or from_budget:
             # load the data now: a missing or malformed file is reported here, not every round
             cfg = parse_run_config(context.run_config)
-            data, spec = _local_data(cfg, node)
+            data = _local_data(cfg, node)
         if isinstance(node.resource_ratio, float):
             profile["resource-ratio"] = node.resource_ratio
         elif from_budget:
             budget = (int(node.memory_mb * 2**20) if node.memory_mb is not None
                       else available_memory_bytes(cfg))
-            ratio, peak = fit_ratio(make_task(cfg.task, spec, cfg.mu), data, cfg, budget)
+            task = build_task(cfg.task, *task_shape_from_config(msg.content[CONFIG]), cfg.mu)
+            ratio, peak = fit_ratio(task, data, cfg, budget)
             profile.update({"resource-ratio": ratio, "peak-memory-mb": peak / 2**20,
                             "ratio-source": "memory-mb" if node.memory_mb is not None else "auto"})
     except (ConfigError, ValueError, FileNotFoundError) as err:
@@ -56,15 +66,13 @@ def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> Non
             raise RuntimeError(f"injected failure (client-failure-rate={cfg.client_failure_rate})")
 
 
-def _local_data(cfg: RunConfig, node: NodeConfig) -> tuple[ClientData, DataSpec]:
+def _local_data(cfg: RunConfig, node: NodeConfig) -> ClientData:
     """The node's own file (``data-path``) or its partition of the run's dataset."""
     if node.data_path:
-        data = device_data(node.data_path, cfg.val_fraction, cfg.seed, node.partition_id,
+        return device_data(node.data_path, cfg.val_fraction, cfg.seed, node.partition_id,
                            node.num_partitions)
-        return data, cfg.data_spec(node.num_partitions or 1)
     partition_id, num_partitions = node.partition()
-    spec = cfg.data_spec(num_partitions)
-    return client_data(spec, partition_id), spec
+    return client_data(cfg.data_spec(num_partitions), partition_id)
 
 
 @app.train()
@@ -75,8 +83,8 @@ def train(msg: Message, context: Context) -> Message:
     client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)
-    data, spec = _local_data(cfg, node)
-    task = make_task(cfg.task, spec, cfg.mu)
+    data = _local_data(cfg, node)
+    task = build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
     shape = tuple(data.train.inputs.shape[1:])
     if shape != task.in_shape:
         raise ValueError(f"the node's images have shape {shape}, the run's dataset "

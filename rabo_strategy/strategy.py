@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
@@ -11,6 +11,7 @@ import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
+    ConfigRecordValues,
     Message,
     MessageType,
     MetricRecord,
@@ -97,6 +98,7 @@ class ResourceAdaptiveBilevel(Strategy):
         fraction_train / min_train_nodes / min_available_nodes: sampling, as in FedAvg.
         seed: seeds node sampling (masks are seeded by their policy).
         min_successful_replies: a round with fewer valid replies is skipped (model unchanged).
+        client_config: sent to every node with each query and train message.
         max_update_norm: a reply whose update (returned tensors minus those sent; h itself for
             RABO) has a larger L2 norm in any part is rejected.
         query_timeout: seconds to wait for node profiles.
@@ -107,7 +109,7 @@ class ResourceAdaptiveBilevel(Strategy):
         mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0, fraction_train: float = 1.0,
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
         min_successful_replies: int = 1, max_update_norm: float = float("inf"),
-        query_timeout: float = 120.0,
+        client_config: Mapping[str, ConfigRecordValues] | None = None, query_timeout: float = 120.0,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm '{algorithm}'; allowed: {', '.join(ALGORITHMS)}")
@@ -124,6 +126,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.seed = seed
         self.min_successful_replies = min_successful_replies
         self.max_update_norm = max_update_norm
+        self.client_config = dict(client_config or {})
         self.query_timeout = query_timeout
         self.profiles: dict[int, NodeProfile] = {}
         self.client_records: list[dict[str, float | int | str]] = []
@@ -159,7 +162,7 @@ class ResourceAdaptiveBilevel(Strategy):
             }
             record = pack(slices)
             node_config = ConfigRecord({
-                **dict(config.items()), "server-round": server_round,
+                **self.client_config, **dict(config.items()), "server-round": server_round,
                 "resource-ratio": profile.ratio, **widths_config(spec.widths(self.layers)),
             })
             content = RecordDict({ARRAYS: record, CONFIG: node_config})
@@ -243,7 +246,8 @@ class ResourceAdaptiveBilevel(Strategy):
         if not unknown:
             return
         queries = [
-            Message(content=RecordDict({CONFIG: ConfigRecord({"server-round": server_round})}),
+            Message(content=RecordDict({CONFIG: ConfigRecord({**self.client_config,
+                                                                "server-round": server_round})}),
                     dst_node_id=n, message_type=MessageType.QUERY,
                     group_id=f"profile-{server_round}")
             for n in unknown

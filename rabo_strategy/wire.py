@@ -1,10 +1,12 @@
 """The message format shared by the strategy and the ClientApp.
 
 Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x, y or v) and
-``config`` = the run's client settings plus ``server-round``, ``resource-ratio`` and
-``width.{layer}`` for every layer. Train reply: ``arrays`` with parts (x, y, v) for RAFBO or
-(h, y, v) for RABO (h = hypergradient, shaped like x) and ``metrics`` with ``num-examples``.
-Query instruction/reply (node profile): ``profile`` = {partition-id, resource-ratio} (-1 = unset).
+``config`` = the strategy's client config (``in-shape``, ``num-classes``) plus ``server-round``,
+``resource-ratio`` and ``width.{layer}`` for every layer. Train reply: ``arrays`` with parts
+(x, y, v) for RAFBO or (h, y, v) for RABO (h = hypergradient, shaped like x) and ``metrics``
+with ``num-examples``.
+Query instruction: ``config`` = the client config and ``server-round``; reply (node profile):
+``profile`` = {partition-id, resource-ratio} (-1 = unset), or {error}.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def unpack(record: ArrayRecord) -> dict[str, dict[str, np.ndarray]]:
             raise ValueError(f"unexpected array key '{key}'")
         parts.setdefault(part, {})[name] = array.numpy()
     return parts
+
+
+def task_shape_config(in_shape: tuple[int, ...], num_classes: int) -> dict[str, list[int] | int]:
+    """The model's input shape and classes: nodes build the model from these, not from a dataset."""
+    return {"in-shape": [int(d) for d in in_shape], "num-classes": int(num_classes)}
+
+
+def task_shape_from_config(config: Mapping[str, object]) -> tuple[tuple[int, int, int], int]:
+    channels, height, width = (int(d) for d in config["in-shape"])  # type: ignore[union-attr]
+    return (channels, height, width), int(config["num-classes"])  # type: ignore[call-overload]
 
 
 def widths_config(widths: Mapping[str, int]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from client_app.local import resolve_device
 from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.wire import pack, unpack
+from rabo_strategy.wire import pack, task_shape_config, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task, split_params
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -59,6 +59,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
         max_update_norm=cfg.max_update_norm,
+        client_config=task_shape_config(task.in_shape, task.layers[-1].width),
     )
     evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), resolve_device(cfg.device))
     name = f"{cfg.algorithm}-{cfg.hypergradient}-{cfg.mask_policy}-seed{cfg.seed}"
