@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from rabo_strategy.masks import kept_units
+from rabo_strategy.masks import static_policy, submodel_spec
 from server_app.config import RunConfig
 from tasks import BilevelTask, ClientData, split_params
 
@@ -20,16 +20,11 @@ from .local import local_round, resolve_device
 CANDIDATE_RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
 
-def submodel_widths(task: BilevelTask, ratio: float) -> dict[str, int]:
-    """Widths at ``ratio`` by the server's own rule, so the profile matches the real submodel."""
-    return {layer.name: kept_units(layer.width, ratio) if layer.prunable else layer.width
-            for layer in task.layers}
-
-
 def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float) -> int:
     """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
     probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True})
-    widths = submodel_widths(task, ratio)
+    # the server's own submodel rule, so the profile matches the real submodel
+    widths = submodel_spec(task.layers, ratio, static_policy, 0, 0).widths(task.layers)
     x, y = split_params(task.build_model(widths), task.layers)
     parts = {"x": x, "y": y, "v": {k: torch.ones_like(t) for k, t in y.items()}}
     numpy_parts = {p: {k: t.numpy() for k, t in d.items()} for p, d in parts.items()}

@@ -90,8 +90,8 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
                         timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
 
     nodes = [vars(p) for p in sorted(strategy.profiles.values(), key=lambda p: p.node_id)]
-    summary = write_results(run_dir, config=config, rows=rows, client_rows=strategy.client_records,
-                            nodes=nodes, title=name)
+    summary = write_results(run_dir, rows=rows, client_rows=strategy.client_records, nodes=nodes,
+                            title=name)
     save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])

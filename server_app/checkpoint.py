@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .results import atomic_write
+from .results import atomic_write, convert_arrays
 
 CHECKPOINT = "checkpoint.pt"
 # Keys that may differ between the interrupted run and its resumption.
@@ -36,22 +36,9 @@ class Checkpoint:
     config: dict[str, Any]
 
 
-def _convert(value: Any, array_type: type) -> Any:
-    """numpy arrays <-> tensors inside nested dicts and lists (tensors load with weights_only)."""
-    if isinstance(value, dict):
-        return {k: _convert(v, array_type) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_convert(v, array_type) for v in value]
-    if array_type is torch.Tensor and isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if array_type is np.ndarray and isinstance(value, torch.Tensor):
-        return value.numpy()
-    return value
-
-
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
     """Written atomically: a crash mid-write leaves the previous round's checkpoint."""
-    state = _convert(vars(checkpoint), torch.Tensor)
+    state = convert_arrays(vars(checkpoint), torch.Tensor)
     atomic_write(run_dir / CHECKPOINT, lambda handle: torch.save(state, handle))
 
 
@@ -59,7 +46,7 @@ def load_checkpoint(run_dir: Path, config: Mapping[str, Any]) -> Checkpoint:
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"resume-from='{run_dir}': no {CHECKPOINT} there")
-    checkpoint = Checkpoint(**_convert(torch.load(path, weights_only=True), np.ndarray))
+    checkpoint = Checkpoint(**convert_arrays(torch.load(path, weights_only=True), np.ndarray))
     changed = sorted(
         k for k in set(config) | set(checkpoint.config)
         if k not in RESUMABLE_CHANGES and config.get(k) != checkpoint.config.get(k)

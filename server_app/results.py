@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 import torch
 
 matplotlib.use("Agg")
@@ -51,13 +52,26 @@ def write_json(path: Path, data: object) -> None:
     write_text(path, json.dumps(data, indent=2))
 
 
+def convert_arrays(value: Any, array_type: type) -> Any:
+    """numpy arrays <-> tensors inside nested dicts and lists (tensors load with weights_only)."""
+    if isinstance(value, Mapping):
+        return {k: convert_arrays(v, array_type) for k, v in value.items()}
+    if isinstance(value, list):
+        return [convert_arrays(v, array_type) for v in value]
+    if array_type is torch.Tensor and isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if array_type is np.ndarray and isinstance(value, torch.Tensor):
+        return value.numpy()
+    return value
+
+
 def save_model(path: Path, parts: Mapping[str, Mapping[str, Any]], widths: Mapping[str, int],
                config: Mapping[str, Any]) -> None:
     """The global x, y, v with the widths and config that produced them.
 
     Tensors and plain values only, so ``torch.load(path)`` works with ``weights_only=True``.
     """
-    tensors = {part: {k: torch.as_tensor(a) for k, a in d.items()} for part, d in parts.items()}
+    tensors = convert_arrays(parts, torch.Tensor)
     atomic_write(path, lambda handle: torch.save(
         {"parts": tensors, "widths": dict(widths), "config": dict(config)}, handle))
 
@@ -139,10 +153,10 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> None:
     plt.close(fig)
 
 
-def write_results(run_dir: Path, *, config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
                   client_rows: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]],
                   title: str) -> dict[str, Any]:
-    """Write every file of a finished run; returns the summary."""
+    """Write every file of a finished run but config.json (written when the run starts)."""
     summary = {
         "final-test-accuracy": rows[-1].get("test-accuracy") if rows else None,
         "best-test-accuracy": max((r.get("test-accuracy", 0.0) for r in rows), default=None),
@@ -151,7 +165,6 @@ def write_results(run_dir: Path, *, config: Mapping[str, Any], rows: Sequence[Ma
         "cost-by-ratio": cost_by_ratio(client_rows),
         "nodes": list(nodes),
     }
-    write_json(run_dir / "config.json", dict(config))
     write_json(run_dir / "versions.json", versions())
     write_json(run_dir / "metrics.json", list(rows))
     write_json(run_dir / "summary.json", summary)
