@@ -1,12 +1,13 @@
-"""Framework-free bilevel optimisation: hypergradient product oracles and the local solver.
+"""Framework-free bilevel optimisation: outer-iteration estimators, product oracles and the local solver.
 
 Nothing here knows about Flower or about pruning: it works on dicts of dense tensors.
 """
 
+from .estimators import ESTIMATORS, Estimator, EstimatorConfig, make_estimator
 from .oracles import ORACLES, ProductOracle, make_oracle
-from .solver import BilevelProblem, LocalResult, SolverConfig, rabo_local, rafbo_local
+from .solver import BilevelProblem, LocalResult, Sampler, SolverConfig, rabo_local, rafbo_local
 
 __all__ = [
-    "ORACLES", "BilevelProblem", "LocalResult", "ProductOracle",
-    "SolverConfig", "make_oracle", "rabo_local", "rafbo_local",
+    "ESTIMATORS", "ORACLES", "BilevelProblem", "Estimator", "EstimatorConfig", "LocalResult",
+    "ProductOracle", "Sampler", "SolverConfig", "make_estimator", "make_oracle", "rabo_local", "rafbo_local",
 ]

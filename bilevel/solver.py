@@ -1,47 +1,19 @@
-"""The local bilevel loop shared by RABO and RAFBO.
+"""The local bilevel loop shared by RABO and RAFBO, around one outer-iteration ``Estimator``.
 
-One local outer iteration on (x, y, v):
-
-1. K inner steps:      y <- y - inner_lr * grad_y g(x, y)
-2. outer gradients:    (grad_x f, grad_y f) at (x, y) on one validation minibatch
-3. K_v linear steps:   v <- v - v_lr * (H_yy v - grad_y f)   (v -> H_yy^{-1} grad_y f)
-4. hypergradient:      h = grad_x f - H_xy v
-
-RABO runs one iteration and returns (y, v, h); the server averages h and steps x.
-RAFBO runs T iterations with a local step x <- x - outer_lr * h after each and returns (x, y, v).
+RABO runs one estimator call at the received x and returns (y, v, h); the server averages h and steps x.
+RAFBO runs cfg.outer_steps calls with a local step x <- x - outer_lr * h after each and returns (x, y, v).
+The estimator (bilevel.estimators) decides how y, v and h are computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from torch.func import grad_and_value
+from .estimators import BilevelProblem, Estimator, Sampler, SolverConfig
+from .estimators.base import axpy
+from .types import Params
 
-from .oracles import ProductOracle
-from .types import LossFn, Params
-
-Sampler = Callable[[], Any]
-"""Returns the next minibatch."""
-
-
-@dataclass(frozen=True)
-class SolverConfig:
-    inner_steps: int = 5
-    v_steps: int = 5
-    outer_steps: int = 1
-    inner_lr: float = 0.1
-    v_lr: float = 0.1
-    outer_lr: float = 0.1
-
-
-@dataclass(frozen=True)
-class BilevelProblem:
-    """The inner loss g and the outer loss f, both functions of (x, y, batch)."""
-
-    g: LossFn
-    f: LossFn
+__all__ = ["BilevelProblem", "LocalResult", "Sampler", "SolverConfig", "rabo_local", "rafbo_local"]
 
 
 @dataclass
@@ -50,52 +22,27 @@ class LocalResult:
     y: Params
     v: Params
     h: Params | None = None
-    """The last hypergradient (what RABO sends)."""
+    """The last direction h (what RABO sends)."""
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _axpy(a: float, x: Params, y: Params) -> Params:
-    """y + a * x, as new tensors."""
-    return {k: y[k] + a * x[k] for k in y}
-
-
-def outer_iteration(
-    problem: BilevelProblem, oracle: ProductOracle, cfg: SolverConfig,
-    x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler,
-) -> tuple[Params, Params, Params, dict[str, float]]:
-    """Steps 1-4 above; returns (y, v, h, metrics)."""
-    inner_loss = float("nan")
-    for _ in range(cfg.inner_steps):
-        grad_y, value = grad_and_value(problem.g, argnums=1)(x, y, next_train())
-        y = _axpy(-cfg.inner_lr, grad_y, y)
-        inner_loss = float(value)
-    (grad_x_f, grad_y_f), outer_loss = grad_and_value(problem.f, argnums=(0, 1))(x, y, next_val())
-    for _ in range(cfg.v_steps):
-        hyy_v, _ = oracle(problem.g, x, y, v, next_train(), need_x=False)
-        v = {k: v[k] - cfg.v_lr * (hyy_v[k] - grad_y_f[k]) for k in v}
-    _, hxy_v = oracle(problem.g, x, y, v, next_train(), need_x=True)
-    assert hxy_v is not None
-    h = {k: grad_x_f[k] - hxy_v[k] for k in grad_x_f}
-    return y, v, h, {"inner-loss": inner_loss, "outer-loss": float(outer_loss)}
-
-
 def rabo_local(
-    problem: BilevelProblem, oracle: ProductOracle, cfg: SolverConfig,
-    x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler,
+    problem: BilevelProblem, estimator: Estimator, cfg: SolverConfig,
+    x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler, *, first_step: int = 0,
 ) -> LocalResult:
-    """RABO (distributed): one hypergradient at the received x."""
-    y, v, h, metrics = outer_iteration(problem, oracle, cfg, x, y, v, next_train, next_val)
+    """RABO (distributed): one direction h at the received x, as outer step ``first_step``."""
+    y, v, h, metrics = estimator(problem, cfg, x, y, v, next_train, next_val, step=first_step)
     return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)
 
 
 def rafbo_local(
-    problem: BilevelProblem, oracle: ProductOracle, cfg: SolverConfig,
-    x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler,
+    problem: BilevelProblem, estimator: Estimator, cfg: SolverConfig,
+    x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler, *, first_step: int = 0,
 ) -> LocalResult:
-    """RAFBO (federated): ``outer_steps`` local outer steps on x."""
+    """RAFBO (federated): cfg.outer_steps local outer steps on x, as outer steps first_step + t."""
     h: Params | None = None
     metrics: dict[str, float] = {}
-    for _ in range(cfg.outer_steps):
-        y, v, h, metrics = outer_iteration(problem, oracle, cfg, x, y, v, next_train, next_val)
-        x = _axpy(-cfg.outer_lr, h, x)
+    for t in range(cfg.outer_steps):
+        y, v, h, metrics = estimator(problem, cfg, x, y, v, next_train, next_val, step=first_step + t)
+        x = axpy(-cfg.outer_lr, h, x)
     return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)

@@ -17,7 +17,7 @@ from rabo_strategy.wire import (
     widths_from_config,
 )
 from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
-from tasks import ClientData, build_task, client_data, device_data
+from tasks import BilevelTask, ClientData, build_task, client_data, device_data, make_task
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
@@ -37,19 +37,25 @@ def query(msg: Message, context: Context) -> Message:
     """
     try:
         node = parse_node_config(context.node_config)
-        profile = ConfigRecord({"partition-id": -1 if node.partition_id is None else node.partition_id,
-                                "resource-ratio": -1.0})
+        profile = ConfigRecord({
+            "partition-id": -1 if node.partition_id is None else node.partition_id,
+            "num-partitions": -1 if node.num_partitions is None else node.num_partitions,
+            "resource-ratio": -1.0,
+        })
         from_budget = node.resource_ratio == "auto" or node.memory_mb is not None
         if node.data_path or from_budget:
             # load the data now: a missing or malformed file is reported here, not every round
             cfg = parse_run_config(context.run_config)
+            task = _task(cfg, msg.content[CONFIG])
+            if node.data_path and task.sample_params:
+                raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
+                                 "partitions: it cannot train on a node's own data-path")
             data = _local_data(cfg, node)
         if isinstance(node.resource_ratio, float):
             profile["resource-ratio"] = node.resource_ratio
         elif from_budget:
             budget = (int(node.memory_mb * 2**20) if node.memory_mb is not None
                       else available_memory_bytes(cfg))
-            task = build_task(cfg.task, *task_shape_from_config(msg.content[CONFIG]), cfg.mu)
             ratio, peak = fit_ratio(task, data, cfg, budget)
             profile.update({"resource-ratio": ratio, "peak-memory-mb": peak / 2**20,
                             "ratio-source": "memory-mb" if node.memory_mb is not None else "auto"})
@@ -75,6 +81,13 @@ def _local_data(cfg: RunConfig, node: NodeConfig) -> ClientData:
     return client_data(cfg.data_spec(num_partitions), partition_id)
 
 
+def _task(cfg: RunConfig, config: ConfigRecord) -> BilevelTask:
+    """The task at the shape the server sent; a plug-in strategy sends none: the run's dataset."""
+    if "in-shape" in config:
+        return build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
+    return make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
@@ -84,15 +97,17 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)
     data = _local_data(cfg, node)
-    task = build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
+    task = _task(cfg, config)
     shape = tuple(data.train.inputs.shape[1:])
     if shape != task.in_shape:
         raise ValueError(f"the node's images have shape {shape}, the run's dataset "
                          f"'{cfg.dataset}' has {task.in_shape}")
     reply, metrics = local_round(
-        task, data, cfg, widths_from_config(config), unpack(msg.content[ARRAYS]),
+        task, data, cfg, widths_from_config(config) or task.full_widths(), unpack(msg.content[ARRAYS]),
         server_round=int(config["server-round"]), partition_id=client_key,
     )
-    metrics["resource-ratio"] = float(config["resource-ratio"])
+    # a plug-in strategy sends neither ratio nor widths: the node trains the full model
+    metrics["resource-ratio"] = float(config.get("resource-ratio", 1.0))  # type: ignore[arg-type]
+    metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)

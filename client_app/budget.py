@@ -11,9 +11,9 @@ import os
 
 import torch
 
-from rabo_strategy.masks import static_policy, submodel_spec
+from rabo_strategy.masks import submodel_spec
 from server_app.config import RunConfig
-from tasks import BilevelTask, ClientData, split_params
+from tasks import BilevelTask, ClientData
 
 from .local import local_round, resolve_device
 
@@ -24,8 +24,8 @@ def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio
     """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
     probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True})
     # the server's own submodel rule, so the profile matches the real submodel
-    widths = submodel_spec(task.layers, ratio, static_policy, 0, 0).widths(task.layers)
-    x, y = split_params(task.build_model(widths), task.layers)
+    widths = submodel_spec(task.layers, ratio).widths(task.layers)
+    x, y = task.init_params(widths, len(data.train))
     parts = {"x": x, "y": y, "v": {k: torch.ones_like(t) for k, t in y.items()}}
     numpy_parts = {p: {k: t.numpy() for k, t in d.items()} for p, d in parts.items()}
     _, metrics = local_round(task, data, probe, widths, numpy_parts, server_round=0, partition_id=0)

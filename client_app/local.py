@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from bilevel import BilevelProblem, SolverConfig, make_oracle, rabo_local, rafbo_local
+from bilevel import BilevelProblem, EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
 from server_app.config import RunConfig
 from tasks import BilevelTask, ClientData, Params
 
@@ -52,9 +52,14 @@ def local_round(
     next_val = MinibatchSampler(data.val, cfg.batch_size,
                                 seeded_generator(cfg.seed, server_round, partition_id, 1), device)
     run = rabo_local if cfg.algorithm == "rabo" else rafbo_local
-    oracle = make_oracle(cfg.hypergradient, cfg.fd_alpha)
+    estimator = make_estimator(EstimatorConfig(
+        name=cfg.estimator, fd_alpha=cfg.fd_alpha, neumann_steps=cfg.neumann_steps,
+        f2sa_lambda=cfg.f2sa_lambda, f2sa_lambda_growth=cfg.f2sa_lambda_growth,
+        f2sa_lambda_max=cfg.f2sa_lambda_max,
+    ))
     with measure(device, flops=cfg.profile, memory=cfg.profile) as cost:
-        result = run(problem, oracle, solver, x, y, v, next_train, next_val)
+        result = run(problem, estimator, solver, x, y, v, next_train, next_val,
+                     first_step=(server_round - 1) * solver.outer_steps)
 
     steps = solver.outer_steps * (solver.inner_steps + solver.v_steps + 1)
     metrics = {

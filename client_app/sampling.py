@@ -15,7 +15,11 @@ def seeded_generator(*keys: int) -> torch.Generator:
 
 
 class MinibatchSampler:
-    """Calls return successive minibatches of ``batch_size`` (the whole set if smaller)."""
+    """Calls return successive minibatches of ``batch_size`` (the whole set if smaller).
+
+    Every batch carries ``ids``: the positions of its samples within ``data`` (tasks with
+    per-sample parameters index them with it).
+    """
 
     def __init__(self, data: Batch, batch_size: int, generator: torch.Generator,
                  device: torch.device) -> None:
@@ -32,4 +36,4 @@ class MinibatchSampler:
             self._pos = 0
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return Batch(self.data.inputs[idx], self.data.labels[idx]).to(self.device)
+        return Batch(self.data.inputs[idx], self.data.labels[idx], ids=idx).to(self.device)

@@ -45,3 +45,10 @@ class CoverageAverage:
         total = sum(int(self.counts[k].sum()) for k in keys)
         size = sum(self.counts[k].size for k in keys)
         return total / size if size else 0.0
+
+    def covered_fraction(self, keys: Iterable[str]) -> float:
+        """Fraction of the coordinates of ``keys`` that at least one client covered."""
+        keys = list(keys)
+        covered = sum(int(np.count_nonzero(self.counts[k])) for k in keys)
+        size = sum(self.counts[k].size for k in keys)
+        return covered / size if size else 0.0

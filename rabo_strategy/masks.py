@@ -1,13 +1,23 @@
-"""Mask policies: which output units of a prunable layer a client keeps in a round.
+"""Mask policies: which output units of each prunable layer every sampled client keeps in a round.
 
-- ``static``  (HeteroFL): the leading units, always the same.
-- ``rolling`` (FedRolex): a window that shifts by one unit per round (wrapping around).
-- ``random``  (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
+A policy sees the whole round (the sampled clients and their ratios, the current global
+parameters) and returns one :class:`SubmodelSpec` per client. Each layer keeps
+``ceil(ratio * width)`` units.
+
+- ``static``     (HeteroFL): the leading units, always the same.
+- ``rolling``    (FedRolex): a window that shifts by one unit per round (wrapping around).
+- ``random``     (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
+- ``importance``: the units whose weights (row of the weight matrix and bias) have the largest
+  L2 norm in the current global model; every client of a ratio keeps the same units.
+- ``coverage``   (ours): staggered windows chosen greedily so that the minimum number of clients
+  covering any coordinate (C*, which governs the convergence rate) is as large as the round's
+  budgets allow. See :class:`CoveragePolicy`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,46 +27,22 @@ from tasks import LayerSpec
 
 from .submodel import SubmodelSpec
 
-MASK_POLICIES = ("static", "rolling", "random")
-
-
-class MaskPolicy(Protocol):
-    def __call__(
-        self, layer_index: int, width: int, keep: int, server_round: int, client_key: int
-    ) -> np.ndarray:
-        """Sorted indices of the ``keep`` kept units out of ``width``."""
-        ...
-
-
-def static_policy(layer_index: int, width: int, keep: int, server_round: int,
-                  client_key: int) -> np.ndarray:
-    return np.arange(keep)
-
-
-def rolling_policy(layer_index: int, width: int, keep: int, server_round: int,
-                   client_key: int) -> np.ndarray:
-    start = (server_round - 1) % width
-    return np.sort((start + np.arange(keep)) % width)
+MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage")
 
 
 @dataclass(frozen=True)
-class RandomPolicy:
-    seed: int
+class RoundClient:
+    """A client sampled this round: the key that seeds its choices, and its ratio."""
 
-    def __call__(self, layer_index: int, width: int, keep: int, server_round: int,
-                 client_key: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
-        return np.sort(rng.choice(width, size=keep, replace=False))
+    key: int
+    ratio: float
 
 
-def make_mask_policy(name: str, seed: int) -> MaskPolicy:
-    if name == "static":
-        return static_policy
-    if name == "rolling":
-        return rolling_policy
-    if name == "random":
-        return RandomPolicy(seed)
-    raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")
+class MaskPolicy(Protocol):
+    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+                 params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
+        """One spec per client (same order); ``params`` = the global x and y by parameter name."""
+        ...
 
 
 def kept_units(width: int, ratio: float) -> int:
@@ -64,10 +50,143 @@ def kept_units(width: int, ratio: float) -> int:
     return max(1, math.ceil(ratio * width - 1e-9))
 
 
-def submodel_spec(layers: tuple[LayerSpec, ...], ratio: float, policy: MaskPolicy,
-                  server_round: int, client_key: int) -> SubmodelSpec:
-    kept = {
-        layer.name: policy(i, layer.width, kept_units(layer.width, ratio), server_round, client_key)
-        for i, layer in enumerate(layers) if layer.prunable
+def _prunable(layers: tuple[LayerSpec, ...]) -> list[tuple[int, LayerSpec]]:
+    return [(i, layer) for i, layer in enumerate(layers) if layer.prunable]
+
+
+class _PerLayerPolicy:
+    """A policy whose choice for one client and layer ignores the other clients."""
+
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               weight: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+                 params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
+        return [
+            SubmodelSpec(ratio=c.ratio, kept={
+                layer.name: self.choose(i, layer.width, kept_units(layer.width, c.ratio), server_round,
+                                        c.key, params.get(f"{layer.name}.weight"))
+                for i, layer in _prunable(layers)
+            })
+            for c in clients
+        ]
+
+
+class StaticPolicy(_PerLayerPolicy):
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               weight: np.ndarray | None) -> np.ndarray:
+        return np.arange(keep)
+
+
+class RollingPolicy(_PerLayerPolicy):
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               weight: np.ndarray | None) -> np.ndarray:
+        start = (server_round - 1) % width
+        return np.sort((start + np.arange(keep)) % width)
+
+
+@dataclass(frozen=True)
+class RandomPolicy(_PerLayerPolicy):
+    seed: int
+
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               weight: np.ndarray | None) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
+        return np.sort(rng.choice(width, size=keep, replace=False))
+
+
+class ImportancePolicy(_PerLayerPolicy):
+    """Largest-norm units of the current global weights (ties: the lower index)."""
+
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               weight: np.ndarray | None) -> np.ndarray:
+        if weight is None:
+            raise ValueError(f"importance masks need the weights of prunable layer {layer_index}")
+        norms = np.sqrt(np.sum(np.square(weight.reshape(width, -1), dtype=np.float64), axis=1))
+        return np.sort(np.argsort(-norms, kind="stable")[:keep])
+
+
+class CoveragePolicy:
+    """Staggered windows that maximise the round's minimum per-coordinate coverage.
+
+    Every client keeps, in each prunable layer, a contiguous (cyclic) window of its
+    ``ceil(ratio * width)`` units. Clients are placed one after another, largest ratio first;
+    for each layer the window start is chosen, among all ``width`` starts, to maximise the new
+    minimum coverage of that layer's coordinates: its units (the bias) and, when the previous layer
+    is prunable too, every (unit, previous unit) pair of the weight matrix, given the client's
+    window in the previous layer; then the minimum coverage of the units alone. Ties go to fewer
+    coordinates at the minimum, then to the start
+    nearest the round's rotation (one unit per round, as ``rolling``), so that the leftover
+    coverage moves across units from round to round. Deterministic given the clients and the round.
+
+    For units alone this reaches the optimum floor(sum_i k_i / width); for weight entries no
+    assignment can exceed floor(sum_i r_i^2) clients, which the greedy approaches.
+    """
+
+    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+                 params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
+        order = sorted(range(len(clients)), key=lambda n: (-clients[n].ratio, clients[n].key))
+        units = {layer.name: np.zeros(layer.width, dtype=np.int64) for _, layer in _prunable(layers)}
+        pairs: dict[str, np.ndarray] = {}
+        for i, layer in _prunable(layers):
+            if i > 0 and layers[i - 1].prunable:
+                pairs[layer.name] = np.zeros((layer.width, layers[i - 1].width), dtype=np.int64)
+        kept: list[dict[str, np.ndarray]] = [{} for _ in clients]
+        for n in order:
+            for i, layer in _prunable(layers):
+                previous = kept[n].get(layers[i - 1].name) if i > 0 else None
+                window = self._best_window(layer, kept_units(layer.width, clients[n].ratio), server_round,
+                                           units[layer.name], pairs.get(layer.name), previous)
+                units[layer.name][window] += 1
+                if layer.name in pairs and previous is not None:
+                    pairs[layer.name][np.ix_(window, previous)] += 1
+                kept[n][layer.name] = window
+        return [SubmodelSpec(ratio=c.ratio, kept=kept[n]) for n, c in enumerate(clients)]
+
+    @staticmethod
+    def _best_window(layer: LayerSpec, keep: int, server_round: int, units: np.ndarray,
+                     pairs: np.ndarray | None, previous: np.ndarray | None) -> np.ndarray:
+        width = layer.width
+        if keep >= width:
+            return np.arange(width)
+        rotation = (server_round - 1) % width
+        best: tuple[int, ...] | None = None
+        best_window = np.arange(keep)
+        for start in range(width):
+            window = np.sort((start + np.arange(keep)) % width)
+            new_units = units.copy()
+            new_units[window] += 1
+            unit_low = int(new_units.min())
+            unit_at_low = int(np.sum(new_units == unit_low))
+            low, at_low = unit_low, unit_at_low
+            if pairs is not None and previous is not None:
+                new_pairs = pairs.copy()
+                new_pairs[np.ix_(window, previous)] += 1
+                pair_low = int(new_pairs.min())
+                if pair_low < low:
+                    low, at_low = pair_low, int(np.sum(new_pairs == pair_low))
+                elif pair_low == low:
+                    at_low += int(np.sum(new_pairs == pair_low))
+            score = (low, unit_low, -at_low, -unit_at_low, -((start - rotation) % width))
+            if best is None or score > best:
+                best, best_window = score, window
+        return best_window
+
+
+def make_mask_policy(name: str, seed: int) -> MaskPolicy:
+    policies: dict[str, MaskPolicy] = {
+        "static": StaticPolicy(), "rolling": RollingPolicy(), "random": RandomPolicy(seed),
+        "importance": ImportancePolicy(), "coverage": CoveragePolicy(),
     }
-    return SubmodelSpec(ratio=ratio, kept=kept)
+    if name not in policies:
+        raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")
+    return policies[name]
+
+
+def submodel_spec(layers: tuple[LayerSpec, ...], ratio: float, policy: MaskPolicy | None = None,
+                  server_round: int = 1, client_key: int = 0,
+                  params: Mapping[str, np.ndarray] | None = None) -> SubmodelSpec:
+    """The spec of one client alone (``static`` unless another policy is given)."""
+    policy = policy or StaticPolicy()
+    return policy(layers, [RoundClient(client_key, ratio)], server_round, params or {})[0]

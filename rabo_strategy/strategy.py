@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
 import numpy as np
@@ -24,7 +24,7 @@ from flwr.serverapp.strategy import Strategy
 from tasks import LayerSpec
 
 from .aggregation import CoverageAverage
-from .masks import MaskPolicy, submodel_spec
+from .masks import MaskPolicy, RoundClient
 from .submodel import SliceIndex
 from .wire import (
     ARRAYS,
@@ -38,6 +38,10 @@ from .wire import (
 )
 
 ALGORITHMS = ("rabo", "rafbo")
+CAPACITIES = ("fixed", "dynamic")
+SIZINGS = ("resource-adaptive", "full-model", "drop-weak")
+"""How a node's budget becomes the size it trains: its own ratio, always the full model, or the
+full model for the nodes whose budget admits it and nothing for the others."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class NodeProfile:
     partition_id: int
     ratio: float
     source: str
+    num_partitions: int = -1
 
     @property
     def client_key(self) -> int:
@@ -63,13 +68,24 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
     if "error" in profile:  # the node reported an invalid node config
         raise ValueError(str(profile["error"]))
     partition_id = int(profile.get("partition-id", -1))  # type: ignore[arg-type]
+    num_partitions = int(profile.get("num-partitions", -1))  # type: ignore[arg-type]
     declared = float(profile.get("resource-ratio", -1.0))  # type: ignore[arg-type]
     if declared != -1.0:
         if not 0.0 < declared <= 1.0:
             raise ValueError(f"node-config resource-ratio={declared} is outside (0, 1]")
-        return NodeProfile(node_id, partition_id, declared, str(profile.get("ratio-source", "node-config")))
+        return NodeProfile(node_id, partition_id, declared, str(profile.get("ratio-source", "node-config")),
+                           num_partitions)
     key = partition_id if partition_id >= 0 else node_id
-    return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels")
+    return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels",
+                       num_partitions)
+
+
+Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
+"""Per-sample parameters: the global coordinates a node's samples own (empty for most tasks)."""
+
+
+def _no_owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,7 @@ class _Sent:
 
     profile: NodeProfile
     index: dict[str, SliceIndex]
-    bytes_down: int
-
-
-def _nbytes(record: ArrayRecord) -> int:
-    return sum(len(array.data) for array in record.values())
+    ratio: float
 
 
 class ResourceAdaptiveBilevel(Strategy):
@@ -94,7 +106,14 @@ class ResourceAdaptiveBilevel(Strategy):
             ``outer_lr`` and heavy-ball ``outer_momentum``) or ``"rafbo"`` (replies carry
             models; the server averages them).
         ratio_levels: ratios assigned by partition id when a node declares none.
-        mask_policy: chooses the kept units of each prunable layer.
+        mask_policy: chooses the kept units of each prunable layer for the round's clients.
+        sizing: ``"resource-adaptive"`` (each node trains the submodel of its ratio),
+            ``"full-model"`` (every node trains the full model) or ``"drop-weak"`` (only nodes of
+            ratio 1 train; the others sit the round out).
+        capacity: ``"fixed"`` (a node's ratio never changes) or ``"dynamic"`` (nodes whose ratio
+            comes from ``ratio_levels`` draw a level each round, seeded by (seed, round, node);
+            a ratio a node declares itself is a hardware limit and stays fixed).
+        owned: the per-sample coordinates of a node (for tasks with per-sample x).
         fraction_train / min_train_nodes / min_available_nodes: sampling, as in FedAvg.
         seed: seeds node sampling (masks are seeded by their policy).
         min_successful_replies: a round with fewer valid replies is skipped (model unchanged).
@@ -106,13 +125,22 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def __init__(
         self, layers: tuple[LayerSpec, ...], algorithm: str, ratio_levels: Sequence[float],
-        mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0, fraction_train: float = 1.0,
+        mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0,
+        sizing: str = "resource-adaptive", capacity: str = "fixed", owned: Owned = _no_owned,
+        fraction_train: float = 1.0,
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
         min_successful_replies: int = 1, max_update_norm: float = float("inf"),
         client_config: Mapping[str, ConfigRecordValues] | None = None, query_timeout: float = 120.0,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm '{algorithm}'; allowed: {', '.join(ALGORITHMS)}")
+        if sizing not in SIZINGS:
+            raise ValueError(f"unknown sizing '{sizing}'; allowed: {', '.join(SIZINGS)}")
+        if capacity not in CAPACITIES:
+            raise ValueError(f"unknown capacity '{capacity}'; allowed: {', '.join(CAPACITIES)}")
+        self.sizing = sizing
+        self.capacity = capacity
+        self.owned = owned
         self.layers = layers
         self.algorithm = algorithm
         self.ratio_levels = tuple(ratio_levels)
@@ -129,13 +157,14 @@ class ResourceAdaptiveBilevel(Strategy):
         self.client_config = dict(client_config or {})
         self.query_timeout = query_timeout
         self.profiles: dict[int, NodeProfile] = {}
-        self.client_records: list[dict[str, float | int | str]] = []
+        self._owned: dict[int, dict[str, np.ndarray]] = {}
         self._sent: dict[int, _Sent] = {}
         self._global: dict[str, dict[str, np.ndarray]] = {}
 
     # ----------------------------------------------------------------------------- Strategy API
     def summary(self) -> None:
-        log(INFO, "\t├──> Algorithm: %s, outer-lr %s", self.algorithm, self.outer_lr)
+        log(INFO, "\t├──> Algorithm: %s, outer-lr %s, sizing %s, capacity %s", self.algorithm,
+            self.outer_lr, self.sizing, self.capacity)
         log(INFO, "\t├──> Ratio levels (by partition id): %s", self.ratio_levels)
         log(INFO, "\t└──> Sampling: fraction %.2f, min train nodes %d, min available %d",
             self.fraction_train, self.min_train_nodes, self.min_available_nodes)
@@ -147,14 +176,17 @@ class ResourceAdaptiveBilevel(Strategy):
         nodes = self._sample(grid, server_round)
         self._ensure_profiles(grid, nodes, server_round)
         shapes = {name: t.shape for part in ("x", "y") for name, t in self._global[part].items()}
+        params = {name: t for part in ("x", "y") for name, t in self._global[part].items()}
+        # nodes without a profile (their query failed: logged there, retried next round) sit out
+        training = [(p, r) for p in (self.profiles[n] for n in nodes if n in self.profiles)
+                    if (r := self._trained_ratio(p, server_round)) is not None]
+        specs = self.mask_policy(self.layers, [RoundClient(p.client_key, r) for p, r in training],
+                                 server_round, params)
         self._sent = {}
         messages = []
-        for node in nodes:
-            profile = self.profiles.get(node)
-            if profile is None:  # its profile query failed: logged there, retried next round
-                continue
-            spec = submodel_spec(self.layers, profile.ratio, self.mask_policy, server_round,
-                                 profile.client_key)
+        for (profile, ratio), spec in zip(training, specs, strict=True):
+            node = profile.node_id
+            spec = replace(spec, owned=self._owned[node])
             index = spec.indices(self.layers, shapes)
             slices = {
                 part: {name: index[name].take(t) for name, t in self._global[part].items()}
@@ -163,15 +195,14 @@ class ResourceAdaptiveBilevel(Strategy):
             record = pack(slices)
             node_config = ConfigRecord({
                 **self.client_config, **dict(config.items()), "server-round": server_round,
-                "resource-ratio": profile.ratio, **widths_config(spec.widths(self.layers)),
+                "resource-ratio": ratio, **widths_config(spec.widths(self.layers)),
             })
             content = RecordDict({ARRAYS: record, CONFIG: node_config})
             messages.append(Message(content=content, dst_node_id=node,
                                     message_type=MessageType.TRAIN, group_id=str(server_round)))
-            self._sent[node] = _Sent(profile, index, _nbytes(record))
+            self._sent[node] = _Sent(profile, index, ratio)
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
-            len(list(grid.get_node_ids())),
-            sorted(s.profile.ratio for s in self._sent.values()))
+            len(list(grid.get_node_ids())), sorted(s.ratio for s in self._sent.values()))
         return messages
 
     def aggregate_train(
@@ -180,7 +211,7 @@ class ResourceAdaptiveBilevel(Strategy):
         parts = REPLY_PARTS[self.algorithm]
         shapes = {f"{part}:{name}": t.shape for part in parts for name, t in self._reference(part).items()}
         acc = CoverageAverage(shapes)
-        accepted: list[tuple[_Sent, MetricRecord, int]] = []
+        accepted: list[tuple[_Sent, MetricRecord]] = []
         failures: dict[int, str] = {}
         replied: set[int] = set()
         for msg in replies:
@@ -198,7 +229,7 @@ class ResourceAdaptiveBilevel(Strategy):
             assert sent is not None
             weight = float(metrics["num-examples"])  # type: ignore[arg-type]
             acc.add(values, {k: sent.index[k.split(":", 1)[1]] for k in values}, weight)
-            accepted.append((sent, metrics, _nbytes(msg.content[ARRAYS])))
+            accepted.append((sent, metrics))
         for node in self._sent.keys() - replied:
             failures[node] = "no reply before the round timeout"
         for node, reason in sorted(failures.items()):
@@ -224,13 +255,24 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
-        return {"velocity": dict(self._velocity), "client_records": list(self.client_records)}
+        return {"velocity": dict(self._velocity)}
 
     def load_state(self, state: dict[str, object]) -> None:
         self._velocity = dict(state["velocity"])  # type: ignore[call-overload]
-        self.client_records = list(state["client_records"])  # type: ignore[call-overload]
 
     # ---------------------------------------------------------------------------------- helpers
+    def _trained_ratio(self, profile: NodeProfile, server_round: int) -> float | None:
+        """The ratio a node trains at this round (None: it sits the round out)."""
+        ratio = profile.ratio
+        if self.capacity == "dynamic" and profile.source == "ratio-levels":
+            draw = np.random.default_rng([self.seed, server_round, profile.client_key, 11])
+            ratio = float(self.ratio_levels[int(draw.integers(len(self.ratio_levels)))])
+        if self.sizing == "full-model":
+            return 1.0
+        if self.sizing == "drop-weak":
+            return 1.0 if ratio >= 1.0 else None
+        return ratio
+
     def _sample(self, grid: Grid, server_round: int) -> list[int]:
         while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
             log(INFO, "Waiting for nodes: %d connected, %d required", len(nodes),
@@ -257,7 +299,9 @@ class ResourceAdaptiveBilevel(Strategy):
             try:
                 if reply.has_error():
                     raise ValueError(reply.error.reason)
-                self.profiles[node] = resolve_profile(node, reply.content[PROFILE], self.ratio_levels)
+                profile = resolve_profile(node, reply.content[PROFILE], self.ratio_levels)
+                self._owned[node] = dict(self.owned(profile))
+                self.profiles[node] = profile
             except (KeyError, ValueError) as err:
                 log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
                 continue
@@ -323,33 +367,27 @@ class ResourceAdaptiveBilevel(Strategy):
         return {part: new[part] for part in ("x", "y", "v")}
 
     def _round_metrics(
-        self, server_round: int, acc: CoverageAverage,
-        accepted: list[tuple[_Sent, MetricRecord, int]], failed: int,
+        self, server_round: int, acc: CoverageAverage, accepted: list[tuple[_Sent, MetricRecord]],
+        failed: int,
     ) -> MetricRecord:
         x_part = "h" if self.algorithm == "rabo" else "x"
         x_keys = [f"{x_part}:{k}" for k in self._global["x"]]
         y_keys = [f"y:{k}" for k in self._global["y"]]
-        total = sum(float(m["num-examples"]) for _, m, _ in accepted)  # type: ignore[arg-type]
+        total = sum(float(m["num-examples"]) for _, m in accepted)  # type: ignore[arg-type]
         out: dict[str, float | int] = {
             "coverage-x-min": acc.min_coverage(x_keys),
             "coverage-y-min": acc.min_coverage(y_keys),
             "coverage-x-mean": acc.mean_coverage(x_keys),
             "coverage-y-mean": acc.mean_coverage(y_keys),
+            "coverage-x-fraction": acc.covered_fraction(x_keys),
+            "coverage-y-fraction": acc.covered_fraction(y_keys),
             "replies": len(accepted),
             "failed-replies": failed,
             "num-examples": int(total),
-            "bytes-down": sum(s.bytes_down for s, _, _ in accepted),
-            "bytes-up": sum(up for _, _, up in accepted),
         }
-        for sent, metrics, up in accepted:
+        for _, metrics in accepted:
             weight = float(metrics["num-examples"]) / total  # type: ignore[arg-type]
             for key, value in metrics.items():
-                if key != "num-examples" and isinstance(value, (int, float)):
+                if key not in ("num-examples", "partition-id") and isinstance(value, (int, float)):
                     out[key] = out.get(key, 0.0) + weight * float(value)
-            self.client_records.append({
-                "round": server_round, "node-id": sent.profile.node_id,
-                "partition-id": sent.profile.partition_id, "resource-ratio": sent.profile.ratio,
-                "bytes-down": sent.bytes_down, "bytes-up": up,
-                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            })
         return MetricRecord(out)

@@ -1,6 +1,8 @@
 """Dual pruning: which coordinates of x, y (and v) a client's submodel holds.
 
-A :class:`SubmodelSpec` lists, for each prunable layer, the kept output units. The index of every
+A :class:`SubmodelSpec` lists, for each prunable layer, the kept output units, and, for per-sample
+parameters (one entry per training sample, e.g. hyper-cleaning's sample weights), the global
+coordinates the client owns. The index of every
 parameter follows from the task's layer list: a weight keeps its layer's output units on dim 0 and
 the previous layer's output units (expanded by ``in_expand``) on dim 1; non-prunable layers keep
 all outputs (the classifier keeps every class). Slicing gives a dense, physically smaller tensor;
@@ -10,7 +12,7 @@ scattering puts it back at the same coordinates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +48,8 @@ class SubmodelSpec:
 
     ratio: float
     kept: Mapping[str, np.ndarray]
+    owned: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Per-sample parameter name -> the global coordinates of the client's samples, in its order."""
 
     def widths(self, layers: tuple[LayerSpec, ...]) -> dict[str, int]:
         return {layer.name: len(self.kept.get(layer.name, range(layer.width))) for layer in layers}
@@ -53,8 +57,8 @@ class SubmodelSpec:
     def indices(
         self, layers: tuple[LayerSpec, ...], shapes: Mapping[str, tuple[int, ...]]
     ) -> dict[str, SliceIndex]:
-        """SliceIndex of every parameter ``{layer}.weight`` / ``{layer}.bias``."""
-        index: dict[str, SliceIndex] = {}
+        """SliceIndex of every parameter ``{layer}.weight`` / ``{layer}.bias`` and per-sample one."""
+        index = {name: SliceIndex(np.asarray(coords)) for name, coords in self.owned.items()}
         previous: np.ndarray | None = None
         for layer in layers:
             out = self.kept.get(layer.name, np.arange(layer.width))

@@ -12,15 +12,16 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from client_app.local import resolve_device
-from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.wire import pack, task_shape_config, unpack
-from tasks import BilevelTask, holdout_set, image_data, make_task, split_params
+from rabo_strategy.wire import pack, unpack
+from tasks import BilevelTask, holdout_set, image_data, make_task
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
-from .loop import run_rounds
+from .loop import Row, run_rounds
+from .metering import MeteredGrid
 from .results import make_run_dir, save_model, write_json, write_results
+from .strategies import build_strategy
 
 app = ServerApp()
 
@@ -46,29 +47,28 @@ def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
     """The seeded full model as (x, y, v = 0) and the task."""
     task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
     torch.manual_seed(cfg.seed)
-    x, y = split_params(task.build_model(task.full_widths()), task.layers)
+    x, y = task.init_params(task.full_widths(), task.num_samples)
     return pack({"x": x, "y": y, "v": {k: torch.zeros_like(t) for k, t in y.items()}}), task
 
 
 def run(grid: Grid, cfg: RunConfig) -> Path:
     """Run ``cfg`` on ``grid`` (or resume the run in ``resume-from``); returns the results directory."""
     arrays, task = initial_arrays(cfg)
-    strategy = ResourceAdaptiveBilevel(
-        task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
-        outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, fraction_train=cfg.fraction_train,
-        min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
-        seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
-        max_update_norm=cfg.max_update_norm,
-        client_config=task_shape_config(task.in_shape, task.layers[-1].width),
-    )
+    strategy = build_strategy(cfg, task)
+    grid = MeteredGrid(grid)
     evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), resolve_device(cfg.device))
-    name = f"{cfg.algorithm}-{cfg.hypergradient}-{cfg.mask_policy}-seed{cfg.seed}"
-    config = cfg.to_flat()
+    name = cfg.run_name
+    config = {**cfg.to_flat(), "estimator": cfg.estimator}
+    client_rows: list[Row] = []
+    state = getattr(strategy, "state", dict)
+    log(INFO, "Strategy %s (%s), local estimator %s", cfg.strategy, type(strategy).__name__,
+        cfg.estimator)
     if cfg.resume_from:
         run_dir = Path(cfg.resume_from).expanduser().resolve()
         checkpoint = load_checkpoint(run_dir, config)
-        arrays, rows = pack(checkpoint.parts), checkpoint.rows
-        strategy.load_state(checkpoint.strategy_state)
+        arrays, rows, client_rows = pack(checkpoint.parts), checkpoint.rows, checkpoint.client_rows
+        if hasattr(strategy, "load_state"):
+            strategy.load_state(checkpoint.strategy_state)
         log(INFO, "Resuming %s after round %d", run_dir, checkpoint.round)
     else:
         run_dir = make_run_dir(cfg.results_dir, name)
@@ -78,9 +78,10 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     first_round, offset = int(rows[-1]["round"]) + 1, float(rows[-1]["elapsed-seconds"])
     start = time.perf_counter()
 
-    def on_round_end(rnd: int, new_arrays: ArrayRecord, row: dict[str, float | int]) -> None:
+    def on_round_end(rnd: int, new_arrays: ArrayRecord, row: Row, clients: list[Row]) -> None:
         rows.append({**row, "elapsed-seconds": offset + time.perf_counter() - start})
-        save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), strategy.state(), rows, config))
+        client_rows.extend(clients)
+        save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), state(), rows, config, client_rows))
         log(INFO, "round %d/%d: test accuracy %.4f, C_x* %s, C_y* %s, failed replies %s (%.1f s)",
             rnd, cfg.num_server_rounds, row["test-accuracy"], row.get("coverage-x-min"),
             row.get("coverage-y-min"), row.get("failed-replies"), rows[-1]["elapsed-seconds"])
@@ -89,9 +90,9 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
                         timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
 
-    nodes = [vars(p) for p in sorted(strategy.profiles.values(), key=lambda p: p.node_id)]
-    summary = write_results(run_dir, rows=rows, client_rows=strategy.client_records, nodes=nodes,
-                            title=name)
+    profiles = getattr(strategy, "profiles", {})
+    nodes = [vars(p) for p in sorted(profiles.values(), key=lambda p: p.node_id)]
+    summary = write_results(run_dir, rows=rows, client_rows=client_rows, nodes=nodes, title=name)
     save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])

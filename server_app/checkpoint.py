@@ -1,7 +1,7 @@
 """Per-round checkpoints of the server state, and resuming from them.
 
 A checkpoint holds the global x, y, v, the last finished round, the strategy's own state (RABO's
-momentum, the per-client records) and the metrics rows so far. No RNG state is needed: every random
+momentum), the metrics rows and the per-client rows so far. No RNG state is needed: every random
 choice (sampling, masks, minibatches) is a pure function of (seed, round, client), so a resumed run
 repeats exactly what the uninterrupted run would have done.
 """
@@ -9,7 +9,7 @@ repeats exactly what the uninterrupted run would have done.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Checkpoint:
     strategy_state: dict[str, Any]
     rows: list[dict[str, Any]]
     config: dict[str, Any]
+    client_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:

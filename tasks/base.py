@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,13 +45,19 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class Batch:
-    """A minibatch: inputs and integer labels (optionally sample ids, for per-sample tasks)."""
+    """A minibatch: inputs and integer labels (optionally sample ids, for per-sample tasks).
+
+    ``ids`` are the positions of the samples within the client's train split (0..n_train-1), set
+    by the minibatch sampler; tasks with per-sample parameters index their x with them.
+    """
 
     inputs: Tensor
     labels: Tensor
+    ids: Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.inputs.to(device), self.labels.to(device))
+        ids = None if self.ids is None else self.ids.to(device)
+        return Batch(self.inputs.to(device), self.labels.to(device), ids)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -71,8 +78,32 @@ class BilevelTask(Protocol):
     in_shape: tuple[int, int, int]
     """(channels, height, width) of one input."""
 
+    @property
+    def sample_params(self) -> tuple[str, ...]:
+        """Names of the x parameters with one entry per training sample ("per-sample" params).
+
+        They are not layers of the model: the server sizes them with :attr:`num_samples` and
+        each client holds the entries of its own training samples (:meth:`owned_indices`).
+        """
+        ...
+
+    @property
+    def num_samples(self) -> int:
+        """Global number of per-sample coordinates (0 without per-sample params)."""
+        ...
+
     def full_widths(self) -> dict[str, int]:
         """Widths of the full (unpruned) model."""
+        ...
+
+    def init_params(self, widths: Mapping[str, int], num_samples: int) -> tuple[Params, Params]:
+        """Initial (x, y) of a dense model at ``widths``; per-sample params get ``num_samples``
+        entries. Deterministic under ``torch.manual_seed``."""
+        ...
+
+    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+        """For each per-sample param, the global coordinates of that partition's training
+        samples, in the order of its ``ClientData.train`` (ascending)."""
         ...
 
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
@@ -89,6 +120,11 @@ class BilevelTask(Protocol):
 
     def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
         """Fraction of correctly classified samples of ``batch``."""
+        ...
+
+    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
+        """Metrics of the global (x, y) on the test ``batch``: at least "test-accuracy" and
+        "test-loss" (cross-entropy)."""
         ...
 
 

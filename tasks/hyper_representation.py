@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params
+from .base import Batch, LayerSpec, Params, split_params
 
 
 class ConvNet(nn.Module):
@@ -68,11 +69,25 @@ class HyperRepresentation:
             LayerSpec("head", "y", self.num_classes, prunable=False),
         )
 
+    @property
+    def sample_params(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def num_samples(self) -> int:
+        return 0
+
     def full_widths(self) -> dict[str, int]:
         return {layer.name: layer.width for layer in self.layers}
 
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
         return ConvNet(self.in_shape, widths, self.num_classes)
+
+    def init_params(self, widths: Mapping[str, int], num_samples: int = 0) -> tuple[Params, Params]:
+        return split_params(self.build_model(widths), self.layers)
+
+    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+        return {}
 
     @staticmethod
     def _logits(model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
@@ -89,3 +104,11 @@ class HyperRepresentation:
     def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
         logits = self._logits(model, x, y, batch.inputs)
         return float((logits.argmax(dim=1) == batch.labels).float().mean())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
+        logits = self._logits(model, x, y, batch.inputs)
+        return {
+            "test-accuracy": float((logits.argmax(dim=1) == batch.labels).float().mean()),
+            "test-loss": float(F.cross_entropy(logits, batch.labels)),
+        }

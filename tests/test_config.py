@@ -37,9 +37,18 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"download": "yes"}, "'download' = 'yes': Input should be a valid boolean"),
         ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
-        ({"task": "hyper-cleaning"}, "'task' = 'hyper-cleaning': Input should be 'hyper-representation'"),
-        ({"mask-policy": "importance"},
-         "'mask-policy' = 'importance': Input should be 'static', 'rolling' or 'random'"),
+        ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation' or "
+                               "'hyper-cleaning'"),
+        ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
+                                     "'random', 'importance' or 'coverage'"),
+        ({"task": "hyper-cleaning"}, "task 'hyper-cleaning' needs corrupted labels: set 'label-noise'"),
+        ({"label-noise": 1.0}, "'label-noise' = 1.0: Input should be less than 1"),
+        ({"strategy": "fedavg"}, "'strategy' = 'fedavg': must be one of resource-adaptive, full-model, "
+                                 "drop-weak, fednest-aid, f2sa or the import path"),
+        ({"strategy": "flwr.serverapp.strategy:FedAvg"}, "plug-in strategies receive models"),
+        ({"capacity": "elastic"}, "'capacity' = 'elastic': Input should be 'fixed' or 'dynamic'"),
+        ({"f2sa-lambda": 10.0, "f2sa-lambda-max": 5.0}, "'f2sa-lambda-max' = 5.0 must be at least"),
+        ({"neumann-steps": 0}, "'neumann-steps' = 0"),
         ({"client-failure-rate": 1.0}, "'client-failure-rate' = 1.0: Input should be less than 1"),
         ({"min-successful-replies": 0}, "'min-successful-replies' = 0"),
         ({"inner_lr": 0.1}, "unknown key 'inner_lr'"),

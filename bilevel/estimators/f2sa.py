@@ -1,0 +1,80 @@
+"""F2SA (Kwon et al., 2023, "A fully first-order method for stochastic bilevel optimization") ("f2sa").
+
+Penalty (value-function) reformulation of min_x F(x) = f(x, y*(x)), y*(x) = argmin_y g(x, y):
+
+    L_lambda(x) = min_w [f(x, w) + lambda g(x, w)] - lambda min_z g(x, z)
+    grad L_lambda(x) = grad_x f(x, w_lambda) + lambda (grad_x g(x, w_lambda) - grad_x g(x, y*))
+                     = grad F(x) + O(1/lambda)
+
+with w_lambda = argmin_w f(x, w) + lambda g(x, w). Only gradients are used: no Hessian products.
+Naming: our ``y`` is F2SA's z (the lower-level solution, the one evaluated at test time) and our ``v``
+(shaped like y) is F2SA's y (the penalty variable w). One outer iteration at x, lambda = lambda_k:
+
+1. cfg.inner_steps steps:  y <- y - inner_lr * grad_y g(x, y)
+2. cfg.v_steps steps:      v <- v - v_lr / (1 + lambda) * (grad_y f(x, v) + lambda grad_y g(x, v))
+3. direction:              h = grad_x f(x, v) + lambda (grad_x g(x, v) - grad_x g(x, y))
+
+Schedule: lambda_k = min(lambda_max, lambda_0 + growth * k), k = ``step`` (the outer step of the run).
+
+Step size of v: the y-curvature of f + lambda g is at most L_f + lambda L_g <= (1 + lambda) max(L_f, L_g),
+so v_lr / (1 + lambda) is stable for every lambda as soon as v_lr < 2 / max(L_f, L_g) (the condition of
+plain gradient descent on f or on g). Its g-part, v_lr * lambda / (1 + lambda), tends to v_lr: the
+paper's coupling alpha_k * lambda_k ~ gamma_k (the penalty variable tracks g as fast as the inner one),
+so the number of v-steps needed does not grow with lambda.
+
+Warm start: v continues from the incoming v; an all-zero v (the server's initial value) means "no
+state yet" and v starts from y after step 1, since w_lambda = y* + O(1/lambda).
+
+Minibatches: each v-step draws one validation and one training batch. Step 3 evaluates both grad_x g
+on one shared training batch (their difference is multiplied by lambda: a shared batch cancels the
+common noise) and grad_x f on one validation batch, on which "outer-loss" f(x, y) is also reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import grad
+
+from ..types import Params
+from .base import BilevelProblem, Sampler, SolverConfig, inner_descent, is_zero
+
+
+@dataclass(frozen=True)
+class F2SAEstimator:
+    lambda0: float = 1.0
+    growth: float = 1.0
+    lambda_max: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lambda0 <= self.lambda_max:
+            raise ValueError(f"f2sa needs 0 < lambda0 <= lambda_max, got {self.lambda0}, {self.lambda_max}")
+        if self.growth < 0:
+            raise ValueError(f"f2sa-lambda-growth must be >= 0, got {self.growth}")
+
+    def penalty(self, step: int) -> float:
+        """lambda_k = min(lambda_max, lambda_0 + growth * k)."""
+        return float(min(self.lambda_max, self.lambda0 + self.growth * step))
+
+    def __call__(
+        self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,
+        next_train: Sampler, next_val: Sampler, *, step: int,
+    ) -> tuple[Params, Params, Params, dict[str, float]]:
+        lam = self.penalty(step)
+        y, inner_loss = inner_descent(problem, cfg, x, y, next_train)
+        if is_zero(v):
+            v = dict(y)
+        lr_v = cfg.v_lr / (1.0 + lam)
+        for _ in range(cfg.v_steps):
+            grad_f = grad(problem.f, argnums=1)(x, v, next_val())
+            grad_g = grad(problem.g, argnums=1)(x, v, next_train())
+            v = {k: v[k] - lr_v * (grad_f[k] + lam * grad_g[k]) for k in v}
+        train, val = next_train(), next_val()
+        grad_x_f = grad(problem.f, argnums=0)(x, v, val)
+        grad_x_gv = grad(problem.g, argnums=0)(x, v, train)
+        grad_x_gy = grad(problem.g, argnums=0)(x, y, train)
+        h = {k: grad_x_f[k] + lam * (grad_x_gv[k] - grad_x_gy[k]) for k in grad_x_f}
+        with torch.no_grad():
+            outer_loss = float(problem.f(x, y, val))
+        return y, v, h, {"inner-loss": inner_loss, "outer-loss": outer_loss, "f2sa-lambda": lam}

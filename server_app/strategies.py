@@ -1,0 +1,90 @@
+"""The run config's ``strategy``: a built-in method, or the user's own Flower Strategy by import path.
+
+Built-in strategies all run through :class:`ResourceAdaptiveBilevel` and differ in who trains
+what and with which local estimator (the estimator is chosen on the client, from the same config):
+
+=================  ==========================================  ===========================
+strategy           who trains what                             local x-direction
+=================  ==========================================  ===========================
+resource-adaptive  each node its own submodel (dual pruning)   ``hypergradient`` key
+full-model         every node the full model, whatever budget  ``hypergradient`` key
+drop-weak          only nodes of ratio 1, the full model       ``hypergradient`` key
+fednest-aid        every node the full model                   Neumann-series AID
+f2sa               every node the full model                   F2SA first-order penalty
+=================  ==========================================  ===========================
+
+``algorithm`` (rabo | rafbo) applies to all of them: the server steps x with the averaged
+direction (rabo), or nodes take local outer steps and the server averages models (rafbo).
+
+A plug-in ``package.module:ClassName`` must name a subclass of Flower's
+``flwr.serverapp.strategy.Strategy``. It is built with ``ClassName.from_run_config(cfg, task)``
+when the class defines that classmethod, else with ``ClassName()``. It receives the global
+arrays (keys ``x:<param>``, ``y:<param>``, ``v:<param>``) and must return arrays with the same
+keys (our ClientApp replies with the full model when a message carries no widths), as FedAvg does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.serverapp.strategy import Strategy
+
+from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
+from rabo_strategy.wire import task_shape_config
+from tasks import BilevelTask
+
+from .config import ConfigError, RunConfig
+
+SIZING = {"resource-adaptive": "resource-adaptive", "full-model": "full-model",
+          "drop-weak": "drop-weak", "fednest-aid": "full-model", "f2sa": "full-model"}
+
+
+def load_plugin(path: str) -> type[Strategy]:
+    """The Strategy class at ``package.module:ClassName``; ConfigError naming what went wrong."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - any import failure is the user's to see, in one line
+        raise ConfigError(f"invalid run config: 'strategy' = {path!r}: cannot import module "
+                          f"'{module_name}' ({type(err).__name__}: {err})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"invalid run config: 'strategy' = {path!r}: module '{module_name}' has no "
+                          f"attribute '{class_name}'")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"invalid run config: 'strategy' = {path!r}: '{class_name}' is not a Flower "
+                          "Strategy (a subclass of flwr.serverapp.strategy.Strategy)")
+    return cls
+
+
+def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
+    """The Strategy of ``cfg.strategy`` for ``task``."""
+    if cfg.is_plugin:
+        cls = load_plugin(cfg.strategy)
+        factory = getattr(cls, "from_run_config", None)
+        try:
+            return factory(cfg, task) if callable(factory) else cls()
+        except TypeError as err:
+            raise ConfigError(f"invalid run config: 'strategy' = {cfg.strategy!r} cannot be built with "
+                              f"no arguments ({err}); give the class a classmethod "
+                              "from_run_config(cfg, task)") from None
+
+    def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
+        if not task.sample_params:
+            return {}
+        if profile.partition_id < 0 or profile.num_partitions < 1:
+            raise ValueError(f"node {profile.node_id} has no partition-id/num-partitions: task "
+                             f"'{cfg.task}' has per-sample parameters and needs partitioned data")
+        return task.owned_indices(profile.partition_id, profile.num_partitions)
+
+    return ResourceAdaptiveBilevel(
+        task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
+        outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, sizing=SIZING[cfg.strategy],
+        capacity=cfg.capacity, owned=owned, fraction_train=cfg.fraction_train,
+        min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
+        seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
+        max_update_norm=cfg.max_update_norm,
+        client_config=task_shape_config(task.in_shape, task.layers[-1].width),
+    )

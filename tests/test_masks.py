@@ -1,0 +1,102 @@
+"""Round-level mask policies (importance, coverage) and capacity assignment (fixed, dynamic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rabo_strategy import CoverageAverage, NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
+from rabo_strategy.masks import RoundClient, kept_units
+from tasks import HyperRepresentation
+
+TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
+X, Y = TASK.init_params(TASK.full_widths(), 0)
+PARAMS = {k: t.numpy() for k, t in {**X, **Y}.items()}
+SHAPES = {k: t.shape for k, t in PARAMS.items()}
+
+
+def min_coverage(policy: str, ratios: list[float], server_round: int = 1) -> tuple[int, int]:
+    """(C_x*, C_y*) of one round in which clients of ``ratios`` train under ``policy``."""
+    clients = [RoundClient(key, r) for key, r in enumerate(ratios)]
+    specs = make_mask_policy(policy, seed=0)(TASK.layers, clients, server_round, PARAMS)
+    acc = CoverageAverage(SHAPES)
+    for spec in specs:
+        index = spec.indices(TASK.layers, SHAPES)
+        acc.add({k: np.ones(index[k].shape(s)) for k, s in SHAPES.items()}, index, 1.0)
+    return acc.min_coverage(X), acc.min_coverage(Y)
+
+
+def test_every_policy_keeps_ceil_ratio_units() -> None:
+    clients = [RoundClient(k, r) for k, r in enumerate((1.0, 0.5, 0.25, 0.125, 0.3))]
+    for name in ("static", "rolling", "random", "importance", "coverage"):
+        specs = make_mask_policy(name, seed=0)(TASK.layers, clients, 3, PARAMS)
+        for client, spec in zip(clients, specs, strict=True):
+            for layer in TASK.layers:
+                if layer.prunable:
+                    kept = spec.kept[layer.name]
+                    assert len(kept) == kept_units(layer.width, client.ratio), name
+                    assert len(np.unique(kept)) == len(kept) and kept.min() >= 0
+                    assert kept.max() < layer.width and np.all(np.diff(kept) > 0)
+
+
+def test_coverage_policy_maximises_the_minimum_coverage() -> None:
+    # no client can hold the full model: static leaves the upper half of every layer untrained
+    ratios = [0.5] * 4 + [0.25] * 4
+    assert min_coverage("static", ratios) == (0, 0)
+    assert min_coverage("rolling", ratios) == (0, 0)
+    # sum of r^2 = 1.25: one client per weight entry of x is the most any assignment can give;
+    # the head (y) reads fc1's units, of which sum of k / width = 3 clients can cover each
+    assert min_coverage("coverage", ratios) == (1, 3)
+    for rnd in range(1, 6):
+        assert min_coverage("random", ratios, rnd)[0] <= min_coverage("coverage", ratios, rnd)[0]
+    # with the default budget mix the full-size clients set the bound: sum r^2 = 3.9 -> 3
+    default = [1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5]
+    assert min_coverage("coverage", default)[0] == 3 == min_coverage("static", default)[0]
+
+
+def test_coverage_policy_spreads_units_evenly() -> None:
+    ratios = [0.5] * 3 + [0.25] * 2
+    specs = make_mask_policy("coverage", 0)(TASK.layers, [RoundClient(k, r) for k, r in enumerate(ratios)],
+                                            1, PARAMS)
+    for layer in (layer for layer in TASK.layers if layer.prunable):
+        counts = np.zeros(layer.width, dtype=int)
+        for spec in specs:
+            counts[spec.kept[layer.name]] += 1
+        # sum k / width = 1.5 + 0.5 = 2 for every layer: each unit exactly twice
+        assert counts.min() == counts.max() == 2, layer.name
+
+
+def test_importance_keeps_the_largest_norm_units() -> None:
+    params = dict(PARAMS)
+    weight = np.zeros_like(params["conv1.weight"])
+    norms = np.array([3, 9, 1, 7, 5, 0, 2, 8, 4, 6, 10, 11, 12, 13, 14, 15], dtype=float)
+    weight[:, 0, 0, 0] = norms
+    params["conv1.weight"] = weight
+    spec = make_mask_policy("importance", 0)(TASK.layers, [RoundClient(0, 0.25)], 1, params)[0]
+    np.testing.assert_array_equal(spec.kept["conv1"], [12, 13, 14, 15])
+
+
+def _strategy(capacity: str, sizing: str = "resource-adaptive") -> ResourceAdaptiveBilevel:
+    return ResourceAdaptiveBilevel(TASK.layers, "rabo", (1.0, 0.5, 0.25), make_mask_policy("static", 0),
+                                   outer_lr=0.1, capacity=capacity, sizing=sizing, seed=5)
+
+
+def test_capacity_fixed_or_dynamic() -> None:
+    levels = NodeProfile(node_id=7, partition_id=2, ratio=0.25, source="ratio-levels")
+    declared = NodeProfile(node_id=8, partition_id=3, ratio=0.5, source="node-config")
+    fixed, dynamic = _strategy("fixed"), _strategy("dynamic")
+    assert {fixed._trained_ratio(levels, r) for r in range(1, 30)} == {0.25}
+    drawn = [dynamic._trained_ratio(levels, r) for r in range(1, 30)]
+    assert set(drawn) == {1.0, 0.5, 0.25}  # redrawn from the levels each round
+    assert drawn == [_strategy("dynamic")._trained_ratio(levels, r) for r in range(1, 30)]  # seeded
+    assert {dynamic._trained_ratio(declared, r) for r in range(1, 30)} == {0.5}  # a device limit
+
+
+@pytest.mark.parametrize(("sizing", "expected"), [
+    ("resource-adaptive", [1.0, 0.5, 0.25]), ("full-model", [1.0, 1.0, 1.0]),
+    ("drop-weak", [1.0, None, None]),
+])
+def test_sizing(sizing: str, expected: list[float | None]) -> None:
+    strategy = _strategy("fixed", sizing)
+    profiles = [NodeProfile(n, n, r, "ratio-levels") for n, r in enumerate((1.0, 0.5, 0.25))]
+    assert [strategy._trained_ratio(p, 1) for p in profiles] == expected

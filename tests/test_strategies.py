@@ -1,0 +1,93 @@
+"""Every strategy on both tasks, plug-ins by import path, and bytes counted on serialized messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from flwr.app import Context, RecordDict
+
+from client_app.app import app as client_app
+from server_app.app import RunStopped, main, run
+from server_app.config import STRATEGIES, parse_run_config
+from server_app.inprocess import InProcessGrid
+
+from .conftest import FAST_CONFIG
+
+TASK_CONFIG = {
+    "hyper-representation": {},
+    "hyper-cleaning": {"task": "hyper-cleaning", "label-noise": 0.5, "algorithm": "rafbo"},
+}
+RESULT_FILES = ("metrics.csv", "metrics.json", "clients.csv", "config.json", "versions.json",
+                "summary.json", "plot.png", "model.pt")
+
+
+def _run(tmp_path: Path, num_nodes: int = 8, **overrides: object) -> Path:
+    run_config = {**FAST_CONFIG, "results-dir": str(tmp_path), "num-server-rounds": 2, **overrides}
+    return run(InProcessGrid(client_app, num_nodes, run_config), parse_run_config(run_config))
+
+
+def _clients(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "clients.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("task", list(TASK_CONFIG))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_runs_on_every_task(tmp_path: Path, strategy: str, task: str) -> None:
+    run_dir = _run(tmp_path, strategy=strategy, **TASK_CONFIG[task])
+    for name in RESULT_FILES:
+        assert (run_dir / name).stat().st_size > 0, name
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"]
+    clients = _clients(run_dir)
+    ratios = {float(c["resource-ratio"]) for c in clients}
+    # 8 nodes on ratio levels 1, 1/2, 1/4, 1/8: two of them have ratio 1
+    expected_replies = {"drop-weak": 2}.get(strategy, 8)
+    assert all(r["replies"] == expected_replies and r["failed-replies"] == 0 for r in rows[1:])
+    assert ratios == ({0.125, 0.25, 0.5, 1.0} if strategy == "resource-adaptive" else {1.0})
+    # bytes are measured per message; a round's total covers every client's traffic
+    for row in rows[1:]:
+        per_client = [c for c in clients if int(c["round"]) == row["round"]]
+        assert row["bytes-down"] >= sum(int(c["bytes-down"]) for c in per_client) > 0
+        assert row["bytes-up"] >= sum(int(c["bytes-up"]) for c in per_client) > 0
+    estimator = json.loads((run_dir / "config.json").read_text())["estimator"]
+    assert estimator == {"fednest-aid": "neumann", "f2sa": "f2sa"}.get(strategy, "finite-difference")
+    if task == "hyper-cleaning":
+        assert {"detection-precision", "detection-recall", "detection-f1"} <= set(rows[-1])
+        # x holds one weight per training sample, each owned by one client: covered once when
+        # every client trains, and the samples of the idle clients are not covered at all
+        covered = 1 if strategy != "drop-weak" else 0
+        assert all(r["coverage-x-min"] == covered for r in rows[1:])
+        assert all(0.2 < r["coverage-x-fraction"] <= 1.0 for r in rows[1:])
+
+
+def test_small_submodels_send_fewer_bytes(tmp_path: Path) -> None:
+    clients = _clients(_run(tmp_path, **{"num-server-rounds": 1}))
+    by_ratio = {float(c["resource-ratio"]): (int(c["bytes-down"]), int(c["bytes-up"])) for c in clients}
+    assert by_ratio[0.25][0] < 0.2 * by_ratio[1.0][0] and by_ratio[0.25][1] < 0.2 * by_ratio[1.0][1]
+
+
+def test_plugin_strategy_by_import_path(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, strategy="tests.toy_strategy:ToyAverage", algorithm="rafbo")
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.1
+    assert all(r["bytes-down"] > 0 and r["bytes-up"] > 0 for r in rows[1:])
+    assert {float(c["resource-ratio"]) for c in _clients(run_dir)} == {1.0}  # no widths: full model
+    no_arguments = _run(tmp_path / "b", strategy="tests.toy_strategy:NoArguments", algorithm="rafbo")
+    assert (no_arguments / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(("strategy", "message"), [
+    ("tests.no_such_module:Strategy", "cannot import module 'tests.no_such_module'"),
+    ("tests.toy_strategy:Missing", "module 'tests.toy_strategy' has no attribute 'Missing'"),
+    ("tests.toy_strategy:NOT_A_STRATEGY", "'NOT_A_STRATEGY' is not a Flower Strategy"),
+])
+def test_bad_plugin_stops_the_run_with_one_message(tmp_path: Path, strategy: str, message: str) -> None:
+    run_config = {**FAST_CONFIG, "results-dir": str(tmp_path), "strategy": strategy, "algorithm": "rafbo"}
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    with pytest.raises(RunStopped, match=message):
+        main(InProcessGrid(client_app, 2, run_config), context)
