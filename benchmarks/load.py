@@ -11,30 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-FLWR = str(Path(sys.executable).parent / "flwr")
-
-
-def _flwr(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run([FLWR, *args, "--format", "json"], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
-    return json.loads(out)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from flwr_cli import session
 
 
 def _tree_rss(since: float) -> int:
@@ -57,28 +40,21 @@ def main() -> None:
     if args.quick:
         args.clients, args.per_round, args.rounds = 200, 20, 2
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home, results = Path(tmp) / "flwr-home", Path(tmp) / "results"
-        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-               "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port())}
+    with tempfile.TemporaryDirectory() as tmp, session() as flwr:
+        results = Path(tmp) / "results"
         start = time.time() - 1
         base_used = psutil.virtual_memory().used
         run_config = (f"num-server-rounds={args.rounds} fraction-train={args.per_round / args.clients} "
                       f"min-train-nodes={args.per_round} profile=false results-dir='{results}'")
-        try:
-            run_id = _flwr(env, "run", ".", "--federation-config",
-                           f"num-supernodes={args.clients} client-resources-num-cpus=1",
-                           "--run-config", run_config)["run-id"]
-            peak_rss = peak_used = 0
-            while True:
-                peak_rss = max(peak_rss, _tree_rss(start))
-                peak_used = max(peak_used, psutil.virtual_memory().used - base_used)
-                entry = _flwr(env, "ls", "--run-id", run_id)["runs"][0]
-                if entry["status"].startswith("finished"):
-                    break
-                time.sleep(1)
-        finally:
-            subprocess.run(["pkill", "-TERM", "-f", f"flower-superlink.*{home}"], check=False)
+        peak_rss = peak_used = 0
+
+        def sample_memory() -> None:
+            nonlocal peak_rss, peak_used
+            peak_rss = max(peak_rss, _tree_rss(start))
+            peak_used = max(peak_used, psutil.virtual_memory().used - base_used)
+
+        entry = flwr.run(run_config, args.clients, poll=sample_memory)
+        run_id = entry["run-id"]
         if entry["status"] != "finished:completed":
             sys.exit(f"run {run_id} ended {entry['status']}: {entry.get('status-details')}")
         (run_dir,) = results.iterdir()

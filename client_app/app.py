@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -17,7 +18,15 @@ from rabo_strategy.wire import (
     widths_from_config,
 )
 from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
-from tasks import BilevelTask, ClientData, build_task, client_data, device_data, make_task
+from tasks import (
+    BilevelTask,
+    ClientData,
+    build_task,
+    client_data,
+    device_data,
+    make_task,
+    train_coordinates,
+)
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
@@ -88,6 +97,19 @@ def _task(cfg: RunConfig, config: ConfigRecord) -> BilevelTask:
     return make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
 
 
+def _own_coordinates(task: BilevelTask, cfg: RunConfig, node: NodeConfig,
+                     parts: dict[str, dict[str, np.ndarray]], num_train: int) -> np.ndarray | None:
+    """This node's coordinates of the per-sample parameters, when the message holds all of them.
+
+    Built-in strategies send each node only its own samples' weights; a plug-in strategy that
+    knows nothing of ownership (FedAvg) sends the global vector.
+    """
+    if not any(parts["x"][name].shape[0] != num_train for name in task.sample_params):
+        return None
+    partition_id, num_partitions = node.partition()
+    return train_coordinates(cfg.data_spec(num_partitions), partition_id)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
@@ -102,10 +124,20 @@ def train(msg: Message, context: Context) -> Message:
     if shape != task.in_shape:
         raise ValueError(f"the node's images have shape {shape}, the run's dataset "
                          f"'{cfg.dataset}' has {task.in_shape}")
+    parts = unpack(msg.content[ARRAYS])
+    own = _own_coordinates(task, cfg, node, parts, len(data.train))
+    if own is not None:  # a plug-in strategy sent every sample's weight: train on this node's own
+        full_x = parts["x"]
+        parts = {**parts, "x": {k: (t[own] if k in task.sample_params else t) for k, t in full_x.items()}}
     reply, metrics = local_round(
-        task, data, cfg, widths_from_config(config) or task.full_widths(), unpack(msg.content[ARRAYS]),
+        task, data, cfg, widths_from_config(config) or task.full_widths(), parts,
         server_round=int(config["server-round"]), partition_id=client_key,
     )
+    if own is not None:  # ... and return them in place, the other samples' weights unchanged
+        for name in task.sample_params:
+            merged = full_x[name].copy()
+            merged[own] = reply["x"][name].detach().cpu().numpy()
+            reply["x"][name] = torch.as_tensor(merged)
     # a plug-in strategy sends neither ratio nor widths: the node trains the full model
     metrics["resource-ratio"] = float(config.get("resource-ratio", 1.0))  # type: ignore[arg-type]
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id

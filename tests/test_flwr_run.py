@@ -74,3 +74,12 @@ def test_flwr_run_tolerates_failing_clients(tmp_path: Path, flwr_env: dict[str, 
     failed = [r["failed-replies"] for r in rows[1:]]
     assert sum(failed) > 0 and all(r["replies"] + r["failed-replies"] == 4 for r in rows[1:])
     assert max(r["test-accuracy"] for r in rows[1:]) > rows[0]["test-accuracy"] + 0.2
+
+
+def test_flwr_run_baseline_on_hyper_cleaning(tmp_path: Path, flwr_env: dict[str, str]) -> None:
+    """A baseline strategy on the second task, through the real runtime."""
+    _, rows = _run(flwr_env, tmp_path / "results",
+                   "strategy='f2sa' task='hyper-cleaning' label-noise=0.5 algorithm='rafbo'")
+    assert all(r["replies"] == 4 and r["coverage-x-min"] == 1 for r in rows[1:])
+    assert {"detection-precision", "detection-recall", "detection-f1"} <= set(rows[-1])
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from flwr.app import Context, RecordDict
 
 from client_app.app import app as client_app
@@ -71,10 +72,16 @@ def test_small_submodels_send_fewer_bytes(tmp_path: Path) -> None:
     assert by_ratio[0.25][0] < 0.2 * by_ratio[1.0][0] and by_ratio[0.25][1] < 0.2 * by_ratio[1.0][1]
 
 
-def test_plugin_strategy_by_import_path(tmp_path: Path) -> None:
-    run_dir = _run(tmp_path, strategy="tests.toy_strategy:ToyAverage", algorithm="rafbo")
+@pytest.mark.parametrize("task", list(TASK_CONFIG))
+def test_plugin_strategy_by_import_path(tmp_path: Path, task: str) -> None:
+    run_dir = _run(tmp_path, **{**TASK_CONFIG[task], "strategy": "tests.toy_strategy:ToyAverage",
+                                "algorithm": "rafbo"})
     rows = json.loads((run_dir / "metrics.json").read_text())
     assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.1
+    if task == "hyper-cleaning":  # FedAvg sends every sample's weight; each node trains its own
+        assert "detection-f1" in rows[-1]
+        model = torch.load(run_dir / "model.pt", weights_only=True)
+        assert model["parts"]["x"]["sample.logit"].abs().max() > 0
     assert all(r["bytes-down"] > 0 and r["bytes-up"] > 0 for r in rows[1:])
     assert {float(c["resource-ratio"]) for c in _clients(run_dir)} == {1.0}  # no widths: full model
     no_arguments = _run(tmp_path / "b", strategy="tests.toy_strategy:NoArguments", algorithm="rafbo")

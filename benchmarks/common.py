@@ -1,0 +1,102 @@
+"""Shared by the benchmark scripts: in-process runs of the real app, tables, CSV, plots, versions.
+
+Runs use :class:`server_app.inprocess.InProcessGrid`: the real ServerApp logic, Strategy and
+ClientApp, without Ray or a SuperLink, so every run of a benchmark happens in one process and
+ratios between runs are measured under the same conditions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/<name>.py` from the repository root
+    sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+from client_app.app import app as client_app  # noqa: E402
+from server_app.app import run  # noqa: E402
+from server_app.config import parse_run_config  # noqa: E402
+from server_app.inprocess import InProcessGrid  # noqa: E402
+from server_app.results import versions, write_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Run:
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    clients: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def run_inprocess(config: Mapping[str, Any], num_nodes: int, results_dir: Path,
+                  node_configs: Sequence[Mapping[str, Any]] | None = None) -> Run:
+    """One run of the app on the in-process grid; returns its metrics and client rows."""
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_config = {**config, "results-dir": str(results_dir)}
+    run_dir = run(InProcessGrid(client_app, num_nodes, run_config, node_configs=node_configs),
+                  parse_run_config(run_config))
+    clients = []
+    if (run_dir / "clients.csv").is_file():
+        with (run_dir / "clients.csv").open() as handle:
+            clients = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return Run(dict(config), json.loads((run_dir / "metrics.json").read_text()), clients,
+               json.loads((run_dir / "summary.json").read_text()))
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def write_table(name: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
+    """Print ``rows`` as a table and write ``benchmarks/results/<name>.csv`` and ``<name>.json``
+    (the rows, the settings in ``meta``, and the versions). Returns the CSV path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    path = RESULTS / f"{name}.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json(RESULTS / f"{name}.json", {"meta": dict(meta), "versions": versions(), "rows": list(rows)})
+    print(format_table(rows, columns))
+    print(f"\nwritten: {path} (+ .json)")
+    return path
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def figure_path(name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return RESULTS / f"{name}.png"
