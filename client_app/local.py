@@ -61,7 +61,10 @@ def local_round(
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,
                      first_step=(server_round - 1) * solver.outer_steps)
 
-    steps = solver.outer_steps * (solver.inner_steps + solver.v_steps + 1)
+    # local steps of one outer iteration: inner steps, then the estimator's own (v or Neumann
+    # terms, and the x-direction); flops-per-step divides by these
+    own = {"none": 0, "neumann": cfg.neumann_steps}.get(cfg.estimator, solver.v_steps + 1)
+    steps = solver.outer_steps * (solver.inner_steps + own)
     metrics = {
         "num-examples": len(data.train),
         "train-seconds": cost.seconds,
