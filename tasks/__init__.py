@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import Batch, BilevelTask, ClientData, LayerSpec, Params, split_params
 from .hyper_cleaning import HyperCleaning
-from .hyper_representation import HyperRepresentation
+from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
 from .partition import (
     DataSpec,
     client_data,
@@ -16,7 +16,7 @@ from .partition import (
     train_coordinates,
 )
 
-TASKS = ("hyper-representation", "hyper-cleaning")
+TASKS = ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
 
 
 def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: float,
@@ -28,6 +28,8 @@ def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: 
     """
     if name == "hyper-representation":
         return HyperRepresentation(in_shape=in_shape, num_classes=num_classes, mu=mu)
+    if name == "hyper-representation-mlp":
+        return HyperRepresentationMLP(in_shape=in_shape, num_classes=num_classes, mu=mu)
     if name == "hyper-cleaning":
         return HyperCleaning(in_shape=in_shape, num_classes=num_classes, mu=mu, spec=spec)
     raise ValueError(f"unknown task '{name}'; allowed: {', '.join(TASKS)}")
@@ -41,7 +43,8 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 __all__ = [
     "TASKS", "Batch", "BilevelTask", "build_task", "ClientData", "DataSpec", "HyperCleaning",
-    "HyperRepresentation", "LayerSpec", "Params", "client_data", "corrupted_mask", "device_data",
+    "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
+    "corrupted_mask", "device_data",
     "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",
     "train_coordinates",
 ]

@@ -112,3 +112,33 @@ class HyperRepresentation:
             "test-accuracy": float((logits.argmax(dim=1) == batch.labels).float().mean()),
             "test-loss": float(F.cross_entropy(logits, batch.labels)),
         }
+
+
+class MLP(nn.Module):
+    """flatten, dense-relu (the features), linear head: the FedNest hyper-representation network."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.head(F.relu(self.fc1(inputs.flatten(1))))
+
+
+@dataclass(frozen=True)
+class HyperRepresentationMLP(HyperRepresentation):
+    """FedNest's hyper-representation setting (Tarzanagh et al. 2022): a 784-200-10 MLP whose first
+    layer is x and whose head is y; the same losses as the CNN task, so results sit beside
+    FedNest's published curves. PyTorch's default initialisation, no feature normalisation."""
+
+    hidden: int = 200
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        return (LayerSpec("fc1", "x", self.hidden, prunable=True),
+                LayerSpec("head", "y", self.num_classes, prunable=False))
+
+    def build_model(self, widths: Mapping[str, int]) -> nn.Module:
+        channels, height, width = self.in_shape
+        return MLP(channels * height * width, widths["fc1"], self.num_classes)

@@ -37,8 +37,8 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"download": "yes"}, "'download' = 'yes': Input should be a valid boolean"),
         ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
-        ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation' or "
-                               "'hyper-cleaning'"),
+        ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation', "
+                               "'hyper-representation-mlp' or 'hyper-cleaning'"),
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
                                      "'random', 'importance' or 'coverage'"),
         ({"task": "hyper-cleaning"}, "task 'hyper-cleaning' needs corrupted labels: set 'label-noise'"),

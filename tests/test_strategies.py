@@ -98,3 +98,14 @@ def test_bad_plugin_stops_the_run_with_one_message(tmp_path: Path, strategy: str
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     with pytest.raises(RunStopped, match=message):
         main(InProcessGrid(client_app, 2, run_config), context)
+
+
+def test_fednest_mlp_setting(tmp_path: Path) -> None:
+    """FedNest's hyper-representation network: x = the 784-200 layer (here 64-200), y = the head;
+    many clients, a few sampled per round."""
+    run_dir = _run(tmp_path, num_nodes=20, task="hyper-representation-mlp", **{"fraction-train": 0.25})
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert all(r["replies"] == 5 for r in rows[1:])
+    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
+    model = torch.load(run_dir / "model.pt", weights_only=True)
+    assert model["parts"]["x"]["fc1.weight"].shape == (200, 64)
