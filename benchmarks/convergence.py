@@ -82,7 +82,7 @@ def main() -> None:
                     finals, bytes_, flops = [], [], []
                     for seed in seeds:
                         config = {**base, "algorithm": algorithm, **task_config, **partition_config,
-                                  **overrides, "seed": seed, "profile": True,
+                                  **overrides, "seed": seed, "profile": True, "profile-memory": False,
                                   "fraction-train": per_round / clients, "min-train-nodes": per_round}
                         result = run_inprocess(config, clients, Path(tmp))
                         curve, total_flops, total_bytes = [], 0, 0

@@ -22,7 +22,8 @@ CANDIDATE_RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
 def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float) -> int:
     """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
-    probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True})
+    probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True,
+                                   "profile_memory": True})
     # the server's own submodel rule, so the profile matches the real submodel
     widths = submodel_spec(task.layers, ratio).widths(task.layers)
     x, y = task.init_params(widths, len(data.train))

@@ -57,7 +57,8 @@ def local_round(
         f2sa_lambda=cfg.f2sa_lambda, f2sa_lambda_growth=cfg.f2sa_lambda_growth,
         f2sa_lambda_max=cfg.f2sa_lambda_max,
     ))
-    with measure(device, flops=cfg.profile, memory=cfg.profile) as cost:
+    memory = cfg.profile and cfg.profile_memory
+    with measure(device, flops=cfg.profile, memory=memory) as cost:
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,
                      first_step=(server_round - 1) * solver.outer_steps)
 
@@ -73,8 +74,9 @@ def local_round(
         **result.metrics,
     }
     if cfg.profile:
-        metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1),
-                        "peak-memory-mb": cost.peak_bytes / 2**20})
+        metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1)})
+    if memory:
+        metrics["peak-memory-mb"] = cost.peak_bytes / 2**20
     first = result.h if cfg.algorithm == "rabo" else result.x
     assert first is not None
     reply = {"h" if cfg.algorithm == "rabo" else "x": first, "y": result.y, "v": result.v}

@@ -90,6 +90,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
+    profile_memory: bool = True
     results_dir: str = "results"
     resume_from: str = ""
 
