@@ -70,6 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of the tasks")
+    parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
+    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of the methods (default: all; with --quick: the eight "
                              "without the mask-policy variants, which benchmarks/mask_policies.py covers)")
@@ -79,6 +81,10 @@ def main() -> None:
         else args.methods.split(",")
     methods = [(m, o) for m, o in METHODS if m in chosen]
     base, seeds, sizes = settings(args.quick)
+    if args.rounds is not None:
+        base["num-server-rounds"] = args.rounds
+    if args.seeds is not None:
+        seeds = list(range(args.seeds))
     curves: dict[tuple[str, str, str], list[list[dict[str, float]]]] = defaultdict(list)
     table = []
     start = time.perf_counter()
@@ -111,7 +117,7 @@ def main() -> None:
                         "client-GFLOPs": statistics.mean(flops), "MB": statistics.mean(bytes_),
                     })
     add_cost_to_target(table, curves)
-    name = "convergence" + ("-quick" if args.quick else "")
+    name = "convergence" + ("-quick" if args.quick else "") + (f"-{args.rounds}rounds" if args.rounds else "")
     write_table(name, table, {**base, "seeds": seeds, "sizes": sizes,
                               "seconds": time.perf_counter() - start})
     plot(name, curves)

@@ -28,11 +28,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--algorithm", default="rabo", choices=("rabo", "rafbo"))
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1 quick, 2 full)")
     args = parser.parse_args()
     if args.quick:
         base, seeds = {"dataset": "sklearn-digits", "num-server-rounds": 8}, [0]
     else:
         base, seeds = {"num-server-rounds": 30}, [0, 1]
+    if args.seeds is not None:
+        seeds = list(range(args.seeds))
     base |= {"algorithm": args.algorithm, "profile": False}
 
     table = []
