@@ -175,8 +175,8 @@ class ResourceAdaptiveBilevel(Strategy):
         self._global = unpack(arrays)
         nodes = self._sample(grid, server_round)
         self._ensure_profiles(grid, nodes, server_round)
-        shapes = {name: t.shape for part in ("x", "y") for name, t in self._global[part].items()}
         params = {name: t for part in ("x", "y") for name, t in self._global[part].items()}
+        shapes = {name: t.shape for name, t in params.items()}
         # nodes without a profile (their query failed: logged there, retried next round) sit out
         training = [(p, r) for p in (self.profiles[n] for n in nodes if n in self.profiles)
                     if (r := self._trained_ratio(p, server_round)) is not None]
