@@ -47,7 +47,7 @@ def _forward_by_hand(y: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.
 
 
 def test_registry_and_interface() -> None:
-    assert TASKS == ("hyper-representation", "hyper-cleaning")
+    assert TASKS == ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
     client_side = build_task("hyper-cleaning", (1, 8, 8), 10, MU)
     assert isinstance(client_side, HyperCleaning) and client_side.spec is None
     assert isinstance(TASK, HyperCleaning) and TASK.spec == SPEC and TASK.mu == MU
