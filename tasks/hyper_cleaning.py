@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, split_params
+from .base import Batch, LayerSpec, Params, classification_metrics, split_params
 from .partition import DataSpec, corrupted_mask, num_train_samples, train_coordinates
 
 LOGIT = "sample.logit"
@@ -130,8 +130,7 @@ class HyperCleaning:
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
-        logits = self._logits(model, y, batch.inputs)
-        return float((logits.argmax(dim=1) == batch.labels).float().mean())
+        return classification_metrics(self._logits(model, y, batch.inputs), batch.labels)["test-accuracy"]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
@@ -141,9 +140,5 @@ class HyperCleaning:
         if x[LOGIT].numel() != len(corrupted):
             raise ValueError(f"evaluate needs the global x: {LOGIT} has {x[LOGIT].numel()} entries, "
                              f"the global training set {len(corrupted)}")
-        logits = self._logits(model, y, batch.inputs)
-        return {
-            "test-accuracy": float((logits.argmax(dim=1) == batch.labels).float().mean()),
-            "test-loss": float(F.cross_entropy(logits, batch.labels)),
-            **detection_metrics(x[LOGIT].reshape(-1), corrupted),
-        }
+        return {**classification_metrics(self._logits(model, y, batch.inputs), batch.labels),
+                **detection_metrics(x[LOGIT].reshape(-1), corrupted)}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, split_params
+from .base import Batch, LayerSpec, Params, classification_metrics, split_params
 
 
 class ConvNet(nn.Module):
@@ -102,16 +102,11 @@ class HyperRepresentation:
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
-        logits = self._logits(model, x, y, batch.inputs)
-        return float((logits.argmax(dim=1) == batch.labels).float().mean())
+        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)["test-accuracy"]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
-        logits = self._logits(model, x, y, batch.inputs)
-        return {
-            "test-accuracy": float((logits.argmax(dim=1) == batch.labels).float().mean()),
-            "test-loss": float(F.cross_entropy(logits, batch.labels)),
-        }
+        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)
 
 
 class MLP(nn.Module):
