@@ -63,8 +63,8 @@ def local_round(
                      first_step=(server_round - 1) * solver.outer_steps)
 
     # local steps of one outer iteration: inner steps, then the estimator's own (v or Neumann
-    # terms, and the x-direction); flops-per-step divides by these
-    own = {"none": 0, "neumann": cfg.neumann_steps}.get(cfg.estimator, solver.v_steps + 1)
+    # terms, and the x-direction; F2SA steps v jointly with y); flops-per-step divides by these
+    own = {"none": 0, "neumann": cfg.neumann_steps, "f2sa": 1}.get(cfg.estimator, solver.v_steps + 1)
     steps = solver.outer_steps * (solver.inner_steps + own)
     metrics = {
         "num-examples": len(data.train),
