@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from bilevel import BilevelProblem, EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
+from bilevel import EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
 from server_app.config import RunConfig
-from tasks import BilevelTask, ClientData, Params
+from tasks import BilevelTask, ClientData, Params, bilevel_problem
 
 from .profiling import measure
 from .sampling import MinibatchSampler, seeded_generator
@@ -38,10 +38,7 @@ def local_round(
     device = resolve_device(cfg.device)
     model = task.build_model(widths).to(device)
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
-    problem = BilevelProblem(
-        g=lambda x_, y_, b: task.inner_loss(model, x_, y_, b),
-        f=lambda x_, y_, b: task.outer_loss(model, x_, y_, b),
-    )
+    problem = bilevel_problem(task, model)
     solver = SolverConfig(
         inner_steps=cfg.inner_steps, v_steps=cfg.v_steps,
         outer_steps=cfg.outer_steps if cfg.algorithm == "rafbo" else 1,
@@ -53,7 +50,8 @@ def local_round(
                                 seeded_generator(cfg.seed, server_round, partition_id, 1), device)
     run = rabo_local if cfg.algorithm == "rabo" else rafbo_local
     estimator = make_estimator(EstimatorConfig(
-        name=cfg.estimator, fd_alpha=cfg.fd_alpha, neumann_steps=cfg.neumann_steps,
+        name=cfg.estimator, fd_alpha=cfg.fd_alpha, fd_scheme=cfg.fd_scheme, v_solver=cfg.v_solver,
+        v_batch=cfg.v_batch, neumann_steps=cfg.neumann_steps,
         f2sa_lambda=cfg.f2sa_lambda, f2sa_lambda_growth=cfg.f2sa_lambda_growth,
         f2sa_lambda_max=cfg.f2sa_lambda_max,
     ))

@@ -62,6 +62,9 @@ class RunConfig(BaseModel):
     hypergradient: Literal["finite-difference", "autograd"] = "finite-difference"
     train_outer: bool = True
     fd_alpha: PositiveFloat = 1e-2
+    fd_scheme: Literal["central", "forward"] = "central"
+    v_solver: Literal["gd", "cg"] = "gd"
+    v_batch: Literal["fixed", "fresh"] = "fixed"
     neumann_steps: PositiveInt = 5
     f2sa_lambda: PositiveFloat = 1.0
     f2sa_lambda_growth: Annotated[float, Field(ge=0)] = 1.0
@@ -127,6 +130,9 @@ class RunConfig(BaseModel):
         if self.task == "hyper-cleaning" and self.label_noise == 0.0:
             raise ValueError("task 'hyper-cleaning' needs corrupted labels: set 'label-noise' in (0, 1), "
                              "e.g. label-noise=0.5")
+        if self.v_solver == "cg" and self.v_batch != "fixed":
+            raise ValueError("'v-solver' = 'cg' needs 'v-batch' = 'fixed' (conjugate gradient needs "
+                             "one matrix H_yy, so all its products must use one minibatch)")
         if self.f2sa_lambda_max < self.f2sa_lambda:
             raise ValueError(f"'f2sa-lambda-max' = {self.f2sa_lambda_max} must be at least "
                              f"'f2sa-lambda' = {self.f2sa_lambda}")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import Batch, BilevelTask, ClientData, LayerSpec, Params, split_params
+from .base import (
+    Batch,
+    BilevelTask,
+    ClientData,
+    FeatureSplit,
+    LayerSpec,
+    Params,
+    bilevel_problem,
+    split_params,
+)
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
 from .partition import (
@@ -42,7 +51,7 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 
 __all__ = [
-    "TASKS", "Batch", "BilevelTask", "build_task", "ClientData", "DataSpec", "HyperCleaning",
+    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "bilevel_problem", "build_task", "ClientData", "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
     "corrupted_mask", "device_data",
     "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from bilevel import BilevelProblem
+from bilevel.split import SplitLoss
 
 Role = Literal["x", "y"]
 Params = dict[str, Tensor]
@@ -126,6 +129,38 @@ class BilevelTask(Protocol):
         """Metrics of the global (x, y) on the test ``batch``: at least "test-accuracy" and
         "test-loss" (cross-entropy)."""
         ...
+
+
+@runtime_checkable
+class FeatureSplit(Protocol):
+    """Optional: a task whose x is the network up to some features and y the rest declares it, and
+    every y-only computation reuses the features of a minibatch (bilevel.split). Contract:
+    ``inner_loss(m, x, y, b) == inner_head_loss(m, x, y, features(m, x, b), b)`` and likewise for
+    the outer loss; the features do not depend on y."""
+
+    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor: ...
+
+    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor: ...
+
+    def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor: ...
+
+
+def bilevel_problem(task: BilevelTask, model: nn.Module) -> BilevelProblem:
+    """The task's (g, f) on ``model``, with the feature split when the task declares one."""
+    if isinstance(task, FeatureSplit):
+        split = task
+
+        def features(x: Params, batch: Batch) -> Tensor:
+            return split.features(model, x, batch)
+
+        return BilevelProblem(
+            g=SplitLoss(features, lambda x, y, z, b: split.inner_head_loss(model, x, y, z, b)),
+            f=SplitLoss(features, lambda x, y, z, b: split.outer_head_loss(model, x, y, z, b)),
+        )
+    return BilevelProblem(g=lambda x, y, b: task.inner_loss(model, x, y, b),
+                          f=lambda x, y, b: task.outer_loss(model, x, y, b))
 
 
 def split_params(model: nn.Module, layers: tuple[LayerSpec, ...]) -> tuple[Params, Params]:

@@ -5,6 +5,9 @@ classifier head on its features.
 
     g(x, y) = CE(head_y(phi_x(train inputs)), train labels) + mu * ||y||^2   (strongly convex in y)
     f(x, y) = CE(head_y(phi_x(val inputs)), val labels)
+
+Both losses are declared with their feature split (``features`` and the ``*_head_loss`` methods):
+y-only work reuses phi_x of a minibatch (bilevel.split).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class ConvNet(nn.Module):
         features = F.relu(self.fc1(out.flatten(1)))
         return F.layer_norm(features, features.shape[1:])
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        return self.head(self.features(inputs))
+    def forward(self, inputs: Tensor, *, features_only: bool = False) -> Tensor:
+        features = self.features(inputs)
+        return features if features_only else self.head(features)
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,27 @@ class HyperRepresentation:
     def _logits(model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
         return functional_call(model, {**x, **y}, (inputs,))
 
+    # The feature split (bilevel.split): x is the network up to the features, y the linear head.
+    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
+        """phi(x; batch): the features the head reads (they do not depend on y)."""
+        return functional_call(model, x, (batch.inputs,), {"features_only": True}, strict=False)
+
+    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor:
+        """g given the features: CE of the linear head + mu ||y||^2."""
+        logits = F.linear(features, y["head.weight"], y["head.bias"])
+        return F.cross_entropy(logits, batch.labels) + self.mu * sum(torch.sum(p * p) for p in y.values())
+
+    def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor:
+        """f given the features: CE of the linear head."""
+        return F.cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch.labels)
+
     def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        loss = F.cross_entropy(self._logits(model, x, y, batch.inputs), batch.labels)
-        return loss + self.mu * sum(torch.sum(p * p) for p in y.values())
+        return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)
 
     def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        return F.cross_entropy(self._logits(model, x, y, batch.inputs), batch.labels)
+        return self.outer_head_loss(model, x, y, self.features(model, x, batch), batch)
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
@@ -117,8 +136,9 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.head = nn.Linear(hidden, num_classes)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        return self.head(F.relu(self.fc1(inputs.flatten(1))))
+    def forward(self, inputs: Tensor, *, features_only: bool = False) -> Tensor:
+        features = F.relu(self.fc1(inputs.flatten(1)))
+        return features if features_only else self.head(features)
 
 
 @dataclass(frozen=True)

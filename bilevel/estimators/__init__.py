@@ -1,8 +1,8 @@
 """Outer-iteration estimators, selected by name: one small module per method.
 
 ==================  ============================================================================
-finite-difference   AID, warm-started linear solve, products by central differences (aid.py)
-autograd            AID, warm-started linear solve, exact products by double backward (aid.py)
+finite-difference   AID, warm-started linear solve (gd or cg), products by differences of gradients (aid.py)
+autograd            AID, warm-started linear solve (gd or cg), exact products by double backward (aid.py)
 neumann             FedNest-style AID: cold-started truncated Neumann series, exact HVPs (neumann.py)
 f2sa                F2SA: fully first-order penalty method, lambda schedule (f2sa.py)
 none                inner steps only, h = 0: the no-outer-learning baseline (inner_only.py)
@@ -25,7 +25,8 @@ def make_estimator(config: EstimatorConfig) -> Estimator:
     """The estimator ``config.name`` with its knobs from ``config``; ValueError for an unknown name."""
     name = config.name
     if name in ("finite-difference", "autograd"):
-        return AIDEstimator(make_oracle(name, config.fd_alpha))
+        return AIDEstimator(make_oracle(name, config.fd_alpha, config.fd_scheme),  # type: ignore[arg-type]
+                            solver=config.v_solver, batch=config.v_batch)  # type: ignore[arg-type]
     if name == "neumann":
         return NeumannEstimator(steps=config.neumann_steps)
     if name == "f2sa":

@@ -4,29 +4,52 @@ One outer iteration at x:
 
 1. cfg.inner_steps inner steps:  y <- y - inner_lr * grad_y g(x, y)
 2. outer gradients:              (grad_x f, grad_y f) at (x, y) on one validation minibatch
-3. cfg.v_steps linear steps:     v <- v - v_lr * (H_yy v - grad_y f)      (v -> H_yy^{-1} grad_y f)
+3. cfg.v_steps solver steps:     v -> H_yy^{-1} grad_y f, warm-started from the incoming v
+                                 (``gd``: v <- v - v_lr (H_yy v - grad_y f); ``cg``: conjugate gradient)
 4. direction:                    h = grad_x f - H_xy v
 
 v is warm-started from the incoming v (the previous round's solution), so few linear steps suffice
-once x moves slowly. The products H_yy v, H_xy v come from a ``ProductOracle``: central differences of
+once x moves slowly. The products H_yy v, H_xy v come from a ``ProductOracle``: differences of
 first-order gradients ("finite-difference", no second-order graph) or double backward ("autograd").
-Every inner step, linear step and the final H_xy v product draws a fresh training minibatch.
+
+Minibatches (``batch``): every inner step draws a fresh training minibatch. With ``fixed`` (the
+default), steps 3 and 4 share one more training minibatch: its features (for a task with a feature
+split), its base gradient (forward differences) or its graph (autograd) are computed once, and the
+linear system has one fixed matrix, which conjugate gradient needs. With ``fresh`` every linear step
+and the H_xy v product draw their own minibatch (gd only): more samples, at one network pass per
+product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch.func import grad_and_value
 
+from ..linear_solve import SOLVERS, Solver, solve
 from ..oracles import ProductOracle
 from ..types import Params
 from .base import BilevelProblem, Sampler, SolverConfig, inner_descent
+
+VBatch = Literal["fixed", "fresh"]
+V_BATCHES: tuple[VBatch, ...] = ("fixed", "fresh")
 
 
 @dataclass(frozen=True)
 class AIDEstimator:
     oracle: ProductOracle
+    solver: Solver = "gd"
+    batch: VBatch = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown v-solver '{self.solver}'; allowed: {', '.join(SOLVERS)}")
+        if self.batch not in V_BATCHES:
+            raise ValueError(f"unknown v-batch '{self.batch}'; allowed: {', '.join(V_BATCHES)}")
+        if self.solver == "cg" and self.batch != "fixed":
+            raise ValueError("v-solver 'cg' needs v-batch 'fixed': conjugate gradient needs one "
+                             "matrix H_yy, so all its products must use one minibatch")
 
     def __call__(
         self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,
@@ -34,10 +57,14 @@ class AIDEstimator:
     ) -> tuple[Params, Params, Params, dict[str, float]]:
         y, inner_loss = inner_descent(problem, cfg, x, y, next_train)
         (grad_x_f, grad_y_f), outer_loss = grad_and_value(problem.f, argnums=(0, 1))(x, y, next_val())
-        for _ in range(cfg.v_steps):
-            hyy_v, _ = self.oracle(problem.g, x, y, v, next_train(), need_x=False)
-            v = {k: v[k] - cfg.v_lr * (hyy_v[k] - grad_y_f[k]) for k in v}
-        _, hxy_v = self.oracle(problem.g, x, y, v, next_train(), need_x=True)
-        assert hxy_v is not None
+        if self.batch == "fixed":
+            products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
+            v = solve(self.solver, products.hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
+        else:
+            for _ in range(cfg.v_steps):
+                hyy_v = self.oracle.at(problem.g, x, y, next_train(), need_x=False).hyy(v)
+                v = {k: v[k] - cfg.v_lr * (hyy_v[k] - grad_y_f[k]) for k in v}
+            products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
+        hxy_v = products.hxy(v)
         h = {k: grad_x_f[k] - hxy_v[k] for k in grad_x_f}
         return y, v, h, {"inner-loss": inner_loss, "outer-loss": float(outer_loss)}

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch.func import grad_and_value
 
+from ..split import y_loss
 from ..types import LossFn, Params
 
 Sampler = Callable[[], Any]
@@ -48,7 +49,14 @@ class EstimatorConfig:
     name: str
     """One of ``ESTIMATORS``."""
     fd_alpha: float = 1e-2
-    """finite-difference: norm of the perturbation of the central difference."""
+    """finite-difference: length of the perturbation of the difference."""
+    fd_scheme: str = "central"
+    """finite-difference: "central" or "forward" differences for H_yy v (bilevel.oracles)."""
+    v_solver: str = "gd"
+    """finite-difference, autograd: the linear solve for v, "gd" or "cg" (bilevel.linear_solve)."""
+    v_batch: str = "fixed"
+    """finite-difference, autograd: "fixed" (the v-solve and H_xy v on one training minibatch) or
+    "fresh" (a new minibatch for every product; gd only)."""
     neumann_steps: int = 5
     """neumann: number K of terms of the truncated series."""
     f2sa_lambda: float = 1.0
@@ -82,10 +90,12 @@ def inner_descent(
     """``cfg.inner_steps`` steps y <- y - inner_lr * grad_y g(x, y), a fresh training minibatch each.
 
     Returns the new y and the inner loss of the last step (at its starting point; nan for no step).
+    When g is a :class:`~bilevel.split.SplitLoss`, each step computes the features of its minibatch
+    once, without a graph, and differentiates the head alone.
     """
     inner_loss = float("nan")
     for _ in range(cfg.inner_steps):
-        grad_y, value = grad_and_value(problem.g, argnums=1)(x, y, next_train())
+        grad_y, value = grad_and_value(y_loss(problem.g, x, next_train()))(y)
         y = axpy(-cfg.inner_lr, grad_y, y)
         inner_loss = float(value)
     return y, inner_loss

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, grad_and_value
 
+from ..split import y_loss
 from ..types import Params
 from .base import BilevelProblem, Sampler, SolverConfig, is_zero
 
@@ -71,10 +72,10 @@ class F2SAEstimator:
         lr_v = cfg.inner_lr / (1.0 + lam)
         inner_loss = float("nan")
         for _ in range(cfg.inner_steps):
-            train = next_train()
-            grad_y, value = grad_and_value(problem.g, argnums=1)(x, y, train)
+            g_train = y_loss(problem.g, x, next_train())  # one feature pass for both y and v
+            grad_y, value = grad_and_value(g_train)(y)
             grad_f = grad(problem.f, argnums=1)(x, v, next_val())
-            grad_g = grad(problem.g, argnums=1)(x, v, train)
+            grad_g = grad(g_train)(v)
             y = {k: y[k] - cfg.inner_lr * grad_y[k] for k in y}
             v = {k: v[k] - lr_v * (grad_f[k] + lam * grad_g[k]) for k in v}
             inner_loss = float(value)

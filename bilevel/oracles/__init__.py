@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from .autograd import AutogradProducts
-from .base import ProductOracle
-from .finite_difference import FiniteDifferenceProducts
+from .base import ProductOracle, Products
+from .finite_difference import SCHEMES, FiniteDifferenceProducts, Scheme
 
 ORACLES = ("finite-difference", "autograd")
 
 
-def make_oracle(name: str, fd_alpha: float = 1e-2) -> ProductOracle:
+def make_oracle(name: str, fd_alpha: float = 1e-2, fd_scheme: Scheme = "central") -> ProductOracle:
     if name == "finite-difference":
-        return FiniteDifferenceProducts(alpha=fd_alpha)
+        return FiniteDifferenceProducts(alpha=fd_alpha, scheme=fd_scheme)
     if name == "autograd":
         return AutogradProducts()
     raise ValueError(f"unknown hypergradient oracle '{name}'; allowed: {', '.join(ORACLES)}")
 
 
-__all__ = ["ORACLES", "AutogradProducts", "FiniteDifferenceProducts", "ProductOracle", "make_oracle"]
+__all__ = ["ORACLES", "SCHEMES", "AutogradProducts", "FiniteDifferenceProducts", "ProductOracle", "Products",
+           "Scheme", "make_oracle"]
