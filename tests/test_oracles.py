@@ -16,8 +16,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize(("name", "tolerance"), [("autograd", 1e-4), ("finite-difference", 1e-3)])
+@pytest.mark.parametrize(("name", "tolerance"), [("autograd", 1e-14), ("finite-difference", 1e-12)])
 def test_hypergradient_matches_closed_form(name: str, tolerance: float) -> None:
+    """float64, 300 inner and v steps: the solves converge, so only rounding is left. Measured:
+    autograd 1.4e-16 (tolerance 1e-14, ~70x margin); finite differences 1.8e-14, since the difference
+    quotient divides gradient rounding (~1e-16) by 2 alpha = 0.02 (tolerance 1e-12, ~60x margin)."""
     q = Quadratic.random(seed=1)
     x = {"x": torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))}
     zeros = {"y": torch.zeros(4, dtype=torch.float64)}
