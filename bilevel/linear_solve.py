@@ -12,10 +12,19 @@ and a warm start v0, and return the new v. Neither ever forms H_yy.
   It stops early when the residual is below ``tol`` ||b||, and, as a guard, when a search direction
   has curvature p^T H p <= 0 (H not positive definite there, or the products too noisy): it then
   keeps the iterate reached so far.
+
+  Each new residual is re-orthogonalised against all earlier ones (stored normalised: ``steps``
+  vectors shaped like y; y is a classifier head in every built-in task). Without it, CG on these
+  systems is hypersensitive to the products' rounding: H_yy has a large cluster of eigenvalues at
+  2 mu, and measured on the CNN (width 0.5x, float64) exact products perturbed by 1e-12 relative
+  noise raised the error of v at K = 20 from 0.114 to 0.144 and at K = 100 from 1.9e-6 to 3.5e-6;
+  finite-difference products (error 4e-5 in the stiffest direction at fd-alpha = 0.01) reached only
+  0.23 and 1.1e-4. With re-orthogonalisation finite differences reach 0.113 and 4.3e-6.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -53,15 +62,19 @@ def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Pa
     v, p = v0, dict(r)
     rr = _dot(r, r)
     threshold = tol * tol * _dot(b, b)
+    basis: list[Params] = []
     for _ in range(steps):
-        if rr <= threshold:
+        if rr <= threshold or rr == 0.0:
             break
+        basis.append({k: t / math.sqrt(rr) for k, t in r.items()})
         hp = hvp(p)
         curvature = _dot(p, hp)
         if not curvature > 0.0:  # also catches NaN
             break
         step = rr / curvature
         v, r = _axpy(step, p, v), _axpy(-step, hp, r)
+        for q in basis:  # full re-orthogonalisation (see the module docstring)
+            r = _axpy(-_dot(q, r), q, r)
         rr_new = _dot(r, r)
         p = _axpy(rr_new / rr, p, r)
         rr = rr_new

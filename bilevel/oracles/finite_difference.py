@@ -38,14 +38,20 @@ def direction(v: Params) -> tuple[float, Params]:
 
     Raises ValueError when v has a NaN or infinite entry (a product along it is undefined).
     """
-    scale = max((float(t.abs().max()) for t in v.values() if t.numel()), default=0.0)
-    if not math.isfinite(scale):
+    # float64 accumulation covers float32's whole range (1e20^2 and 1e-25^2 are fine in float64);
+    # a float64 v beyond it (entries near 1e154) is rescaled by its largest entry first
+    parts = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in v.values() if t.numel()]
+    norm = float(torch.linalg.vector_norm(torch.stack(parts))) if parts else 0.0
+    if math.isinf(norm):
+        scale = max(float(t.abs().max()) for t in v.values() if t.numel())
+        if math.isfinite(scale):
+            norm = scale * float(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(t / scale) for t in v.values() if t.numel()])))
+    if not math.isfinite(norm):
         raise ValueError("finite-difference product along a direction v with NaN or infinite entries")
-    if scale == 0.0:
+    if norm == 0.0:
         return 0.0, v
-    scaled = {k: t / scale for k, t in v.items()}
-    norm = math.sqrt(sum(float(torch.sum(t * t)) for t in scaled.values()))
-    return scale * norm, {k: t / norm for k, t in scaled.items()}
+    return norm, {k: t / norm for k, t in v.items()}
 
 
 def _zeros(like: Params) -> Params:
@@ -61,7 +67,10 @@ class _DifferencesAt:
                  need_x: bool) -> None:
         self._alpha, self._scheme = oracle.alpha, oracle.scheme
         self._x_params, self._y = x, y
-        self._grad_y = grad(y_loss(g, x, batch))
+        loss = y_loss(g, x, batch)
+        self._grad_y = grad(loss)
+        # both gradients of a central difference in one call: d/d(y+, y-) [g(y+) - g(y-)]
+        self._grad_pair = grad(lambda plus, minus: loss(plus) - loss(minus), argnums=(0, 1))
         self._base: Params | None = None
         self._x = XGradients(g, x, batch) if need_x else None
 
@@ -70,14 +79,13 @@ class _DifferencesAt:
         if norm == 0.0:  # H 0 = 0 exactly
             return _zeros(v)
         a = self._alpha
-        plus = self._grad_y(_shift(self._y, a, u))
         if self._scheme == "forward":
             if self._base is None:
                 self._base = self._grad_y(self._y)
-            minus, step = self._base, a
-        else:
-            minus, step = self._grad_y(_shift(self._y, -a, u)), 2 * a
-        return {k: (plus[k] - minus[k]) * (norm / step) for k in plus}
+            plus = self._grad_y(_shift(self._y, a, u))
+            return {k: (plus[k] - self._base[k]) * (norm / a) for k in plus}
+        plus, minus_neg = self._grad_pair(_shift(self._y, a, u), _shift(self._y, -a, u))
+        return {k: (plus[k] + minus_neg[k]) * (norm / (2 * a)) for k in plus}
 
     def hxy(self, v: Params) -> Params:
         if self._x is None:
