@@ -324,7 +324,8 @@ def cnn_accuracy(case: Case, ref: Reference, settings: Settings) -> list[dict[st
         h, v_k = hypergradient("FD-AID", k, case.generic, case.x, case.y, case.train, case.val, v_lr,
                                settings.fd_alpha)
         rows.append(base | {"quantity": "hypergradient", "method": "FD-AID, no split", "K": k,
-                            "dtype": "float64", "rel-error": rel(h, ref.h), "v-rel-error": rel(flat(v_k), ref.w)})
+                            "dtype": "float64", "rel-error": rel(h, ref.h),
+                            "v-rel-error": rel(flat(v_k), ref.w)})
     v = unflat(ref.w, case.y)
     exact_yy, exact_xy = AutogradProducts()(case.losses.g, case.x, case.y, v, case.train)
     assert exact_xy is not None
@@ -442,7 +443,8 @@ def verdicts(cost: Sequence[dict[str, Any]], accuracy: Sequence[dict[str, Any]],
             f"width x{width:g}: FD-AID (K_v={k}) time {fd['time-ratio']:.2f}x a gradient (<= 3x: "
             f"{verdict(fd['time-ratio'] <= 3)}; without the split {old['time-ratio']:.2f}x), "
             f"{fd['ms'] / ag['ms']:.2f}x autograd-AID (<= 1.1x: {verdict(fd['ms'] <= 1.1 * ag['ms'])}); "
-            f"peak memory {fd['memory-ratio']:.2f}x a gradient (<= 1.05x: {verdict(fd['memory-ratio'] <= 1.05)})"
+            f"peak memory {fd['memory-ratio']:.2f}x a gradient (<= 1.05x: "
+            f"{verdict(fd['memory-ratio'] <= 1.05)})"
             f" and {fd['peak-MB'] / ag['peak-MB']:.2f}x autograd-AID's (<= 1: "
             f"{verdict(fd['peak-MB'] <= ag['peak-MB'])}).")
         for n in (20, 100):

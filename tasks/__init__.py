@@ -51,7 +51,8 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 
 __all__ = [
-    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "bilevel_problem", "build_task", "ClientData", "DataSpec", "HyperCleaning",
+    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "bilevel_problem", "build_task", "ClientData",
+    "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
     "corrupted_mask", "device_data",
     "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",
