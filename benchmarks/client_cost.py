@@ -54,7 +54,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "hyper-representation": {},
     # the README's hyper-cleaning configuration (as in benchmarks/strategy_matrix.py)
     "hyper-cleaning": {"task": "hyper-cleaning", "label-noise": 0.5, "mu": 0.01, "outer-lr": 100.0,
-                       "v-lr": 0.02, "v-steps": 10},
+                       "v-lr": 0.1, "v-steps": 10},
 }
 NODE_ID = 1000  # InProcessGrid's id of its first node
 
@@ -188,7 +188,7 @@ def summary(table: Sequence[Mapping[str, Any]],
                 f"bytes down x{row['down-vs-1']:.3g} up x{row['up-vs-1']:.3g}")
     lines += [
         "why not r^2: the first layer reads every input channel or pixel, so its cost shrinks by r "
-        "only (conv1 of the CNN; fc1 of the hyper-cleaning MLP, which is nearly all of that model, so "
+        "only (conv1 of the CNN; the fixed feature layer fc1 of hyper-cleaning, nearly all of that model, so "
         "its FLOPs scale ~r); the head keeps every class (~r); per-sample x of hyper-cleaning (one "
         "logit per local sample) and the input batch never shrink; time and memory have fixed costs "
         "(Python and autograd dispatch per op, data batches, message framing) that dominate small "
