@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import statistics
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,15 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 def figure_path(name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     return RESULTS / f"{name}.png"
+
+
+def median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
+    """Median wall time of each call; the calls take turns, so load changes hit all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for rep in range(warmup + reps):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

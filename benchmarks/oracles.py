@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -53,7 +51,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from common import figure_path, write_table
+from common import figure_path, median_seconds, write_table
 from peers import available, torchopt_rows
 from torch import Tensor, nn
 from torch.func import grad, hessian, jvp
@@ -403,18 +401,6 @@ def cost_calls(case: Case, v: Params, settings: Settings, v_lr: float) -> dict[s
     }
     calls |= {f"Neumann K={n}": whole("Neumann", n) for n in settings.ks}
     return calls
-
-
-def median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
-    """Median wall time of each call; the calls take turns, so load changes hit all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for rep in range(warmup + reps):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if rep >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cnn_cost(case: Case, ref: Reference, settings: Settings) -> list[dict[str, Any]]:

@@ -37,13 +37,13 @@ Without TorchOpt, ``torchopt_rows`` prints a note and returns no rows.
 
 from __future__ import annotations
 
-import statistics
 import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from common import median_seconds
 from torch import Tensor
 from torch.func import grad
 
@@ -104,18 +104,6 @@ def _rel(a: Params, b: Params) -> float:
     return float(diff.norm() / torch.cat([t.double().reshape(-1) for t in b.values()]).norm())
 
 
-def _median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
-    """Median wall time of each call; the calls take turns, so load changes hit all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for rep in range(warmup + reps):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if rep >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def torchopt_rows(case: Case, ref: Reference, settings: Settings,
                   ks: tuple[int, ...] = (5, 20, 100)) -> list[dict[str, Any]]:
     """One row per TorchOpt solver and K: float64 error against ``ref.h``, float32 time (see module doc)."""
@@ -136,7 +124,7 @@ def torchopt_rows(case: Case, ref: Reference, settings: Settings,
             calls[f"{method} K={k}"] = lambda solve=solve: torchopt_hypergradient(low, solve)
             rows.append({"problem": "cnn", "width": case.width, "method": method, "K": k,
                          "rel-error": _rel(h, ref.h)})
-    seconds = _median_seconds(calls, settings.reps, settings.warmup)
+    seconds = median_seconds(calls, settings.reps, settings.warmup)
     for row in rows:
         row["seconds"] = seconds[f"{row['method']} K={row['K']}"]
         row["time-vs-grad"] = row["seconds"] / seconds["gradient"]
