@@ -60,10 +60,12 @@ class AIDEstimator:
         if self.batch == "fixed":
             products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
             v = solve(self.solver, products.hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
-        else:
-            for _ in range(cfg.v_steps):
-                hyy_v = self.oracle.at(problem.g, x, y, next_train(), need_x=False).hyy(v)
-                v = {k: v[k] - cfg.v_lr * (hyy_v[k] - grad_y_f[k]) for k in v}
+        else:  # every product on its own minibatch, then H_xy v on one more
+
+            def fresh_hyy(p: Params) -> Params:
+                return self.oracle.at(problem.g, x, y, next_train(), need_x=False).hyy(p)
+
+            v = solve(self.solver, fresh_hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
             products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
         hxy_v = products.hxy(v)
         h = {k: grad_x_f[k] - hxy_v[k] for k in grad_x_f}
