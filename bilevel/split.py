@@ -83,6 +83,11 @@ class XGradients:
             return {k: direct[k] + through[k] for k in direct}
         return grad(lambda x_: y_dir(x_, None))(self._x)
 
+    def y_loss(self) -> Callable[[Params], Tensor]:
+        """g(x, ., batch) as a function of y alone, on the features computed here (like
+        :func:`y_loss`, without a second forward pass of the features)."""
+        return lambda y: self.loss(self._x, y, self.z)
+
     def loss(self, x: Params, y: Params, z: Tensor | None) -> Tensor:
         """g at (x, y) with the features z (recomputed when there is no split): for ``of``."""
         if isinstance(self._g, SplitLoss):

@@ -27,9 +27,11 @@ def _dot(a: Params, b: Params) -> Tensor:
 class _ExactAt:
     def __init__(self, g: LossFn, x: Params, y: Params, batch: Any, need_x: bool) -> None:
         self._y = y
-        self._grad_y: Callable[[Params], Params] = grad(y_loss(g, x, batch))
-        self._pullback: Callable[[Params], tuple[Params]] | None = None
         self._x = XGradients(g, x, batch) if need_x else None
+        # with need_x the features were just computed for the pullback: reuse them
+        loss = y_loss(g, x, batch) if self._x is None else self._x.y_loss()
+        self._grad_y: Callable[[Params], Params] = grad(loss)
+        self._pullback: Callable[[Params], tuple[Params]] | None = None
 
     def hyy(self, v: Params) -> Params:
         if self._pullback is None:

@@ -89,9 +89,10 @@ class _DifferencesAt:
                  need_x: bool) -> None:
         self._alpha, self._scheme = oracle.alpha, oracle.scheme
         self._x_params, self._y = x, y
-        self._loss = y_loss(g, x, batch)
-        self._base: Params | None = None
         self._x = XGradients(g, x, batch) if need_x else None
+        # with need_x the features were just computed for the pullback: reuse them
+        self._loss = y_loss(g, x, batch) if self._x is None else self._x.y_loss()
+        self._base: Params | None = None
 
     def hyy(self, v: Params) -> Params:
         norm = norm_of(v)
