@@ -58,6 +58,60 @@ def run_inprocess(config: Mapping[str, Any], num_nodes: int, results_dir: Path,
                json.loads((run_dir / "summary.json").read_text()))
 
 
+@dataclass(frozen=True)
+class Job:
+    """One run for :func:`run_parallel`: a key to find it by, its config and its number of nodes."""
+
+    key: tuple[Any, ...]
+    config: dict[str, Any]
+    num_nodes: int
+
+
+def curve_of(result: Run) -> list[dict[str, float]]:
+    """Per round: test accuracy, cumulative client GFLOPs and MB sent + received."""
+    curve, flops, traffic = [], 0, 0
+    for row in result.rows:
+        flops += row.get("client-flops", 0)
+        traffic += row.get("bytes-down", 0) + row.get("bytes-up", 0)
+        curve.append({"round": row["round"], "accuracy": row["test-accuracy"], "gflops": flops / 1e9,
+                      "mb": traffic / 2**20})
+    return curve
+
+
+def _run_job(job: Job) -> tuple[tuple[Any, ...], list[dict[str, float]], float]:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)  # one core per run: the runs in parallel are the parallelism
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_inprocess(job.config, job.num_nodes, Path(tmp))
+    return job.key, curve_of(result), time.perf_counter() - start
+
+
+def run_parallel(jobs: Sequence[Job], workers: int) -> dict[tuple[Any, ...], list[dict[str, float]]]:
+    """Run ``jobs`` in ``workers`` processes (one torch thread each); key -> accuracy/cost curve.
+
+    Every run is seeded by its config alone, so the results do not depend on ``workers``.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from rich.progress import Progress
+
+    curves: dict[tuple[Any, ...], list[dict[str, float]]] = {}
+    with Progress() as progress, ProcessPoolExecutor(max_workers=workers) as pool:
+        task = progress.add_task("runs", total=len(jobs))
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            key, curve, seconds = future.result()
+            curves[key] = curve
+            progress.console.print(f"{' '.join(map(str, key))}: final accuracy {curve[-1]['accuracy']:.3f} "
+                                   f"({seconds:.0f} s)")
+            progress.advance(task)
+    return curves
+
+
 def _number(text: str) -> Any:
     for kind in (int, float):
         try:

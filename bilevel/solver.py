@@ -2,7 +2,8 @@
 
 RABO runs one estimator call at the received x and returns (y, v, h); the server averages h and steps x.
 RAFBO runs cfg.outer_steps calls with a local step x <- x - outer_lr * h after each and returns (x, y, v).
-The estimator (bilevel.estimators) decides how y, v and h are computed.
+The estimator (bilevel.estimators) decides how y, v and h are computed; with ``step_guard``, each
+outer step first caps the inner and v step sizes by the measured curvature (bilevel.step_guard).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .estimators import BilevelProblem, Estimator, Sampler, SolverConfig
 from .estimators.base import axpy
+from .step_guard import guarded
 from .types import Params
 
 __all__ = ["BilevelProblem", "LocalResult", "Sampler", "SolverConfig", "rabo_local", "rafbo_local"]
@@ -31,8 +33,9 @@ def rabo_local(
     x: Params, y: Params, v: Params, next_train: Sampler, next_val: Sampler, *, first_step: int = 0,
 ) -> LocalResult:
     """RABO (distributed): one direction h at the received x, as outer step ``first_step``."""
-    y, v, h, metrics = estimator(problem, cfg, x, y, v, next_train, next_val, step=first_step)
-    return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)
+    step_cfg, guard = guarded(cfg, problem, x, y, next_train)
+    y, v, h, metrics = estimator(problem, step_cfg, x, y, v, next_train, next_val, step=first_step)
+    return LocalResult(x=x, y=y, v=v, h=h, metrics={**metrics, **guard})
 
 
 def rafbo_local(
@@ -43,6 +46,8 @@ def rafbo_local(
     h: Params | None = None
     metrics: dict[str, float] = {}
     for t in range(cfg.outer_steps):
-        y, v, h, metrics = estimator(problem, cfg, x, y, v, next_train, next_val, step=first_step + t)
+        step_cfg, guard = guarded(cfg, problem, x, y, next_train)
+        y, v, h, metrics = estimator(problem, step_cfg, x, y, v, next_train, next_val, step=first_step + t)
+        metrics = {**metrics, **guard}
         x = axpy(-cfg.outer_lr, h, x)
     return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)

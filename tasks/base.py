@@ -14,6 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bilevel import BilevelProblem
@@ -57,10 +58,14 @@ class Batch:
     inputs: Tensor
     labels: Tensor
     ids: Tensor | None = None
+    label_mask: Tensor | None = None
+    """Optional bool (num_classes,): the classes the client holds. When set, the losses are the
+    masked cross-entropy over these classes only (:func:`cross_entropy`)."""
 
     def to(self, device: torch.device) -> Batch:
         ids = None if self.ids is None else self.ids.to(device)
-        return Batch(self.inputs.to(device), self.labels.to(device), ids)
+        mask = None if self.label_mask is None else self.label_mask.to(device)
+        return Batch(self.inputs.to(device), self.labels.to(device), ids, mask)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -161,6 +166,52 @@ def bilevel_problem(task: BilevelTask, model: nn.Module) -> BilevelProblem:
         )
     return BilevelProblem(g=lambda x, y, b: task.inner_loss(model, x, y, b),
                           f=lambda x, y, b: task.outer_loss(model, x, y, b))
+
+
+def cross_entropy(logits: Tensor, batch: Batch, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of ``logits`` against ``batch.labels``; with ``batch.label_mask``, the masked
+    cross-entropy of HeteroFL / FedRolex under label skew: the softmax runs over the held classes
+    only, so a client never pushes down the logits of classes it has no samples of."""
+    if batch.label_mask is not None:
+        logits = logits.masked_fill(~batch.label_mask, torch.finfo(logits.dtype).min)
+    return F.cross_entropy(logits, batch.labels, reduction=reduction)
+
+
+def held_classes(labels: Tensor, num_classes: int) -> Tensor:
+    """The bool mask (num_classes,) of the classes present in ``labels``."""
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
+    mask[labels] = True
+    return mask
+
+
+class OutputScaler:
+    """HeteroFL's scaler: a pruned layer's output divided by its keep rate during local training.
+
+    A layer that keeps ``k`` of ``W`` output units feeds a next layer whose pre-activations sum
+    ``k`` instead of ``W`` terms, about ``k / W`` of the full model's scale; multiplying the
+    outputs by ``W / k`` restores it, so a submodel's logits have the full model's scale. Applied
+    as forward hooks on the prunable layers (any task, any model), removed by :meth:`remove`; the
+    full model (``k = W``) is unchanged, so evaluation needs nothing.
+    """
+
+    def __init__(self, model: nn.Module, layers: tuple[LayerSpec, ...], widths: Mapping[str, int]) -> None:
+        self._handles = []
+        for layer in layers:
+            kept = widths.get(layer.name, layer.width)
+            if layer.prunable and kept < layer.width:
+                scale = layer.width / kept
+                module = getattr(model, layer.name)
+                self._handles.append(module.register_forward_hook(
+                    lambda _module, _inputs, output, scale=scale: output * scale))
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 def split_params(model: nn.Module, layers: tuple[LayerSpec, ...]) -> tuple[Params, Params]:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, classification_metrics, split_params
+from .base import Batch, LayerSpec, Params, classification_metrics, cross_entropy, split_params
 from .partition import DataSpec, corrupted_mask, num_train_samples, train_coordinates
 
 LOGIT = "sample.logit"
@@ -166,14 +166,14 @@ class HyperCleaning:
             raise ValueError("hyper-cleaning's inner loss needs Batch.ids (the positions of the "
                              "samples in the client's train split; MinibatchSampler sets them)")
         logits = F.linear(features, y["head.weight"], y["head.bias"])
-        losses = F.cross_entropy(logits, batch.labels, reduction="none")
+        losses = cross_entropy(logits, batch, reduction="none")
         weights = torch.sigmoid(x[LOGIT][batch.ids])
         return torch.mean(weights * losses) + self.mu * sum(torch.sum(p * p) for p in y.values())
 
     def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
                         batch: Batch) -> Tensor:
         """f given the features: CE of the linear head."""
-        return F.cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch.labels)
+        return cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch)
 
     def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
         return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, classification_metrics, split_params
+from .base import Batch, LayerSpec, Params, classification_metrics, cross_entropy, split_params
 
 
 class ConvNet(nn.Module):
@@ -106,12 +106,12 @@ class HyperRepresentation:
                         batch: Batch) -> Tensor:
         """g given the features: CE of the linear head + mu ||y||^2."""
         logits = F.linear(features, y["head.weight"], y["head.bias"])
-        return F.cross_entropy(logits, batch.labels) + self.mu * sum(torch.sum(p * p) for p in y.values())
+        return cross_entropy(logits, batch) + self.mu * sum(torch.sum(p * p) for p in y.values())
 
     def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
                         batch: Batch) -> Tensor:
         """f given the features: CE of the linear head."""
-        return F.cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch.labels)
+        return cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch)
 
     def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
         return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)

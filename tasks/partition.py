@@ -21,12 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+from flwr_datasets.partitioner import (
+    DirichletPartitioner,
+    IidPartitioner,
+    Partitioner,
+    ShardPartitioner,
+)
 
 from .base import Batch, ClientData
 from .datasets import ImageData, load_images, standardize
 
-PARTITIONERS = ("iid", "dirichlet")
+PARTITIONERS = ("iid", "dirichlet", "shards", "budget-correlated")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,13 @@ class DataSpec:
     val_fraction: float = 0.5
     seed: int = 0
     label_noise: float = 0.0
+    shards_per_client: int = 2
+    """shards: label shards per client."""
+    ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    """budget-correlated: partition i's resource ratio is ``ratio_levels[i % len]`` (the rule the
+    server applies to nodes that declare no ratio)."""
+    budget_correlation: float = 0.9
+    """budget-correlated: probability that a sample lives on a client of its class's home group."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_noise <= 1.0:
@@ -55,7 +67,8 @@ class DataSpec:
 
 def _global(spec: DataSpec) -> DataSpec:
     """``spec`` without its partitioning: all the global train set and its labels depend on."""
-    return replace(spec, num_partitions=1, partitioner="iid", dirichlet_alpha=0.5)
+    return replace(spec, num_partitions=1, partitioner="iid", dirichlet_alpha=0.5, shards_per_client=2,
+                   ratio_levels=(1.0,), budget_correlation=0.9)
 
 
 @lru_cache(maxsize=4)
@@ -121,9 +134,72 @@ def _train_set_cached(spec: DataSpec) -> _TrainSet:
     return _TrainSet(coordinate, indices, labels, corrupted)
 
 
+class BudgetCorrelatedPartitioner(Partitioner):
+    """Label skew that follows the clients' resource budgets: the cheap devices hold the unusual data.
+
+    Clients whose ratio is below the largest are *weak*, the others *strong*. The upper half of the
+    classes (``label >= num_classes // 2``) has the weak clients as its home group, the lower half
+    the strong ones. Each sample goes, with probability ``correlation``, to a uniformly drawn client
+    of its class's home group, else to a uniformly drawn client of any group. At correlation 0 the
+    split is IID; at 1 the strong clients never see the weak clients' classes and vice versa (a
+    run that drops the weak clients then cannot learn half of the classes). When every client has
+    the same ratio there is one group and the split is IID.
+    """
+
+    def __init__(self, ratios: tuple[float, ...], correlation: float, partition_by: str = "label",
+                 seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"budget-correlation={correlation} must lie in [0, 1]")
+        self.ratios = tuple(ratios)
+        self.correlation = correlation
+        self.partition_by = partition_by
+        self.seed = seed
+        self._assignment: np.ndarray | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.ratios)
+
+    def assignment(self) -> np.ndarray:
+        """The partition of every row of the dataset."""
+        if self._assignment is None:
+            labels = np.asarray(self.dataset[self.partition_by], dtype=np.int64)
+            ratios = np.asarray(self.ratios)
+            weak = np.flatnonzero(ratios < ratios.max())
+            strong = np.flatnonzero(ratios >= ratios.max())
+            rng = np.random.default_rng([self.seed, 4])
+            num_classes = int(labels.max()) + 1 if len(labels) else 1
+            anywhere = rng.integers(len(ratios), size=len(labels))
+
+            def drawn_from(group: np.ndarray) -> np.ndarray:
+                return group[rng.integers(len(group), size=len(labels))] if len(group) else anywhere
+
+            in_home = np.where(labels >= num_classes // 2, drawn_from(weak), drawn_from(strong))
+            at_home = rng.random(len(labels)) < self.correlation
+            self._assignment = np.where(at_home, in_home, anywhere)
+        return self._assignment
+
+    def load_partition(self, partition_id: int) -> Dataset:
+        return self.dataset.select(np.flatnonzero(self.assignment() == partition_id))
+
+
+def partition_ratios(spec: DataSpec) -> tuple[float, ...]:
+    """Each partition's resource ratio under the ratio-levels rule."""
+    levels = spec.ratio_levels
+    return tuple(levels[i % len(levels)] for i in range(spec.num_partitions))
+
+
 def _partitioner(spec: DataSpec) -> Partitioner:
     if spec.partitioner == "iid":
         return IidPartitioner(num_partitions=spec.num_partitions)
+    if spec.partitioner == "shards":
+        return ShardPartitioner(num_partitions=spec.num_partitions, partition_by="label",
+                                num_shards_per_partition=spec.shards_per_client, shuffle=True,
+                                seed=spec.seed)
+    if spec.partitioner == "budget-correlated":
+        return BudgetCorrelatedPartitioner(partition_ratios(spec), spec.budget_correlation,
+                                           seed=spec.seed)
     if spec.partitioner == "dirichlet":
         return DirichletPartitioner(
             num_partitions=spec.num_partitions, partition_by="label",

@@ -40,7 +40,14 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation', "
                                "'hyper-representation-mlp' or 'hyper-cleaning'"),
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
-                                     "'random', 'importance' or 'coverage'"),
+                                     "'random', 'importance', 'coverage' or 'combined'"),
+        ({"partitioner": "pathological"}, "'partitioner' = 'pathological': Input should be 'iid', "
+                                          "'dirichlet', 'shards' or 'budget-correlated'"),
+        ({"budget-correlation": 1.5}, "'budget-correlation' = 1.5: Input should be less than or equal to 1"),
+        ({"shards-per-client": 0}, "'shards-per-client' = 0: Input should be greater than or equal to 1"),
+        ({"momentum-scope": "some"}, "'momentum-scope' = 'some': Input should be 'covered' or 'all'"),
+        ({"step-guard": "clip"}, "'step-guard' = 'clip': Input should be 'curvature' or 'none'"),
+        ({"scaler": "on"}, "'scaler' = 'on': Input should be a valid boolean"),
         ({"task": "hyper-cleaning"}, "task 'hyper-cleaning' needs corrupted labels: set 'label-noise'"),
         ({"label-noise": 1.0}, "'label-noise' = 1.0: Input should be less than 1"),
         ({"strategy": "fedavg"}, "'strategy' = 'fedavg': must be one of resource-adaptive, full-model, "

@@ -32,6 +32,10 @@ class SolverConfig:
     inner_lr: float = 0.1
     v_lr: float = 0.1
     outer_lr: float = 0.1
+    step_guard: str = "none"
+    """"curvature": cap inner_lr and v_lr at 1 / lambda_max(H_yy) each outer step (bilevel.step_guard)."""
+    guard_steps: int = 3
+    """Power iterations of the curvature estimate."""
 
 
 @dataclass(frozen=True)
