@@ -68,13 +68,17 @@ class Job:
 
 
 def curve_of(result: Run) -> list[dict[str, float]]:
-    """Per round: test accuracy, cumulative client GFLOPs and MB sent + received."""
+    """Per round: test accuracy, the mean accuracy on the upper half of the classes (the weak
+    clients' classes in a budget-correlated split), cumulative client GFLOPs and MB sent + received."""
     curve, flops, traffic = [], 0, 0
     for row in result.rows:
         flops += row.get("client-flops", 0)
         traffic += row.get("bytes-down", 0) + row.get("bytes-up", 0)
-        curve.append({"round": row["round"], "accuracy": row["test-accuracy"], "gflops": flops / 1e9,
-                      "mb": traffic / 2**20})
+        classes = sorted(int(k.rsplit("-", 1)[1]) for k in row if k.startswith("class-accuracy-"))
+        upper = [row[f"class-accuracy-{c}"] for c in classes if c >= (max(classes) + 1) // 2]
+        curve.append({"round": row["round"], "accuracy": row["test-accuracy"],
+                      "upper-classes-accuracy": statistics.mean(upper) if upper else float("nan"),
+                      "gflops": flops / 1e9, "mb": traffic / 2**20})
     return curve
 
 

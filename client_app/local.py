@@ -38,7 +38,7 @@ def with_held_classes(data: ClientData, num_classes: int) -> ClientData:
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
-) -> tuple[dict[str, Params], dict[str, float]]:
+) -> tuple[dict[str, Params], dict[str, float | list[int]]]:
     """Run RABO or RAFBO locally on the received slices.
 
     Returns the reply parts ((h, y, v) for RABO, (x, y, v) for RAFBO) and the metrics.
@@ -49,6 +49,7 @@ def local_round(
         OutputScaler(model, task.layers, widths)
     if cfg.masked_loss:
         data = with_held_classes(data, task.layers[-1].width)
+        assert data.train.label_mask is not None
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
     solver = SolverConfig(
@@ -87,6 +88,8 @@ def local_round(
         metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1)})
     if memory:
         metrics["peak-memory-mb"] = cost.peak_bytes / 2**20
+    if data.train.label_mask is not None:  # the server averages each class's head row over its holders
+        metrics["held-classes"] = torch.nonzero(data.train.label_mask).flatten().tolist()
     first = result.h if cfg.algorithm == "rabo" else result.x
     assert first is not None
     reply = {"h" if cfg.algorithm == "rabo" else "x": first, "y": result.y, "v": result.v}

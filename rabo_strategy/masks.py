@@ -12,9 +12,8 @@ parameters) and returns one :class:`SubmodelSpec` per client. Each layer keeps
 - ``coverage``   (ours): staggered windows chosen greedily so that the minimum number of clients
   covering any coordinate (C*, which governs the convergence rate) is as large as the round's
   budgets allow. See :class:`CoveragePolicy`.
-- ``combined``   (ours): nested windows (as ``static``) wherever they cover every unit, staggered
-  (as ``coverage``) only to reach the units the round's largest clients leave out.
-  See :class:`CombinedPolicy`.
+- ``combined``   (ours): nested windows (as ``static``) for the round's largest clients, fixed
+  staggered windows (as ``coverage``, without its rotation) for the others. See :class:`CombinedPolicy`.
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ class CoveragePolicy:
     """
 
     nested = False
-    """CombinedPolicy: the largest clients keep leading windows, and all clients do when they cover
-    the layer."""
+    """CombinedPolicy: the largest clients keep leading windows, the others fixed staggered ones."""
 
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
@@ -146,11 +144,11 @@ class CoveragePolicy:
             for i, layer in _prunable(layers):
                 previous = kept[n].get(layers[i - 1].name) if i > 0 else None
                 keep = kept_units(layer.width, clients[n].ratio)
-                if self.nested and (keep == largest[layer.name] or largest[layer.name] == layer.width):
+                if self.nested and keep == largest[layer.name]:
                     window = np.arange(keep)
                 else:
-                    window = self._best_window(layer, keep, server_round, units[layer.name],
-                                               pairs.get(layer.name), previous)
+                    window = self._best_window(layer, keep, 1 if self.nested else server_round,
+                                               units[layer.name], pairs.get(layer.name), previous)
                 units[layer.name][window] += 1
                 if layer.name in pairs and previous is not None:
                     pairs[layer.name][np.ix_(window, previous)] += 1
@@ -188,13 +186,15 @@ class CoveragePolicy:
 
 
 class CombinedPolicy(CoveragePolicy):
-    """Nested HeteroFL windows, staggered only where nested windows leave units untrained.
+    """Nested windows for the round's largest clients, fixed staggered windows for the others.
 
-    Per prunable layer: when some client of the round keeps every unit (a full-size client),
-    every client keeps its leading units, exactly as ``static``: each submodel is the same small
-    network every round, and the full-size clients cover every coordinate. Otherwise the round's
-    largest clients keep the leading units, and the others are placed as by
-    :class:`CoveragePolicy`, which puts them first on the units nobody covers yet.
+    Per prunable layer, the round's largest clients keep the leading units (as HeteroFL's
+    ``static``), and the others are placed as by :class:`CoveragePolicy` but without its rotation:
+    first on the units nobody covers yet, then where coverage is lowest. The placement depends only
+    on the round's clients, so with the same clients every round each submodel is the same small
+    network every round (what ``coverage``'s moving windows lose), while the smaller clients still
+    train every unit between them rather than all the leading ones: their data reaches the whole
+    model, not only its first units.
     """
 
     nested = True

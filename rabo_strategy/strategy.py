@@ -233,12 +233,14 @@ class ResourceAdaptiveBilevel(Strategy):
             sent = self._sent.get(node)
             try:
                 values, metrics = self._parse_reply(msg, sent, parts)
+                assert sent is not None
+                index = {k: sent.index[k.split(":", 1)[1]] for k in values}
+                if "held-classes" in metrics:
+                    values, index = self._held_rows_only(values, index, metrics["held-classes"])
             except (ValueError, KeyError, TypeError) as err:  # whatever a malformed reply raises
                 failures[node] = str(err)
                 continue
-            assert sent is not None
-            weight = float(metrics["num-examples"])  # type: ignore[arg-type]
-            acc.add(values, {k: sent.index[k.split(":", 1)[1]] for k in values}, weight)
+            acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
             accepted.append((sent, metrics))
         for node in self._sent.keys() - replied:
             failures[node] = "no reply before the round timeout"
@@ -359,6 +361,30 @@ class ResourceAdaptiveBilevel(Strategy):
                 raise ValueError(f"update norm of part '{part}' is {np.sqrt(squared_norm):.3g}, "
                                  f"above max-update-norm={self.max_update_norm:g}")
         return values, metrics
+
+    def _held_rows_only(
+        self, values: dict[str, np.ndarray], index: dict[str, SliceIndex], held: object
+    ) -> tuple[dict[str, np.ndarray], dict[str, SliceIndex]]:
+        """A client with masked-loss trained the classifier rows of the classes it holds only: its
+        other rows of y and v (what it was sent, or pulled by the regulariser alone) leave the average
+        of those rows to the clients that hold the class (HeteroFL's masked aggregation)."""
+        classifier = self.layers[-1]
+        if classifier.prunable:
+            return values, index
+        rows = np.asarray(held if isinstance(held, list) else [], dtype=np.int64)
+        if rows.size == 0 or len(set(rows.tolist())) != rows.size or rows.min() < 0 \
+                or rows.max() >= classifier.width:
+            raise ValueError(f"held-classes={held!r} is not a list of distinct classes in "
+                             f"[0, {classifier.width})")
+        rows = np.sort(rows)
+        values, index = dict(values), dict(index)
+        for key in list(values):
+            part, name = key.split(":", 1)
+            if part in ("y", "v") and name in (f"{classifier.name}.weight", f"{classifier.name}.bias"):
+                full = index[key]
+                values[key] = values[key][rows]
+                index[key] = SliceIndex(full.out[rows], full.inp)
+        return values, index
 
     def _new_global(self, acc: CoverageAverage) -> dict[str, dict[str, np.ndarray]]:
         def averaged(part: str, previous: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord
 from client_app.local import with_held_classes
 from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
 from rabo_strategy.masks import RoundClient, kept_units
-from rabo_strategy.wire import ARRAYS, pack, unpack
+from rabo_strategy.wire import ARRAYS, METRICS, pack, unpack
 from server_app.inprocess import InProcessGrid
 from tasks import (
     Batch,
@@ -151,32 +151,37 @@ def _units(policy: str, ratios: tuple[float, ...], server_round: int = 1) -> lis
     return [spec.kept for spec in make_mask_policy(policy, 0)(LAYERS, clients, server_round, {})]
 
 
-@pytest.mark.parametrize("server_round", [1, 2, 7])
-def test_combined_masks_are_static_when_a_full_size_client_covers_everything(server_round: int) -> None:
-    ratios = (1.0, 0.5, 0.25, 0.125, 0.5)
-    for combined, static in zip(_units("combined", ratios, server_round), _units("static", ratios),
-                                strict=True):
-        for name in static:
-            np.testing.assert_array_equal(combined[name], static[name])
-
-
-def test_combined_masks_nest_the_largest_and_stagger_the_rest_over_uncovered_units() -> None:
-    ratios = (0.5, 0.25, 0.25, 0.125, 0.5)
-    for server_round in (1, 2, 5):
-        kept = _units("combined", ratios, server_round)
-        for layer in LAYERS:
-            if not layer.prunable:
-                continue
-            for n in (0, 4):  # the largest clients keep the leading half, every round
-                np.testing.assert_array_equal(kept[n][layer.name], np.arange(layer.width // 2))
-            covered = np.zeros(layer.width, dtype=int)
-            for k in kept:
-                covered[k[layer.name]] += 1
-            # budgets 2 * 8 + 2 * 4 + 2 = 26 of 16 units: nested static masks leave half the units
-            # untrained, the combined policy trains every unit
-            assert covered.min() >= 1, (layer.name, covered)
-        static = _units("static", ratios)
-        assert all(len(np.union1d(k["conv1"], [])) <= 8 for k in static)
+@pytest.mark.parametrize("ratios", [(1.0, 0.5, 0.25, 0.125) * 2, (0.5, 0.25, 0.25, 0.125, 0.5)])
+def test_combined_masks_nest_the_largest_and_fix_staggered_windows_for_the_rest(
+        ratios: tuple[float, ...]) -> None:
+    first = _units("combined", ratios, server_round=1)
+    largest = max(ratios)
+    for server_round in (2, 5):  # the same clients every round: the same submodels every round
+        for now, then in zip(_units("combined", ratios, server_round), first, strict=True):
+            for name in then:
+                np.testing.assert_array_equal(now[name], then[name])
+    for layer in LAYERS:
+        if not layer.prunable:
+            continue
+        for n, ratio in enumerate(ratios):
+            if ratio == largest:  # the largest clients keep the leading units (nested, as HeteroFL)
+                np.testing.assert_array_equal(first[n][layer.name], np.arange(kept_units(layer.width, ratio)))
+        covered = np.zeros(layer.width, dtype=int)
+        for kept in first:
+            covered[kept[layer.name]] += 1
+        # the smaller clients cover every unit between them (26 of 16 units without a full-size
+        # client: nested static windows would leave half of every layer untrained) ...
+        smaller = np.zeros(layer.width, dtype=int)
+        for kept, ratio in zip(first, ratios, strict=True):
+            if ratio < largest:
+                smaller[kept[layer.name]] += 1
+        assert covered.min() >= 1
+        if sum(kept_units(layer.width, r) for r in ratios if r < largest) >= layer.width:
+            assert smaller.min() >= 1, (layer.name, smaller)
+    # ... where static masks stack them all on the leading units
+    static = _units("static", ratios)
+    assert all(k["conv1"].max() < kept_units(16, max(r for r in ratios if r < 1.0)) for k, r in
+               zip(static, ratios, strict=True) if r < 1.0)
 
 
 # ----------------------------------------------------------------------------------- partitioners
@@ -244,3 +249,42 @@ def test_curvature_guard_measures_lambda_max_and_caps_the_steps() -> None:
     # "none" changes nothing and measures nothing
     off = SolverConfig(inner_lr=1.5, step_guard="none")
     assert guarded(off, problem, x, y, lambda: None) == (off, {})
+
+
+# ------------------------------------------------------------------------- class-aware averaging
+def _holding(held: dict[int, object]):
+    """The fake client of test_aggregation, reporting ``held[pid]`` as its held classes."""
+    inner = _fake_client("rafbo")
+
+    def client(msg, context):
+        reply = inner(msg, context)
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "train" and pid in held:
+            reply.content.metric_records[METRICS]["held-classes"] = held[pid]
+        return reply
+
+    return client
+
+
+def test_classifier_rows_are_averaged_over_the_clients_holding_the_class() -> None:
+    grid = InProcessGrid(_holding({0: [0, 1], 1: [1, 2], 2: [7, 7]}), 3, {})
+    strategy = ResourceAdaptiveBilevel(HyperRepresentation((1, 8, 8), 10).layers, "rafbo", (1.0,),
+                                       make_mask_policy("static", 0), outer_lr=0.5)
+    initial = _initial()
+    replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["replies"] == 2 and metrics["failed-replies"] == 1  # [7, 7] is not a set of classes
+    new = unpack(arrays)
+    got = {int(r.metadata.src_node_id) - 1000: unpack(r.content[ARRAYS]) for r in replies}
+    for part in ("y", "v"):
+        for name in ("head.weight", "head.bias"):
+            a, b, old = got[0][part][name], got[1][part][name], initial[part][name]
+            expected = old.copy()
+            expected[0], expected[2] = a[0], b[2]  # one holder each
+            expected[1] = (10 * a[1] + 20 * b[1]) / 30  # both hold class 1: num-examples 10 and 20
+            np.testing.assert_allclose(new[part][name], expected, rtol=1e-5, atol=1e-6)
+    # x is not class-indexed: averaged over both clients as usual
+    np.testing.assert_allclose(new["x"]["conv1.bias"],
+                               (10 * got[0]["x"]["conv1.bias"] + 20 * got[1]["x"]["conv1.bias"]) / 30,
+                               rtol=1e-5, atol=1e-6)
+    assert metrics["coverage-y-min"] == 0  # classes 3..9: nobody holds them, nobody trained them
