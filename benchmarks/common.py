@@ -94,22 +94,45 @@ def _run_job(job: Job) -> tuple[tuple[Any, ...], list[dict[str, float]], float]:
     return job.key, curve_of(result), time.perf_counter() - start
 
 
-def run_parallel(jobs: Sequence[Job], workers: int) -> dict[tuple[Any, ...], list[dict[str, float]]]:
+def run_parallel(jobs: Sequence[Job], workers: int,
+                 cache: Path | None = None) -> dict[tuple[Any, ...], list[dict[str, float]]]:
     """Run ``jobs`` in ``workers`` processes (one torch thread each); key -> accuracy/cost curve.
 
-    Every run is seeded by its config alone, so the results do not depend on ``workers``.
+    Every run is seeded by its config alone, so the results do not depend on ``workers``. With
+    ``cache`` (a directory), each finished run is kept there as JSON (named by a hash of its config
+    and node count) and an interrupted benchmark resumes without repeating it.
     """
+    import hashlib
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from rich.progress import Progress
 
+    def cached(job: Job) -> Path | None:
+        if cache is None:
+            return None
+        text = json.dumps([job.config, job.num_nodes], sort_keys=True)
+        return cache / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+
     curves: dict[tuple[Any, ...], list[dict[str, float]]] = {}
+    todo = []
+    for job in jobs:
+        path = cached(job)
+        if path is not None and path.is_file():
+            curves[job.key] = json.loads(path.read_text())
+        else:
+            todo.append(job)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs from the cache {cache}")
     with Progress() as progress, ProcessPoolExecutor(max_workers=workers) as pool:
-        task = progress.add_task("runs", total=len(jobs))
-        futures = [pool.submit(_run_job, job) for job in jobs]
+        task = progress.add_task("runs", total=len(todo))
+        futures = {pool.submit(_run_job, job): job for job in todo}
         for future in as_completed(futures):
             key, curve, seconds = future.result()
             curves[key] = curve
+            path = cached(futures[future])
+            if path is not None:
+                write_json(path, curve)
             progress.console.print(f"{' '.join(map(str, key))}: final accuracy {curve[-1]['accuracy']:.3f} "
                                    f"({seconds:.0f} s)")
             progress.advance(task)

@@ -30,8 +30,9 @@ def test_run_improves_accuracy_and_writes_results(tmp_path: Path, algorithm: str
     rows = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
-    # 8 nodes over 4 ratio levels with static masks: 2 full-size clients cover everything
-    assert all(r["coverage-x-min"] == 2 and r["coverage-y-min"] == 2 for r in rows[1:])
+    # 8 nodes over 4 ratio levels, default coverage masks: the 2 full-size clients set C_x* (the
+    # small clients cannot cover every weight entry once more), the small ones add 1 to C_y*
+    assert all(r["coverage-x-min"] == 2 and r["coverage-y-min"] == 3 for r in rows[1:])
     assert all(r["failed-replies"] == 0 and r["replies"] == 8 for r in rows[1:])
     for name in ("metrics.csv", "clients.csv", "config.json", "versions.json", "summary.json",
                  "plot.png", "model.pt"):
