@@ -138,7 +138,10 @@ def train(msg: Message, context: Context) -> Message:
             merged = full_x[name].copy()
             merged[own] = reply["x"][name].detach().cpu().numpy()
             reply["x"][name] = torch.as_tensor(merged)
-    # a plug-in strategy sends neither ratio nor widths: the node trains the full model
+    # a plug-in strategy sends neither ratio nor widths: the node trains the full model, and the
+    # list of held classes (read by our strategy only) would break Flower's metric averaging
+    if not widths_from_config(config):
+        metrics.pop("held-classes", None)
     metrics["resource-ratio"] = float(config.get("resource-ratio", 1.0))  # type: ignore[arg-type]
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
