@@ -26,7 +26,9 @@ from tasks import (
     OutputScaler,
     client_data,
     cross_entropy,
+    num_train_samples,
     split_params,
+    train_coordinates,
 )
 from tasks.partition import partition_ratios
 
@@ -213,10 +215,9 @@ def test_budget_correlated_split_puts_the_upper_classes_on_the_weak_clients(corr
         assert upper_on_strong < 0.1 and upper_on_weak > 0.85
     else:  # no correlation: both groups hold about half of each
         assert 0.35 < upper_on_strong < 0.65 and 0.35 < upper_on_weak < 0.65
-    # a partition: every pool sample exactly once, the same split for the same seed
-    sizes = [len(client_data(spec, i).train) + len(client_data(spec, i).val) for i in range(8)]
-    other = [len(client_data(DataSpec(**{**spec.__dict__, "num_partitions": 1}), 0).train)]
-    assert sum(sizes) >= other[0]
+    # a partition: every training sample on exactly one client, the same split for the same seed
+    coordinates = np.concatenate([train_coordinates(spec, i) for i in range(8)])
+    np.testing.assert_array_equal(np.sort(coordinates), np.arange(num_train_samples(spec)))
     np.testing.assert_array_equal(_labels(spec)[3], labels[3])
 
 
