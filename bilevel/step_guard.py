@@ -21,11 +21,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from torch.func import grad
 
 from .estimators.base import BilevelProblem, Sampler, SolverConfig
 from .oracles import FiniteDifferenceProducts
-from .split import y_loss
 from .types import Params
 
 STEP_GUARDS = ("curvature", "none")
@@ -40,7 +38,7 @@ def largest_curvature(problem: BilevelProblem, x: Params, y: Params, batch: obje
     """An estimate of lambda_max(H_yy g) at (x, y) on ``batch``: the Rayleigh quotient after
     ``steps`` power iterations from grad_y g (0.0 when g is flat there)."""
     products = FiniteDifferenceProducts(alpha=alpha).at(problem.g, x, y, batch, need_x=False)
-    v = grad(y_loss(problem.g, x, batch))(y)
+    v = products.gradient()  # the features of ``batch`` are computed once, for this and every product
     curvature = 0.0
     for _ in range(steps):
         norm = _dot(v, v) ** 0.5

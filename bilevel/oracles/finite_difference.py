@@ -94,6 +94,12 @@ class _DifferencesAt:
         self._loss = y_loss(g, x, batch) if self._x is None else self._x.y_loss()
         self._base: Params | None = None
 
+    def gradient(self) -> Params:
+        """grad_y g at the bound point (computed once; the forward scheme's base gradient)."""
+        if self._base is None:
+            self._base = _gradient(self._loss, self._y)
+        return self._base
+
     def hyy(self, v: Params) -> Params:
         norm = norm_of(v)
         if norm == 0.0:  # H 0 = 0 exactly
@@ -101,10 +107,9 @@ class _DifferencesAt:
         a = self._alpha
         d = a / norm
         if self._scheme == "forward":
-            if self._base is None:
-                self._base = _gradient(self._loss, self._y)
+            base = self.gradient()
             plus = _gradient(self._loss, _shift(self._y, d, v))
-            return {k: torch.sub(plus[k], self._base[k]).mul_(norm / a) for k in plus}
+            return {k: torch.sub(plus[k], base[k]).mul_(norm / a) for k in plus}
         diff = _gradient(self._loss, _shift(self._y, d, v), _shift(self._y, -d, v))
         return {k: t.mul_(norm / (2 * a)) for k, t in diff.items()}
 
