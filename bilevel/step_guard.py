@@ -24,6 +24,7 @@ import torch
 
 from .estimators.base import BilevelProblem, Sampler, SolverConfig
 from .oracles import FiniteDifferenceProducts
+from .oracles.finite_difference import norm_of
 from .types import Params
 
 STEP_GUARDS = ("curvature", "none")
@@ -41,7 +42,7 @@ def largest_curvature(problem: BilevelProblem, x: Params, y: Params, batch: obje
     v = products.gradient()  # the features of ``batch`` are computed once, for this and every product
     curvature = 0.0
     for _ in range(steps):
-        norm = _dot(v, v) ** 0.5
+        norm = norm_of(v)
         if norm == 0.0:
             return 0.0
         v = {k: t / norm for k, t in v.items()}
@@ -55,6 +56,8 @@ def guarded(cfg: SolverConfig, problem: BilevelProblem, x: Params, y: Params,
             next_train: Sampler) -> tuple[SolverConfig, dict[str, float]]:
     """``cfg`` with inner_lr and v_lr capped at 1 / L (``cfg.step_guard == "curvature"``), and the
     metrics "curvature" and "inner-lr-used"; ``cfg`` unchanged for ``"none"``."""
+    if cfg.step_guard not in STEP_GUARDS:
+        raise ValueError(f"unknown step-guard '{cfg.step_guard}'; allowed: {', '.join(STEP_GUARDS)}")
     if cfg.step_guard == "none":
         return cfg, {}
     curvature = largest_curvature(problem, x, y, next_train(), cfg.guard_steps)

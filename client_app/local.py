@@ -49,7 +49,6 @@ def local_round(
         OutputScaler(model, task.layers, widths)
     if cfg.masked_loss:
         data = with_held_classes(data, task.layers[-1].width)
-        assert data.train.label_mask is not None
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
     solver = SolverConfig(
