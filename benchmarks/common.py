@@ -69,7 +69,8 @@ class Job:
 
 def curve_of(result: Run) -> list[dict[str, float]]:
     """Per round: test accuracy, the mean accuracy on the upper half of the classes (the weak
-    clients' classes in a budget-correlated split), cumulative client GFLOPs and MB sent + received."""
+    clients' classes in a budget-correlated split), cumulative client GFLOPs and MB sent + received,
+    and the round's coverage (C_x*, C_y*, share of x trained)."""
     curve, flops, traffic = [], 0, 0
     for row in result.rows:
         flops += row.get("client-flops", 0)
@@ -78,7 +79,9 @@ def curve_of(result: Run) -> list[dict[str, float]]:
         upper = [row[f"class-accuracy-{c}"] for c in classes if c >= (max(classes) + 1) // 2]
         curve.append({"round": row["round"], "accuracy": row["test-accuracy"],
                       "upper-classes-accuracy": statistics.mean(upper) if upper else float("nan"),
-                      "gflops": flops / 1e9, "mb": traffic / 2**20})
+                      "gflops": flops / 1e9, "mb": traffic / 2**20,
+                      **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction")
+                         if k in row}})
     return curve
 
 

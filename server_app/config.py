@@ -87,6 +87,7 @@ class RunConfig(BaseModel):
     # resources and sampling
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "coverage"
+    coverage_objective: Literal["x-first", "y-first"] = "x-first"
     capacity: Literal["fixed", "dynamic"] = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2

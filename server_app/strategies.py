@@ -80,7 +80,8 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         return task.owned_indices(profile.partition_id, profile.num_partitions)
 
     return ResourceAdaptiveBilevel(
-        task.layers, cfg.algorithm, cfg.ratio_levels, make_mask_policy(cfg.mask_policy, cfg.seed),
+        task.layers, cfg.algorithm, cfg.ratio_levels,
+        make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective),
         outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, momentum_scope=cfg.momentum_scope,
         sizing=SIZING[cfg.strategy],
         capacity=cfg.capacity, owned=owned, fraction_train=cfg.fraction_train,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rabo_strategy import CoverageAverage, NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.masks import RoundClient, kept_units
+from rabo_strategy.masks import RoundClient
+from rabo_strategy.placement import coverage_bounds, kept_units
 from tasks import HyperRepresentation
 
 TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
@@ -15,10 +16,12 @@ PARAMS = {k: t.numpy() for k, t in {**X, **Y}.items()}
 SHAPES = {k: t.shape for k, t in PARAMS.items()}
 
 
-def min_coverage(policy: str, ratios: list[float], server_round: int = 1) -> tuple[int, int]:
-    """(C_x*, C_y*) of one round in which clients of ``ratios`` train under ``policy``."""
+def min_coverage(policy: str, ratios: list[float], server_round: int = 1,
+                 objective: str = "x-first") -> tuple[int, int]:
+    """(C_x*, C_y*) of one round in which clients of ``ratios`` train under ``policy``, as the
+    server's aggregation counts it."""
     clients = [RoundClient(key, r) for key, r in enumerate(ratios)]
-    specs = make_mask_policy(policy, seed=0)(TASK.layers, clients, server_round, PARAMS)
+    specs = make_mask_policy(policy, 0, objective)(TASK.layers, clients, server_round, PARAMS)
     acc = CoverageAverage(SHAPES)
     for spec in specs:
         index = spec.indices(TASK.layers, SHAPES)
@@ -44,14 +47,34 @@ def test_coverage_policy_maximises_the_minimum_coverage() -> None:
     ratios = [0.5] * 4 + [0.25] * 4
     assert min_coverage("static", ratios) == (0, 0)
     assert min_coverage("rolling", ratios) == (0, 0)
-    # sum of r^2 = 1.25: one client per weight entry of x is the most any assignment can give;
-    # the head (y) reads fc1's units, of which sum of k / width = 3 clients can cover each
-    assert min_coverage("coverage", ratios) == (1, 3)
+    # the bounds: conv2's weight entries floor((4 * 8 * 16 + 4 * 4 * 8) / (16 * 32)) = 1 client,
+    # the head reads fc1's units, floor((4 * 32 + 4 * 16) / 64) = 3; every round reaches both
+    assert coverage_bounds(TASK.layers, ratios) == (1, 3)
     for rnd in range(1, 6):
-        assert min_coverage("random", ratios, rnd)[0] <= min_coverage("coverage", ratios, rnd)[0]
-    # with the default budget mix the full-size clients set the bound: sum r^2 = 3.9 -> 3
+        assert min_coverage("coverage", ratios, rnd) == (1, 3)
+    # random masks rarely cover every weight entry: C_x* = 0 in all 8 rounds, C_y* at most 2 of 5
+    mix = [0.75] * 4 + [0.5] * 4
+    assert coverage_bounds(TASK.layers, mix) == (3, 5)
+    drawn = [min_coverage("random", mix, rnd) for rnd in range(1, 9)]
+    assert max(c[0] for c in drawn) == 0 and max(c[1] for c in drawn) == 2
+    assert all(min_coverage("coverage", mix, rnd) == (3, 5) for rnd in range(1, 9))
+    # with the default budget mix the full-size clients set the bound of x: 3
     default = [1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5]
-    assert min_coverage("coverage", default)[0] == 3 == min_coverage("static", default)[0]
+    assert min_coverage("coverage", default) == (3, 5) == coverage_bounds(TASK.layers, default)
+    assert min_coverage("static", default) == (3, 3)
+
+
+def test_coverage_counts_of_the_policy_are_the_aggregators() -> None:
+    """The placement's own (C_x*, C_y*) is what the server's aggregation counts, in every round
+    (the per-round shift moves windows, not coverage), for both objectives."""
+    ratios = [0.3] * 16
+    for objective, expected in (("x-first", (1, 4)), ("y-first", (0, 5))):
+        policy = make_mask_policy("coverage", 0, objective)
+        first = policy(TASK.layers, [RoundClient(k, r) for k, r in enumerate(ratios)], 1, PARAMS)
+        second = policy(TASK.layers, [RoundClient(k, r) for k, r in enumerate(ratios)], 2, PARAMS)
+        assert not np.array_equal(first[0].kept["conv1"], second[0].kept["conv1"])
+        for rnd in (1, 2, 7):
+            assert min_coverage("coverage", ratios, rnd, objective) == expected
 
 
 def test_coverage_policy_spreads_units_evenly() -> None:
@@ -66,14 +89,31 @@ def test_coverage_policy_spreads_units_evenly() -> None:
         assert counts.min() == counts.max() == 2, layer.name
 
 
-def test_importance_keeps_the_largest_norm_units() -> None:
+def test_importance_draws_by_weight_and_bias_norm_with_a_draw_per_client() -> None:
     params = dict(PARAMS)
     weight = np.zeros_like(params["conv1.weight"])
-    norms = np.array([3, 9, 1, 7, 5, 0, 2, 8, 4, 6, 10, 11, 12, 13, 14, 15], dtype=float)
-    weight[:, 0, 0, 0] = norms
-    params["conv1.weight"] = weight
-    spec = make_mask_policy("importance", 0)(TASK.layers, [RoundClient(0, 0.25)], 1, params)[0]
-    np.testing.assert_array_equal(spec.kept["conv1"], [12, 13, 14, 15])
+    energy = np.array([3, 9, 1, 7, 5, 0, 2, 8, 4, 6, 10, 11, 12, 13, 14, 15], dtype=float)
+    weight[:, 0, 0, 0] = np.sqrt(energy)
+    bias = np.zeros(16, dtype=np.float32)
+    bias[5] = 30.0  # no weight, the largest bias: the bias counts in the ranking
+    params["conv1.weight"], params["conv1.bias"] = weight, bias
+    policy = make_mask_policy("importance", 0)
+    counts = np.zeros(16)
+    draws = []
+    for rnd in range(1, 201):
+        specs = policy(TASK.layers, [RoundClient(k, 0.25) for k in range(3)], rnd, params)
+        draws.append([tuple(s.kept["conv1"]) for s in specs])
+        for spec in specs:
+            counts[spec.kept["conv1"]] += 1
+    assert counts.argmax() == 5 and counts[5] >= 590  # drawn almost every time (600 draws)
+    # more energy, kept more often (units 10..15 vs 0..4), but every unit sometimes
+    assert counts[[10, 11, 12, 13, 14, 15]].mean() > 2 * counts[[0, 1, 2, 3, 4]].mean()
+    assert counts.min() > 0
+    # the clients of one round do not all keep the same units (the old top-k gave every client
+    # of a ratio the same ones), and the draws are seeded by (seed, round, client, layer)
+    assert sum(len(set(d)) > 1 for d in draws) > 150
+    again = policy(TASK.layers, [RoundClient(k, 0.25) for k in range(3)], 1, params)
+    assert [tuple(s.kept["conv1"]) for s in again] == draws[0]
 
 
 def _strategy(capacity: str, sizing: str = "resource-adaptive") -> ResourceAdaptiveBilevel:
