@@ -56,7 +56,8 @@ def _mixes(quick: bool) -> list[tuple[str, tuple[LayerSpec, ...], list[float]]]:
         ("cnn 20 x 0.2", CNN.layers, [0.2] * 20),
     ]
     for i in range(3 if quick else 8):
-        mixes.append((f"cnn random no-full {i} (10)", CNN.layers, [rng.choice(LEVELS[1:]) for _ in range(10)]))
+        no_full = [rng.choice(LEVELS[1:]) for _ in range(10)]
+        mixes.append((f"cnn random no-full {i} (10)", CNN.layers, no_full))
     for i in range(1 if quick else 3):
         mixes.append((f"cnn random {i} (30)", CNN.layers, [rng.choice(LEVELS) for _ in range(30)]))
     mixes.append(("mlp random (100)", MLP.layers, [rng.choice(LEVELS) for _ in range(100)]))

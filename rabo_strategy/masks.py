@@ -173,7 +173,9 @@ class CombinedPolicy(CoveragePolicy):
     same clients every round each submodel is the same small network every round (what
     ``coverage``'s moving windows lose), while the smaller clients still train every unit between
     them rather than all the leading ones: their data reaches the whole model, not only its first
-    units.
+    units. Meant for rounds with full-size clients: when the largest clients are smaller than the
+    model, they all share the same leading units and part of x stays untrained (docs/results.md,
+    mask policies: 51 % of x trained with ratios 1/2 and 1/4).
     """
 
     nested = True

@@ -18,9 +18,11 @@ covered at least as often as its row of the weight matrix, so it never sets the 
 (``'y-first'``), with fewer coordinates at each minimum as the next criteria. It is a heuristic:
 a greedy construction (largest client first, each window where it raises the objective most)
 followed by best-response local search (move one window at a time while the objective strictly
-improves) from that start and from the wrap-around placement. ``tests/test_placement.py`` checks it
-against an exact integer programme on random mixes of up to 6 clients and widths up to 8, and
-``benchmarks/placement.py`` measures its gap on the real layer widths. :func:`coverage_bounds`
+improves) from that start, from the wrap-around placement and from ``RESTARTS`` seeded random ones,
+stopping early at the bounds (then it is optimal). ``tests/test_placement.py`` checks it against an
+exact integer programme on random mixes of up to 6 clients and widths up to 8 (300 of 300 optimal
+in ``benchmarks/placement.py``), which also measures it on the real widths: both bounds reached in
+26 of 34 cases, one client below a bound in one role in the others (the optimum there is unknown). :func:`coverage_bounds`
 gives upper bounds that hold for any choice of kept units, windows or not.
 """
 
