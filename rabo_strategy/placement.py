@@ -22,8 +22,8 @@ improves) from that start, from the wrap-around placement and from ``RESTARTS`` 
 stopping early at the bounds (then it is optimal). ``tests/test_placement.py`` checks it against an
 exact integer programme on random mixes of up to 6 clients and widths up to 8 (300 of 300 optimal
 in ``benchmarks/placement.py``), which also measures it on the real widths: both bounds reached in
-26 of 34 cases, one client below a bound in one role in the others (the optimum there is unknown). :func:`coverage_bounds`
-gives upper bounds that hold for any choice of kept units, windows or not.
+26 of 34 cases, one client below a bound in one role in the others (the optimum there is unknown).
+:func:`coverage_bounds` gives upper bounds that hold for any choice of kept units, windows or not.
 """
 
 from __future__ import annotations
