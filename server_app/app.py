@@ -59,6 +59,8 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), resolve_device(cfg.device))
     name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}
+    if cfg.describe_defaults():
+        log(INFO, "%s", cfg.describe_defaults())
     client_rows: list[Row] = []
     state = getattr(strategy, "state", dict)
     log(INFO, "Strategy %s (%s), local estimator %s", cfg.strategy, type(strategy).__name__,
@@ -74,7 +76,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         run_dir = make_run_dir(cfg.results_dir, name)
         rows = [{"round": 0, "elapsed-seconds": 0.0, **dict(evaluate(0, arrays))}]
         log(INFO, "round 0 (initial model): test accuracy %.4f", rows[0]["test-accuracy"])
-    write_json(run_dir / "config.json", config)
+    write_json(run_dir / "config.json", {**config, "sources": cfg.sources})
     first_round, offset = int(rows[-1]["round"]) + 1, float(rows[-1]["elapsed-seconds"])
     start = time.perf_counter()
 

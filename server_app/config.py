@@ -15,12 +15,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
 from tasks import DataSpec
+
+from .defaults import AUTO, TUNED_KEYS, Source, resolve
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -39,10 +43,16 @@ class ConfigError(ValueError):
 
 
 class RunConfig(BaseModel):
-    """Keys are the hyphenated names used in pyproject.toml and ``--run-config``."""
+    """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
+
+    The keys of ``server_app.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
+    strategy's) default; the field defaults below are the global ones (hyper-representation's).
+    ``sources`` says, per key, where its value came from.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
                               alias_generator=lambda n: n.replace("_", "-"))
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
 
     # problem and data
     task: Literal["hyper-representation", "hyper-representation-mlp", "hyper-cleaning"] = (
@@ -103,6 +113,37 @@ class RunConfig(BaseModel):
     profile_memory: bool = True
     results_dir: str = "results"
     resume_from: str = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _task_defaults(cls, data: object, handler: ValidatorFunctionWrapHandler) -> RunConfig:
+        if not isinstance(data, Mapping):
+            return handler(data)
+        defaults = {f.alias or n: f.default for n, f in cls.model_fields.items() if f.alias not in TUNED_KEYS}
+        values, sources = resolve(data, defaults)
+        config = handler(values)
+        config._sources = sources
+        return config
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        """Key -> where its value came from: user, task default, strategy default, global default."""
+        return dict(self._sources)
+
+    @property
+    def task_defaults_applied(self) -> dict[str, object]:
+        """The keys set by the task's or strategy's defaults, with their values."""
+        flat = self.to_flat()
+        return {k: flat[k] for k, s in self._sources.items() if s in ("task default", "strategy default")}
+
+    def describe_defaults(self) -> str | None:
+        """The run's first log line about defaults: which task / strategy defaults were applied."""
+        applied = self.task_defaults_applied
+        if not applied:
+            return None
+        return (f"Defaults of task '{self.task}' / strategy '{self.strategy}' applied: "
+                + ", ".join(f"{k}={v}" for k, v in applied.items())
+                + " (an explicit value wins; server_app/defaults.py)")
 
     @field_validator("ratio_levels", mode="before")
     @classmethod
@@ -237,6 +278,8 @@ def _describe(error: Mapping[str, object], model: type[BaseModel]) -> str:
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
         return f"unknown key '{key}'; known keys: {allowed}"
+    if key in TUNED_KEYS:
+        message += f" (or '{AUTO}': the task's default)"
     return f"'{key}' = {error.get('input')!r}: {message}"
 
 

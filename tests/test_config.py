@@ -13,6 +13,7 @@ from server_app.config import (
     parse_node_config,
     parse_run_config,
 )
+from server_app.defaults import TASK_DEFAULTS, TUNED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,47 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_pyproject_defaults_are_the_model_defaults() -> None:
     app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     config = app["config"]
-    assert parse_run_config(config) == RunConfig()
+    assert parse_run_config(config).to_flat() == RunConfig().to_flat()
     assert set(config) == {f.alias for f in RunConfig.model_fields.values()}
+    # the keys with per-task defaults are "auto" there, and only those
+    assert {k for k, v in config.items() if v == "auto" and k != "device"} == set(TUNED_KEYS)
+
+
+def _pyproject() -> dict[str, object]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_task_defaults_fill_what_the_user_left_unset_and_the_user_wins() -> None:
+    # as Flower passes it: pyproject's values with the user's on top
+    cfg = parse_run_config({**_pyproject(), "task": "hyper-cleaning", "label-noise": 0.5})
+    row = TASK_DEFAULTS["hyper-cleaning"]
+    assert (cfg.algorithm, cfg.mu, cfg.outer_lr, cfg.v_lr, cfg.v_steps) == (
+        row["algorithm"], row["mu"], row["outer-lr"], row["v-lr"], row["v-steps"])
+    assert cfg.sources["outer-lr"] == "task default" and cfg.sources["task"] == "user"
+    assert cfg.sources["v-lr"] == "global default"  # hyper-cleaning's v-lr is the global one
+    assert cfg.sources["inner-lr"] == "global default" and cfg.sources["label-noise"] == "user"
+    line = cfg.describe_defaults()
+    assert line is not None and "task 'hyper-cleaning'" in line and "outer-lr=100.0" in line
+    # an explicit value wins, "auto" asks for the task's
+    cfg = parse_run_config({"task": "hyper-cleaning", "label-noise": 0.5, "outer-lr": 30.0, "mu": "auto",
+                            "algorithm": "rabo"})
+    assert (cfg.outer_lr, cfg.mu, cfg.algorithm) == (30.0, row["mu"], "rabo")
+    assert cfg.sources["outer-lr"] == "user" and cfg.sources["mu"] == "task default"
+    # the hyper-representation tasks run on the global defaults; nothing to announce
+    for task in ("hyper-representation", "hyper-representation-mlp"):
+        cfg = parse_run_config({**_pyproject(), "task": task})
+        assert cfg.to_flat() | {"task": "hyper-representation"} == RunConfig().to_flat()
+        assert cfg.describe_defaults() is None
+    # plug-in strategies get RAFBO (they average models); an explicit rabo is refused, not changed
+    cfg = parse_run_config({**_pyproject(), "strategy": "tests.toy_strategy:ToyAverage"})
+    assert cfg.algorithm == "rafbo" and cfg.sources["algorithm"] == "strategy default"
+    with pytest.raises(ConfigError, match="use algorithm='rafbo'"):
+        parse_run_config({"strategy": "tests.toy_strategy:ToyAverage", "algorithm": "rabo"})
+
+
+def test_a_bad_tuned_value_names_auto() -> None:
+    with pytest.raises(ConfigError, match=r"'mu' = 'fast': Input should be a valid number \(or 'auto'"):
+        parse_run_config({"mu": "fast"})
 
 
 @pytest.mark.parametrize(
@@ -52,7 +92,8 @@ def test_pyproject_defaults_are_the_model_defaults() -> None:
         ({"label-noise": 1.0}, "'label-noise' = 1.0: Input should be less than 1"),
         ({"strategy": "fedavg"}, "'strategy' = 'fedavg': must be one of resource-adaptive, full-model, "
                                  "drop-weak, fednest-aid, f2sa or the import path"),
-        ({"strategy": "flwr.serverapp.strategy:FedAvg"}, "plug-in strategies receive models"),
+        ({"strategy": "flwr.serverapp.strategy:FedAvg", "algorithm": "rabo"},
+         "plug-in strategies receive models"),
         ({"capacity": "elastic"}, "'capacity' = 'elastic': Input should be 'fixed' or 'dynamic'"),
         ({"f2sa-lambda": 10.0, "f2sa-lambda-max": 5.0}, "'f2sa-lambda-max' = 5.0 must be at least"),
         ({"neumann-steps": 0}, "'neumann-steps' = 0"),

@@ -35,29 +35,45 @@ def _clients(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("task", list(TASK_CONFIG))
+TASKS = ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
+
+
+@pytest.mark.parametrize("algorithm", ["rabo", "rafbo"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_strategy_runs_on_every_task(tmp_path: Path, strategy: str, task: str) -> None:
-    run_dir = _run(tmp_path, strategy=strategy, **TASK_CONFIG[task])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_strategy_and_algorithm_works_on_its_defaults(
+        tmp_path: Path, task: str, strategy: str, algorithm: str) -> None:
+    """Defaults only (plus the label noise hyper-cleaning requires): 4 nodes, 2 rounds on sklearn
+    digits. Every round has valid replies and none rejected, the model stays finite, and the test
+    accuracy ends at least 20 points above chance (10 classes)."""
+    run_config = {"dataset": "sklearn-digits", "num-server-rounds": 2, "profile": False,
+                  "results-dir": str(tmp_path), "task": task, "strategy": strategy, "algorithm": algorithm,
+                  **({"label-noise": 0.5} if task == "hyper-cleaning" else {})}
+    run_dir = run(InProcessGrid(client_app, 4, run_config), parse_run_config(run_config))
     for name in RESULT_FILES:
         assert (run_dir / name).stat().st_size > 0, name
     rows = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in rows] == [0, 1, 2]
-    assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"]
+    # 4 nodes on ratio levels 1, 1/2, 1/4, 1/8: one of them has ratio 1
+    expected_replies = {"drop-weak": 1}.get(strategy, 4)
+    assert all(r["replies"] == expected_replies and r["failed-replies"] == 0 for r in rows[1:])
+    assert rows[-1]["test-accuracy"] >= 0.1 + 0.2, rows
+    parts = torch.load(run_dir / "model.pt")["parts"]
+    assert all(torch.isfinite(t).all() for part in parts.values() for t in part.values())
     clients = _clients(run_dir)
     ratios = {float(c["resource-ratio"]) for c in clients}
-    # 8 nodes on ratio levels 1, 1/2, 1/4, 1/8: two of them have ratio 1
-    expected_replies = {"drop-weak": 2}.get(strategy, 8)
-    assert all(r["replies"] == expected_replies and r["failed-replies"] == 0 for r in rows[1:])
     assert ratios == ({0.125, 0.25, 0.5, 1.0} if strategy == "resource-adaptive" else {1.0})
     # bytes are measured per message; a round's total covers every client's traffic
     for row in rows[1:]:
         per_client = [c for c in clients if int(c["round"]) == row["round"]]
         assert row["bytes-down"] >= sum(int(c["bytes-down"]) for c in per_client) > 0
         assert row["bytes-up"] >= sum(int(c["bytes-up"]) for c in per_client) > 0
-    estimator = json.loads((run_dir / "config.json").read_text())["estimator"]
-    assert estimator == {"fednest-aid": "neumann", "f2sa": "f2sa"}.get(strategy, "finite-difference")
+    config = json.loads((run_dir / "config.json").read_text())
+    estimator = {"fednest-aid": "neumann", "f2sa": "f2sa"}.get(strategy, "finite-difference")
+    assert config["estimator"] == estimator
+    assert config["algorithm"] == algorithm and config["sources"]["algorithm"] == "user"
     if task == "hyper-cleaning":
+        assert config["outer-lr"] == 100.0 and config["sources"]["outer-lr"] == "task default"
         assert {"detection-precision", "detection-recall", "detection-f1"} <= set(rows[-1])
         # x holds one weight per training sample, each owned by one client: covered once when
         # every client trains, and the samples of the idle clients are not covered at all
