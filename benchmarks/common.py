@@ -70,7 +70,7 @@ class Job:
 def curve_of(result: Run) -> list[dict[str, float]]:
     """Per round: test accuracy, the mean accuracy on the upper half of the classes (the weak
     clients' classes in a budget-correlated split), cumulative client GFLOPs and MB sent + received,
-    and the round's coverage (C_x*, C_y*, share of x trained)."""
+    and the round's coverage (C_x*, C_y*, share of x trained) and detection F1 (hyper-cleaning)."""
     curve, flops, traffic = [], 0, 0
     for row in result.rows:
         flops += row.get("client-flops", 0)
@@ -80,7 +80,8 @@ def curve_of(result: Run) -> list[dict[str, float]]:
         curve.append({"round": row["round"], "accuracy": row["test-accuracy"],
                       "upper-classes-accuracy": statistics.mean(upper) if upper else float("nan"),
                       "gflops": flops / 1e9, "mb": traffic / 2**20,
-                      **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction")
+                      **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction",
+                                   "detection-f1")
                          if k in row}})
     return curve
 

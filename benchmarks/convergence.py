@@ -44,8 +44,7 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("masks-importance", {"mask-policy": "importance"}),
     ("masks-coverage", {"mask-policy": "coverage"}),
 ]
-HYPER_CLEANING = {"task": "hyper-cleaning", "label-noise": 0.5, "mu": 0.01, "outer-lr": 100.0,
-                  "v-lr": 0.1, "v-steps": 10}
+HYPER_CLEANING = {"task": "hyper-cleaning", "label-noise": 0.5}  # with the task's defaults
 # task -> (config, reference algorithm, clients, clients sampled per round)
 TASKS: dict[str, tuple[dict[str, Any], str, int, int]] = {
     "hyper-representation": ({}, "rabo", 10, 10),

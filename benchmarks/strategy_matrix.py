@@ -23,7 +23,7 @@ STRATEGIES = ("resource-adaptive", "full-model", "drop-weak", "fednest-aid", "f2
               "tests.toy_strategy:ToyAverage")
 TASKS = {
     "hyper-representation": "",
-    "hyper-cleaning": "task='hyper-cleaning' label-noise=0.5 mu=0.01 outer-lr=100.0 v-lr=0.1 v-steps=10",
+    "hyper-cleaning": "task='hyper-cleaning' label-noise=0.5",  # the task's defaults do the rest
 }
 LAYOUT = ("config.json", "versions.json", "metrics.json", "metrics.csv", "clients.csv", "summary.json",
           "plot.png", "model.pt", "checkpoint.pt")
