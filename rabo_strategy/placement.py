@@ -15,7 +15,9 @@ C_x* and C_y* are the minima of these counts over the layers of role x and y (a 
 covered at least as often as its row of the weight matrix, so it never sets the minimum).
 
 :func:`place` maximises (C_x*, C_y*) lexicographically (``objective='x-first'``) or (C_y*, C_x*)
-(``'y-first'``), with fewer coordinates at each minimum as the next criteria. It is a heuristic:
+(``'y-first'``), then fewer coordinates at each minimum; a final pass keeps (C_x*, C_y*) and
+raises the minimum coverage of the layers' output units, so that no channel is left untrained
+where the budgets allow. It is a heuristic:
 a greedy construction (largest client first, each window where it raises the objective most)
 followed by best-response local search (move one window at a time while the objective strictly
 improves) from that start, from the wrap-around placement and from ``RESTARTS`` seeded random ones,
@@ -40,7 +42,7 @@ from tasks import LayerSpec
 
 Objective = Literal["x-first", "y-first"]
 COVERAGE_OBJECTIVES: tuple[Objective, ...] = ("x-first", "y-first")
-Score = tuple[int, int, int, int]
+Score = tuple[int, ...]
 
 
 def kept_units(width: int, ratio: float) -> int:
@@ -151,6 +153,7 @@ class _Search:
         self.pairs = {j: np.zeros((self.widths[b.out], self.widths[b.inp]), dtype=np.int64)
                       for j, b in enumerate(self.blocks) if b.out is not None and b.inp is not None}
         self._windows: dict[tuple[int, int], np.ndarray] = {}
+        self.units_first = False
 
     def windows(self, p: int, keep: int) -> np.ndarray:
         if (p, keep) not in self._windows:
@@ -206,9 +209,15 @@ class _Search:
         return low, scale * (units == low[:, None]).sum(axis=1)
 
     def scores(self, n: int | None = None, p: int | None = None) -> np.ndarray:
-        """Rows of (first minimum, second minimum, -entries at the first, -entries at the second)."""
+        """Rows of (first minimum, second minimum, -entries at the first minimum, -entries at the
+        second, first units' minimum, second units' minimum, -units at the first units' minimum,
+        -units at the second's); with ``units_first`` the unit criteria come right after the minima
+        (the final polish: the fewest clients on any output unit, and fewer units there, since a
+        unit nobody trains is a dead channel)."""
         size = self.widths[p] if p is not None else 1
         low = {r: np.full(size, self.n, dtype=np.int64) for r in ("x", "y")}
+        units = {r: np.full(size, self.n, dtype=np.int64) for r in ("x", "y")}
+        at_units = {r: np.zeros(size, dtype=np.int64) for r in ("x", "y")}
         count = {r: np.zeros(size, dtype=np.int64) for r in ("x", "y")}
         for j, b in enumerate(self.blocks):
             m, c = self._block_low(j, b, n, p)
@@ -216,12 +225,25 @@ class _Search:
             r = b.role
             count[r] = np.where(m < low[r], c, np.where(m == low[r], count[r] + c, count[r]))
             low[r] = np.minimum(low[r], m)
+            if b.out is not None:
+                own = self.units[b.out][None]
+                if p is not None and n is not None and b.out == p:
+                    own = own + self.windows(p, int(self.keep[n, p]))
+                u_low = own.min(axis=1)
+                u_at = (own == u_low[:, None]).sum(axis=1)
+                u_low, u_at = np.broadcast_to(u_low, size), np.broadcast_to(u_at, size)
+                at_units[r] = np.where(u_low < units[r], u_at,
+                                       np.where(u_low == units[r], at_units[r] + u_at, at_units[r]))
+                units[r] = np.minimum(units[r], u_low)
         a, z = self.roles
-        return np.stack([low[a], low[z], -count[a], -count[z]], axis=1)
+        if self.units_first:
+            return np.stack([low[a], low[z], units[a], units[z], -at_units[a], -at_units[z],
+                             -count[a], -count[z]], axis=1)
+        return np.stack([low[a], low[z], -count[a], -count[z], units[a], units[z], -at_units[a],
+                         -at_units[z]], axis=1)
 
     def score(self) -> Score:
-        s = self.scores()[0]
-        return int(s[0]), int(s[1]), int(s[2]), int(s[3])
+        return tuple(int(v) for v in self.scores()[0])  # type: ignore[return-value]
 
     def best_start(self, n: int, p: int, prefer: int) -> tuple[int, np.ndarray]:
         """The start that scores best for client n's window in layer p (n's window in p taken out);
@@ -229,7 +251,7 @@ class _Search:
         scores = self.scores(n, p)
         width = self.widths[p]
         distance = (np.arange(width) - prefer) % width
-        order = np.lexsort((distance, -scores[:, 3], -scores[:, 2], -scores[:, 1], -scores[:, 0]))
+        order = np.lexsort((distance, *(-scores[:, k] for k in reversed(range(scores.shape[1])))))
         return int(order[0]), scores
 
     def improve(self, max_sweeps: int = 50) -> None:
@@ -314,6 +336,8 @@ def _place(layers: tuple[LayerSpec, ...], ratios: tuple[float, ...], objective: 
         if best.score()[:2] == target:
             break
     assert best is not None
+    best.units_first = True  # polish: keep (C_x*, C_y*), leave no output unit untrained if possible
+    best.improve()
     low = best.scores()[0]
     c = (int(low[0]), int(low[1])) if objective == "x-first" else (int(low[1]), int(low[0]))
     starts_array = best.starts.copy()

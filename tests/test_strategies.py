@@ -43,17 +43,18 @@ TASKS = ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_strategy_and_algorithm_works_on_its_defaults(
         tmp_path: Path, task: str, strategy: str, algorithm: str) -> None:
-    """Defaults only (plus the label noise hyper-cleaning requires): 4 nodes, 2 rounds on sklearn
+    """Defaults only (plus the label noise hyper-cleaning requires): 4 nodes, 3 rounds on sklearn
     digits. Every round has valid replies and none rejected, the model stays finite, and the test
-    accuracy ends at least 20 points above chance (10 classes)."""
-    run_config = {"dataset": "sklearn-digits", "num-server-rounds": 2, "profile": False,
+    accuracy ends at least 20 points above chance (10 classes; the first rounds are noisy: RAFBO
+    on the CNN went 37 % -> 20 % -> 66 %)."""
+    run_config = {"dataset": "sklearn-digits", "num-server-rounds": 3, "profile": False,
                   "results-dir": str(tmp_path), "task": task, "strategy": strategy, "algorithm": algorithm,
                   **({"label-noise": 0.5} if task == "hyper-cleaning" else {})}
     run_dir = run(InProcessGrid(client_app, 4, run_config), parse_run_config(run_config))
     for name in RESULT_FILES:
         assert (run_dir / name).stat().st_size > 0, name
     rows = json.loads((run_dir / "metrics.json").read_text())
-    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
     # 4 nodes on ratio levels 1, 1/2, 1/4, 1/8: one of them has ratio 1
     expected_replies = {"drop-weak": 1}.get(strategy, 4)
     assert all(r["replies"] == expected_replies and r["failed-replies"] == 0 for r in rows[1:])
