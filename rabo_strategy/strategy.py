@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -126,6 +127,7 @@ class ResourceAdaptiveBilevel(Strategy):
             RABO) has a larger L2 norm in any part is rejected.
         momentum_scope: ``"covered"`` or ``"all"`` (see ``MOMENTUM_SCOPES``; RABO only).
         query_timeout: seconds to wait for node profiles.
+        node_wait_timeout: seconds to wait for ``min_available_nodes`` to connect before the run stops.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class ResourceAdaptiveBilevel(Strategy):
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
         min_successful_replies: int = 1, max_update_norm: float = float("inf"),
         client_config: Mapping[str, ConfigRecordValues] | None = None, query_timeout: float = 120.0,
+        node_wait_timeout: float = 600.0,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm '{algorithm}'; allowed: {', '.join(ALGORITHMS)}")
@@ -166,6 +169,9 @@ class ResourceAdaptiveBilevel(Strategy):
         self.max_update_norm = max_update_norm
         self.client_config = dict(client_config or {})
         self.query_timeout = query_timeout
+        self.node_wait_timeout = node_wait_timeout
+        self.accepted_nodes: set[int] = set()
+        """The nodes whose reply the last ``aggregate_train`` accepted (clients.csv keeps only these)."""
         self.profiles: dict[int, NodeProfile] = {}
         self._owned: dict[int, dict[str, np.ndarray]] = {}
         self._sent: dict[int, _Sent] = {}
@@ -237,8 +243,8 @@ class ResourceAdaptiveBilevel(Strategy):
                 index = {k: sent.index[k.split(":", 1)[1]] for k in values}
                 if "held-classes" in metrics:
                     values, index = self._held_rows_only(values, index, metrics["held-classes"])
-            except (ValueError, KeyError, TypeError) as err:  # whatever a malformed reply raises
-                failures[node] = str(err)
+            except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
+                failures[node] = f"{type(err).__name__}: {err}"
                 continue
             acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
             accepted.append((sent, metrics))
@@ -247,6 +253,7 @@ class ResourceAdaptiveBilevel(Strategy):
         for node, reason in sorted(failures.items()):
             log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, reason)
 
+        self.accepted_nodes = {sent.profile.node_id for sent, _ in accepted}
         round_metrics = self._round_metrics(server_round, acc, accepted, len(failures))
         if len(accepted) < self.min_successful_replies:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
@@ -286,7 +293,13 @@ class ResourceAdaptiveBilevel(Strategy):
         return ratio
 
     def _sample(self, grid: Grid, server_round: int) -> list[int]:
+        deadline = time.monotonic() + self.node_wait_timeout
         while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"min-available-nodes={self.min_available_nodes} but only {len(nodes)} node(s) "
+                    f"connected within {self.node_wait_timeout:g} s (round-timeout); lower "
+                    "min-available-nodes or start more SuperNodes")
             log(INFO, "Waiting for nodes: %d connected, %d required", len(nodes),
                 self.min_available_nodes)
             time.sleep(1.0)
@@ -314,7 +327,7 @@ class ResourceAdaptiveBilevel(Strategy):
                 profile = resolve_profile(node, reply.content[PROFILE], self.ratio_levels)
                 self._owned[node] = dict(self.owned(profile))
                 self.profiles[node] = profile
-            except (KeyError, ValueError) as err:
+            except (KeyError, ValueError, TypeError) as err:
                 log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
                 continue
             profile = self.profiles[node]
@@ -338,8 +351,8 @@ class ResourceAdaptiveBilevel(Strategy):
             raise ValueError(f"reply lacks the '{ARRAYS}' or '{METRICS}' record")
         metrics = content.metric_records[METRICS]
         examples = metrics.get("num-examples")
-        if not isinstance(examples, (int, float)) or examples <= 0:
-            raise ValueError(f"num-examples={examples!r} is not a positive number")
+        if not isinstance(examples, (int, float)) or not math.isfinite(examples) or examples <= 0:
+            raise ValueError(f"num-examples={examples!r} is not a positive finite number")
         received = unpack(content.array_records[ARRAYS])
         values: dict[str, np.ndarray] = {}
         for part in parts:
@@ -352,6 +365,9 @@ class ResourceAdaptiveBilevel(Strategy):
                 expected = sent.index[name].shape(reference[name].shape)
                 if value.shape != expected:
                     raise ValueError(f"{part}:{name} has shape {value.shape}, expected {expected}")
+                if value.dtype != reference[name].dtype:
+                    raise ValueError(f"{part}:{name} has dtype {value.dtype}, "
+                                     f"expected {reference[name].dtype}")
                 if not np.all(np.isfinite(value)):
                     raise ValueError(f"{part}:{name} contains NaN or Inf")
                 update = value if part == "h" else value - sent.index[name].take(reference[name])
@@ -427,9 +443,12 @@ class ResourceAdaptiveBilevel(Strategy):
             "failed-replies": failed,
             "num-examples": int(total),
         }
+        server_keys = set(out)
         for _, metrics in accepted:
             weight = float(metrics["num-examples"]) / total  # type: ignore[arg-type]
             for key, value in metrics.items():
-                if key not in ("num-examples", "partition-id") and isinstance(value, (int, float)):
-                    out[key] = out.get(key, 0.0) + weight * float(value)
+                if (key in server_keys or key in ("partition-id",) or isinstance(value, bool)
+                        or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                    continue  # the server's own figures and identity keys are never a client's to set
+                out[key] = out.get(key, 0.0) + weight * float(value)
         return MetricRecord(out)

@@ -50,7 +50,7 @@ class RunConfig(BaseModel):
     ``sources`` says, per key, where its value came from.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               alias_generator=lambda n: n.replace("_", "-"))
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
 
@@ -107,7 +107,7 @@ class RunConfig(BaseModel):
     max_update_norm: PositiveFloat = 1000.0
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # execution and output
-    seed: int = 0
+    seed: NonNegativeInt = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
     profile_memory: bool = True

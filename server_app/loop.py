@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from logging import INFO
 
@@ -18,9 +19,12 @@ def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]]) ->
     """One train reply as a row of clients.csv: node, bytes, and the numbers it reported."""
     node = reply.metadata.src_node_id
     down, up = traffic.get(node, (0, 0))
-    row: Row = {"round": rnd, "node-id": node, "bytes-down": down, "bytes-up": up}
-    for record in reply.content.metric_records.values():
-        row.update({k: v for k, v in record.items() if isinstance(v, (int, float))})
+    row: Row = {}
+    for record in reply.content.metric_records.values():  # finite numbers only
+        row.update({k: v for k, v in record.items() if isinstance(v, (int, float))
+                    and not isinstance(v, bool) and math.isfinite(v)})
+    # the identity columns are the server's: a client's metrics cannot overwrite them
+    row.update({"round": rnd, "node-id": node, "bytes-down": down, "bytes-up": up})
     return row
 
 
@@ -51,7 +55,11 @@ def run_rounds(
             row.update({f"federated-{k}": v for k, v in dict(federated or {}).items()})
         row.update(dict(evaluate(rnd, arrays)))
         traffic = grid.take()
-        clients = [client_row(rnd, r, traffic) for r in replies if not r.has_error()]
+        # rows for the replies the strategy accepted (all non-error replies for a strategy that
+        # does not say which it accepted)
+        accepted = getattr(strategy, "accepted_nodes", None)
+        clients = [client_row(rnd, r, traffic) for r in replies if not r.has_error()
+                   and (accepted is None or r.metadata.src_node_id in accepted)]
         row["bytes-down"] = sum(down for down, _ in traffic.values())
         row["bytes-up"] = sum(up for _, up in traffic.values())
         row["client-flops"] = sum(int(c.get("flops", 0)) for c in clients)

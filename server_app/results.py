@@ -119,9 +119,11 @@ def cost_by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     keys = ("flops-per-step", "peak-memory-mb", "train-seconds", "bytes-up", "bytes-down")
     groups: dict[float, list[Mapping[str, Any]]] = defaultdict(list)
     for row in client_rows:
-        groups[float(row["resource-ratio"])].append(row)
+        if "resource-ratio" in row:  # a plug-in's client may not report one
+            groups[float(row["resource-ratio"])].append(row)
     summary = {
-        str(ratio): {k: sum(float(r[k]) for r in rows) / len(rows) for k in keys if k in rows[0]}
+        str(ratio): {k: sum(float(r[k]) for r in rows if k in r) / max(sum(k in r for r in rows), 1)
+                     for k in keys if any(k in r for r in rows)}
         for ratio, rows in sorted(groups.items(), reverse=True)
     }
     full = summary.get("1.0")

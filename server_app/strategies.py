@@ -89,4 +89,5 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
         max_update_norm=cfg.max_update_norm,
         client_config=task_shape_config(task.in_shape, task.layers[-1].width),
+        node_wait_timeout=cfg.round_timeout,
     )

@@ -76,6 +76,11 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"num-server-rounds": 2.5}, "'num-server-rounds' = 2.5: Input should be a valid integer"),
         ({"download": "yes"}, "'download' = 'yes': Input should be a valid boolean"),
         ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
+        # inf / NaN used to pass every positive-float check (issue 12, row 8)
+        ({"outer-lr": float("inf")}, "'outer-lr' = inf: Input should be a finite number"),
+        ({"fd-alpha": float("inf")}, "'fd-alpha' = inf: Input should be a finite number"),
+        ({"max-update-norm": float("nan")}, "'max-update-norm' = nan: Input should be a finite number"),
+        ({"seed": -1}, "'seed' = -1: Input should be greater than or equal to 0"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
         ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation', "
                                "'hyper-representation-mlp' or 'hyper-cleaning'"),

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,8 @@ from tasks import HyperRepresentation, split_params
 from .conftest import FAST_CONFIG
 
 TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, conv1=4, conv2=6, fc1=8)
-GARBAGE = ("nan", "inf", "shape", "missing-record", "missing-part", "huge", "raise", "zero-examples")
+GARBAGE = ("nan", "inf", "shape", "missing-record", "missing-part", "huge", "raise", "zero-examples",
+           "nan-examples", "inf-examples", "float64", "bool", "corrupt-bytes")
 
 
 def _initial() -> dict[str, dict[str, np.ndarray]]:
@@ -59,10 +60,18 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
             out["v"] = {k: a * 1e9 + 1e6 for k, a in out["v"].items()}
         elif kind == "missing-part":
             del out["v"]
+        elif kind in ("float64", "bool"):
+            out["y"][name] = out["y"][name].astype(np.float64 if kind == "float64" else bool)
         records: dict = {ARRAYS: pack(out)}
+        if kind == "corrupt-bytes":  # bytes numpy cannot read back (was: an uncaught EOFError)
+            array = records[ARRAYS][f"y:{name}"]
+            records[ARRAYS][f"y:{name}"] = Array(array.dtype, array.shape, array.stype, b"\x93NUMPY garbage")
         if kind != "missing-record":
-            examples = 0 if kind == "zero-examples" else 5 + pid
-            records[METRICS] = MetricRecord({"num-examples": examples})
+            examples = {"zero-examples": 0, "nan-examples": float("nan"),
+                        "inf-examples": float("inf")}.get(kind, 5 + pid)
+            # every client also claims the server's own round figures (they must not stick)
+            records[METRICS] = MetricRecord({"num-examples": examples, "failed-replies": -10.0,
+                                             "replies": 1e9, "node-id": 7.0})
         return Message(RecordDict(records), reply_to=msg)
 
     return client
@@ -70,9 +79,10 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
 
 def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
               **kwargs: float) -> ResourceAdaptiveBilevel:
+    kwargs = {"min_available_nodes": 1, **kwargs}
     return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy(policy, seed),
                                    outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
-                                   min_available_nodes=1, **kwargs)  # type: ignore[arg-type]
+                                   **kwargs)  # type: ignore[arg-type]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -97,6 +107,7 @@ def test_garbage_replies_are_rejected_and_the_rest_aggregated(
     arrays, metrics = strategy.aggregate_train(server_round, replies)
     good_nodes = {1000 + pid for pid in range(len(nodes)) if pid not in garbage}
     assert metrics["failed-replies"] == len(garbage) and metrics["replies"] == len(good_nodes)
+    assert strategy.accepted_nodes == good_nodes
     if not good_nodes:
         assert arrays is None  # the previous global model is kept
         return
@@ -171,3 +182,57 @@ def test_a_node_replying_twice_counts_once() -> None:
     assert metrics["replies"] == 2
     for key in once:
         np.testing.assert_array_equal(once[key].numpy(), twice[key].numpy())
+
+
+def test_a_profile_with_list_values_leaves_the_node_out() -> None:
+    """Was an uncaught TypeError in the profile query (issue 12, row 4)."""
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        profile = {"partition-id": pid, "resource-ratio": [0.5, 0.25] if pid == 0 else 1.0}
+        return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+
+    grid = InProcessGrid(client, 2, {})
+    strategy = _strategy("rafbo")
+    strategy._ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
+    assert set(strategy.profiles) == {1001}
+
+
+def test_too_few_nodes_stop_the_run_instead_of_waiting_forever() -> None:
+    """min-available-nodes above the nodes there are: a clear error after the wait (row 11)."""
+    import pytest
+
+    grid = InProcessGrid(_client("rafbo", [1.0], {}, {}), 1, {})
+    strategy = _strategy("rafbo", min_available_nodes=3, node_wait_timeout=0.5)
+    with pytest.raises(RuntimeError, match="min-available-nodes=3 but only 1 node"):
+        strategy._sample(grid, 1)
+
+
+def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path) -> None:
+    """clients.csv has rows for accepted replies only; a NaN metric and a client's claim on the
+    server's figures (failed-replies, node-id) are dropped, and the run completes (rows 2 and 7)."""
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            return Message(RecordDict({PROFILE: ConfigRecord({"partition-id": pid, "resource-ratio": 1.0})}),
+                           reply_to=msg)
+        out = unpack(msg.content[ARRAYS])
+        if pid == 0:  # rejected: NaN tensor
+            name = next(iter(out["y"]))
+            out["y"][name] = np.full_like(out["y"][name], np.nan)
+        metrics = {"num-examples": 10, "flops": float("nan") if pid == 1 else 5.0, "failed-replies": -10.0,
+                   "node-id": 7.0}
+        if pid != 2:
+            metrics["resource-ratio"] = 1.0  # node 2 reports no ratio (a plug-in's client may not)
+        return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+    config = {**FAST_CONFIG, "num-server-rounds": 2, "results-dir": str(tmp_path), "algorithm": "rafbo"}
+    run_dir = run(InProcessGrid(client, 3, config), parse_run_config(config))
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert all(r["failed-replies"] == 1 and r["replies"] == 2 for r in rows[1:])
+    import csv
+
+    with (run_dir / "clients.csv").open() as handle:
+        clients = list(csv.DictReader(handle))
+    assert sorted({int(c["node-id"]) for c in clients}) == [1001, 1002]
+    assert all(c["flops"] in ("", "5.0") for c in clients)
+    assert json.loads((run_dir / "summary.json").read_text())["final-test-accuracy"] >= 0

@@ -72,9 +72,10 @@ def test_mask_policies() -> None:
     np.testing.assert_array_equal(static(0, 16, 4, 5, 2, None, None), [0, 1, 2, 3])
     np.testing.assert_array_equal(rolling(0, 16, 4, 1, 2, None, None), [0, 1, 2, 3])
     np.testing.assert_array_equal(rolling(0, 16, 4, 15, 2, None, None), [0, 1, 14, 15])  # wraps around
-    np.testing.assert_array_equal(random_a(0, 16, 4, 3, 2, None, None), random_a(0, 16, 4, 3, 2, None, None))
-    assert not np.array_equal(random_a(0, 16, 4, 3, 2, None, None), random_a(0, 16, 4, 4, 2, None, None))  # per round
-    assert not np.array_equal(random_a(0, 16, 4, 3, 2, None, None), random_b(0, 16, 4, 3, 2, None, None))  # per seed
+    draw = random_a(0, 16, 4, 3, 2, None, None)
+    np.testing.assert_array_equal(draw, random_a(0, 16, 4, 3, 2, None, None))
+    assert not np.array_equal(draw, random_a(0, 16, 4, 4, 2, None, None))  # per round
+    assert not np.array_equal(draw, random_b(0, 16, 4, 3, 2, None, None))  # per seed
     assert [kept_units(16, r) for r in (1, 0.5, 0.25, 0.125, 0.01)] == [16, 8, 4, 2, 1]
     with pytest.raises(ValueError, match="allowed: static, rolling, random, importance, coverage"):
         make_mask_policy("dropout", 0)
