@@ -21,6 +21,7 @@ A plug-in ``package.module:ClassName`` must name a subclass of Flower's
 when the class defines that classmethod, else with ``ClassName()``. It receives the global
 arrays (keys ``x:<param>``, ``y:<param>``, ``v:<param>``) and must return arrays with the same
 keys (our ClientApp replies with the full model when a message carries no widths), as FedAvg does.
+Its train replies are checked first (:class:`server_app.validation.ValidatedReplies`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rabo_strategy.wire import task_shape_config
 from tasks import BilevelTask
 
 from .config import ConfigError, RunConfig
+from .validation import ValidatedReplies
 
 SIZING = {"resource-adaptive": "resource-adaptive", "full-model": "full-model",
           "drop-weak": "drop-weak", "fednest-aid": "full-model", "f2sa": "full-model"}
@@ -65,11 +67,13 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         cls = load_plugin(cfg.strategy)
         factory = getattr(cls, "from_run_config", None)
         try:
-            return factory(cfg, task) if callable(factory) else cls()
+            plugin = factory(cfg, task) if callable(factory) else cls()
         except TypeError as err:
             raise ConfigError(f"invalid run config: 'strategy' = {cfg.strategy!r} cannot be built with "
                               f"no arguments ({err}); give the class a classmethod "
                               "from_run_config(cfg, task)") from None
+        # the built-in strategy's reply checks, for the plug-in too (server_app/validation.py)
+        return ValidatedReplies(plugin, cfg.max_update_norm)
 
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:

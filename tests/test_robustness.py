@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -236,3 +236,33 @@ def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path
     assert sorted({int(c["node-id"]) for c in clients}) == [1001, 1002]
     assert all(c["flops"] in ("", "5.0") for c in clients)
     assert json.loads((run_dir / "summary.json").read_text())["final-test-accuracy"] >= 0
+
+
+def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
+    """One NaN reply used to make a plug-in FedAvg's model NaN (issue 12, row 6): now it is
+    skipped and counted, and the model is the average of the other replies."""
+    import torch
+
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        arrays = msg.content.array_records["arrays"]
+        out = {k: a.numpy() + 0.01 * (pid + 1) for k, a in arrays.items()}
+        if pid == 0:
+            out[next(iter(out))] = np.full_like(out[next(iter(out))], np.nan)
+        if pid == 1:  # and one reply with a float64 model
+            out = {k: v.astype(np.float64) for k, v in out.items()}
+        record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in out.items()})
+        return Message(RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 10})}),
+                       reply_to=msg)
+
+    config = {**FAST_CONFIG, "num-server-rounds": 2, "results-dir": str(tmp_path),
+              "strategy": "tests.toy_strategy:ToyAverage", "min-train-nodes": 4, "min-available-nodes": 4}
+    run_dir = run(InProcessGrid(client, 4, config), parse_run_config(config))
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    assert all(r["failed-replies"] == 2 and r["replies"] == 2 for r in rows[1:])
+    parts = torch.load(run_dir / "model.pt")["parts"]
+    assert all(torch.isfinite(t).all() for part in parts.values() for t in part.values())
+    import csv
+
+    with (run_dir / "clients.csv").open() as handle:
+        assert sorted({int(c["node-id"]) for c in csv.DictReader(handle)}) == [1002, 1003]
