@@ -15,7 +15,7 @@ from client_app.local import resolve_device
 from rabo_strategy.wire import pack, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, check_parts, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
 from .loop import Row, run_rounds
@@ -56,7 +56,12 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     arrays, task = initial_arrays(cfg)
     strategy = build_strategy(cfg, task)
     grid = MeteredGrid(grid)
-    evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), resolve_device(cfg.device))
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError as err:
+        raise ConfigError(f"invalid run config: 'device' = {cfg.device!r}: {err} (the server); "
+                          "use device='auto' or 'cpu'") from None
+    evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device)
     name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}
     if cfg.describe_defaults():
@@ -68,12 +73,18 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     if cfg.resume_from:
         run_dir = Path(cfg.resume_from).expanduser().resolve()
         checkpoint = load_checkpoint(run_dir, config)
+        check_parts(run_dir, checkpoint.parts, unpack(arrays))
         arrays, rows, client_rows = pack(checkpoint.parts), checkpoint.rows, checkpoint.client_rows
         if hasattr(strategy, "load_state"):
             strategy.load_state(checkpoint.strategy_state)
         log(INFO, "Resuming %s after round %d", run_dir, checkpoint.round)
     else:
-        run_dir = make_run_dir(cfg.results_dir, name)
+        try:
+            run_dir = make_run_dir(cfg.results_dir, name)
+        except OSError as err:
+            reason = f"{type(err).__name__}: {err.strerror or err}"
+            raise ConfigError(f"invalid run config: 'results-dir' = {cfg.results_dir!r}: cannot create "
+                              f"the run directory there ({reason})") from None
         rows = [{"round": 0, "elapsed-seconds": 0.0, **dict(evaluate(0, arrays))}]
         log(INFO, "round 0 (initial model): test accuracy %.4f", rows[0]["test-accuracy"])
     write_json(run_dir / "config.json", {**config, "sources": cfg.sources})

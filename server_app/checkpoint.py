@@ -47,7 +47,15 @@ def load_checkpoint(run_dir: Path, config: Mapping[str, Any]) -> Checkpoint:
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"resume-from='{run_dir}': no {CHECKPOINT} there")
-    checkpoint = Checkpoint(**convert_arrays(torch.load(path, weights_only=True), np.ndarray))
+    try:
+        checkpoint = Checkpoint(**convert_arrays(torch.load(path, weights_only=True), np.ndarray))
+        int(checkpoint.round)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one message, not a traceback
+        first = str(err).splitlines()[0][:200] if str(err) else ""
+        raise CheckpointError(f"resume-from='{run_dir}': {CHECKPOINT} cannot be read "
+                              f"({type(err).__name__}: {first}); "
+                              "it is damaged or not a checkpoint of this app: resume from another run "
+                              "directory or start a new run") from None
     changed = sorted(
         k for k in set(config) | set(checkpoint.config)
         if k not in RESUMABLE_CHANGES and config.get(k) != checkpoint.config.get(k)
@@ -58,3 +66,21 @@ def load_checkpoint(run_dir: Path, config: Mapping[str, Any]) -> Checkpoint:
         raise CheckpointError(f"resume-from='{run_dir}': the config differs from the checkpoint's: "
                               f"{details}")
     return checkpoint
+
+
+def check_parts(run_dir: Path, parts: Mapping[str, Mapping[str, Any]],
+                model: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """The checkpoint's x, y, v must be the run's model: same keys and shapes, finite values."""
+    for part, tensors in model.items():
+        saved = parts.get(part, {})
+        if set(saved) != set(tensors):
+            raise CheckpointError(f"resume-from='{run_dir}': the checkpoint's {part} has parameters "
+                                  f"{sorted(saved)}, the model {sorted(tensors)}")
+        for name, reference in tensors.items():
+            value = np.asarray(saved[name])
+            if value.shape != reference.shape:
+                raise CheckpointError(f"resume-from='{run_dir}': {part}:{name} has shape {value.shape} "
+                                      f"in the checkpoint, {reference.shape} in the model")
+            if not np.all(np.isfinite(value)):
+                raise CheckpointError(f"resume-from='{run_dir}': {part}:{name} contains NaN or Inf in "
+                                      "the checkpoint; resuming would only repeat the failure")

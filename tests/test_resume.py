@@ -78,3 +78,40 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     context.run_config["resume-from"] = str(tmp_path / "nowhere")
     with pytest.raises(RunStopped, match="no checkpoint.pt there"):
         main(InProcessGrid(client_app, 4, {}), context)
+
+
+def test_damaged_checkpoints_and_unusable_paths_stop_with_one_message(tmp_path: Path) -> None:
+    """Were raw tracebacks, or a resumed run in which every reply failed (issue 12, row 9)."""
+    first = _config(tmp_path, **{"num-server-rounds": 1})
+    run_dir = run(InProcessGrid(client_app, 4, first), parse_run_config(first))
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={**first, "resume-from": str(run_dir)})
+    checkpoint = run_dir / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    # a NaN model: resuming would only fail every round
+    name = next(iter(saved["parts"]["y"]))
+    saved["parts"]["y"][name] = torch.full_like(saved["parts"]["y"][name], float("nan"))
+    torch.save(saved, checkpoint)
+    with pytest.raises(RunStopped, match=f"y:{name} contains NaN or Inf in the checkpoint"):
+        main(InProcessGrid(client_app, 4, {}), context)
+    # a model of another shape
+    saved["parts"]["y"][name] = torch.zeros(3)
+    torch.save(saved, checkpoint)
+    with pytest.raises(RunStopped, match=f"y:{name} has shape"):
+        main(InProcessGrid(client_app, 4, {}), context)
+    # bytes that are no checkpoint at all, and a truncated one
+    for damage in (b"not a checkpoint", checkpoint.read_bytes()[:100]):
+        checkpoint.write_bytes(damage)
+        with pytest.raises(RunStopped, match="checkpoint.pt cannot be read .* damaged or not a checkpoint"):
+            main(InProcessGrid(client_app, 4, {}), context)
+    # results-dir that is a file
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={**first, "results-dir": str(blocker)})
+    with pytest.raises(RunStopped, match="'results-dir' = .*a-file.*cannot create the run directory"):
+        main(InProcessGrid(client_app, 4, {}), context)
+    if not torch.cuda.is_available():
+        context.run_config.update({"results-dir": str(tmp_path), "device": "cuda"})
+        with pytest.raises(RunStopped, match="'device' = 'cuda': .*CUDA is not available"):
+            main(InProcessGrid(client_app, 4, {}), context)
