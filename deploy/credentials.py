@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +24,14 @@ from cryptography.x509.oid import NameOID
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A private key, readable by its owner only from the first byte (no chmod after the fact)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: set it
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -38,6 +47,11 @@ def write_certificates(out: Path, hosts: list[str], days: int = 30) -> None:
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP384R1())
     names: list[x509.GeneralName] = []
@@ -51,20 +65,27 @@ def write_certificates(out: Path, hosts: list[str], days: int = 30) -> None:
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=True,
+                                         key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
             .sign(ca_key, hashes.SHA256()))
     (out / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (out / "server.key").write_bytes(_pem_key(key))
+    _write_private(out / "server.key", _pem_key(key))
 
 
 def write_supernode_keys(out: Path, names: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         key = ec.generate_private_key(ec.SECP384R1())
-        (out / name).write_bytes(key.private_bytes(
+        _write_private(out / name, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption()))
-        (out / name).chmod(0o600)
         (out / f"{name}.pub").write_bytes(key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + f" {name}\n".encode())
 

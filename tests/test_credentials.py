@@ -1,0 +1,57 @@
+"""Deployment credentials: private keys owner-only from creation, certificates a strict verifier accepts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+import threading
+from pathlib import Path
+
+from deploy.credentials import write_certificates, write_supernode_keys
+
+
+def test_private_keys_are_owner_only(tmp_path: Path) -> None:
+    """server.key was written world-readable (0644; issue 12, row 12)."""
+    old = os.umask(0o022)
+    try:
+        write_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
+        write_supernode_keys(tmp_path / "keys", ["sn0"])
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "certs" / "server.key", tmp_path / "keys" / "sn0"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((tmp_path / "keys" / "sn0.pub").stat().st_mode) == 0o644
+
+
+def test_a_strict_x509_verifier_accepts_the_server_certificate(tmp_path: Path) -> None:
+    """The certificates lacked keyUsage / SKI / AKI / EKU, which VERIFY_X509_STRICT (the default
+    from Python 3.13) requires: a TLS handshake with strict verification now succeeds."""
+    certs = tmp_path / "certs"
+    write_certificates(certs, ["127.0.0.1", "localhost"])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(certs / "server.pem", certs / "server.key")
+    client_ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    client_ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    errors: list[Exception] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError) as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() is not None
+        tls.sendall(b"x")
+    thread.join(timeout=10)
+    listener.close()
+    assert not errors
