@@ -353,7 +353,16 @@ class ResourceAdaptiveBilevel(Strategy):
         examples = metrics.get("num-examples")
         if not isinstance(examples, (int, float)) or not math.isfinite(examples) or examples <= 0:
             raise ValueError(f"num-examples={examples!r} is not a positive finite number")
-        received = unpack(content.array_records[ARRAYS])
+        record = content.array_records[ARRAYS]
+        for key, array in record.items():  # sizes checked before any bytes are decoded
+            part, _, name = key.partition(":")
+            if part in parts and name in self._reference(part) and name in sent.index:
+                expected = sent.index[name].shape(self._reference(part)[name].shape)
+                limit = 4 * int(np.prod(expected)) + 1024  # float32 data and the .npy header
+                if tuple(array.shape) != tuple(expected) or len(array.data) > limit:
+                    raise ValueError(f"{key} declares shape {list(array.shape)} and {len(array.data)} "
+                                     f"bytes, expected {list(expected)} (at most {limit} bytes)")
+        received = unpack(record)
         values: dict[str, np.ndarray] = {}
         for part in parts:
             reference = self._reference(part)

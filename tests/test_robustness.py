@@ -23,7 +23,7 @@ from .conftest import FAST_CONFIG
 
 TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, conv1=4, conv2=6, fc1=8)
 GARBAGE = ("nan", "inf", "shape", "missing-record", "missing-part", "huge", "raise", "zero-examples",
-           "nan-examples", "inf-examples", "float64", "bool", "corrupt-bytes")
+           "nan-examples", "inf-examples", "float64", "bool", "corrupt-bytes", "oversized-bytes")
 
 
 def _initial() -> dict[str, dict[str, np.ndarray]]:
@@ -66,6 +66,10 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
         if kind == "corrupt-bytes":  # bytes numpy cannot read back (was: an uncaught EOFError)
             array = records[ARRAYS][f"y:{name}"]
             records[ARRAYS][f"y:{name}"] = Array(array.dtype, array.shape, array.stype, b"\x93NUMPY garbage")
+        if kind == "oversized-bytes":  # a megabyte behind a small tensor: refused before decoding
+            array = records[ARRAYS][f"y:{name}"]
+            records[ARRAYS][f"y:{name}"] = Array(array.dtype, array.shape, array.stype,
+                                                 array.data + bytes(2**20))
         if kind != "missing-record":
             examples = {"zero-examples": 0, "nan-examples": float("nan"),
                         "inf-examples": float("inf")}.get(kind, 5 + pid)
