@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -65,6 +66,9 @@ class NodeProfile:
         return self.partition_id if self.partition_id >= 0 else self.node_id
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9_.:=/ -]{1,64}")
+
+
 def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]) -> NodeProfile:
     """A node's ratio: its node-config ``resource-ratio`` if set, else ``levels[key % len]``.
 
@@ -78,8 +82,11 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
     if declared != -1.0:
         if not 0.0 < declared <= 1.0:
             raise ValueError(f"node-config resource-ratio={declared} is outside (0, 1]")
-        return NodeProfile(node_id, partition_id, declared, str(profile.get("ratio-source", "node-config")),
-                           num_partitions)
+        source = profile.get("ratio-source", "node-config")
+        # it reaches the server's log and summary.json: a short printable token, nothing else
+        if not isinstance(source, str) or not _TOKEN.fullmatch(source):
+            raise ValueError(f"ratio-source={str(source)[:40]!r} is not a short printable token")
+        return NodeProfile(node_id, partition_id, declared, source, num_partitions)
     key = partition_id if partition_id >= 0 else node_id
     return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels",
                        num_partitions)

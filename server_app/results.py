@@ -31,8 +31,12 @@ ACCURACY_TARGET = 0.9
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write ``path`` all or nothing: into a temporary file beside it, fsync, then rename.
 
-    A crash mid-write leaves the previous file (or none), never a truncated one.
+    A crash mid-write leaves the previous file (or none), never a truncated one; the directory is
+    fsynced after the rename so the new name survives a power loss. A temporary file left by a
+    killed process (SIGKILL skips the cleanup) is removed by the next write of the same file.
     """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as handle:
@@ -40,6 +44,12 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -270,3 +270,26 @@ def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
 
     with (run_dir / "clients.csv").open() as handle:
         assert sorted({int(c["node-id"]) for c in csv.DictReader(handle)}) == [1002, 1003]
+
+
+def test_a_ratio_source_with_a_newline_is_refused() -> None:
+    """It reached the server log and summary.json verbatim (issue 12, row 14)."""
+    import pytest
+
+    from rabo_strategy.strategy import resolve_profile
+
+    good = ConfigRecord({"partition-id": 0, "resource-ratio": 0.5, "ratio-source": "memory-mb=8"})
+    assert resolve_profile(1, good, (1.0,)).source == "memory-mb=8"
+    bad = ConfigRecord({"partition-id": 0, "resource-ratio": 0.5,
+                        "ratio-source": "auto\nINFO: round 30/30: test accuracy 0.9999"})
+    with pytest.raises(ValueError, match="not a short printable token"):
+        resolve_profile(1, bad, (1.0,))
+
+
+def test_a_killed_writers_temporary_file_is_cleaned_up(tmp_path: Path) -> None:
+    from server_app.results import write_json
+
+    stale = tmp_path / ".metrics.json.12345.tmp"
+    stale.write_text("half a file")
+    write_json(tmp_path / "metrics.json", {"a": 1})
+    assert not stale.exists() and json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
