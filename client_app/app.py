@@ -52,14 +52,16 @@ def query(msg: Message, context: Context) -> Message:
             "resource-ratio": -1.0,
         })
         from_budget = node.resource_ratio == "auto" or node.memory_mb is not None
-        if node.data_path or from_budget:
-            # load the data now: a missing or malformed file is reported here, not every round
-            cfg = parse_run_config(context.run_config)
-            task = _task(cfg, msg.content[CONFIG])
-            if node.data_path and task.sample_params:
-                raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
-                                 "partitions: it cannot train on a node's own data-path")
-            data = _local_data(cfg, node)
+        # load and check the data now: a missing, malformed or unusable dataset (or a node with
+        # neither data-path nor partition) is reported here and the node left out, not sampled to
+        # fail every round
+        cfg = parse_run_config(context.run_config)
+        task = _task(cfg, msg.content[CONFIG])
+        if node.data_path and task.sample_params:
+            raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
+                             "partitions: it cannot train on a node's own data-path")
+        data = _local_data(cfg, node)
+        check_data(data, task.in_shape, task.layers[-1].width)
         if isinstance(node.resource_ratio, float):
             profile["resource-ratio"] = node.resource_ratio
         elif from_budget:
@@ -71,6 +73,24 @@ def query(msg: Message, context: Context) -> Message:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return Message(RecordDict({PROFILE: ConfigRecord({"error": str(err)})}), reply_to=msg)
     return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+
+
+def check_data(data: ClientData, in_shape: tuple[int, ...], num_classes: int) -> None:
+    """Raise ValueError naming what makes a node's data unusable for the run's model."""
+    for split, batch in (("train", data.train), ("val", data.val)):
+        inputs, labels = batch.inputs, batch.labels
+        if len(labels) == 0:
+            raise ValueError(f"the node's {split} split is empty")
+        if tuple(inputs.shape[1:]) != tuple(in_shape):
+            raise ValueError(f"{split} inputs have shape {list(inputs.shape[1:])}, the model takes "
+                             f"{list(in_shape)}")
+        if not torch.isfinite(inputs).all():
+            raise ValueError(f"{split} inputs contain NaN or Inf")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"{split} labels span [{int(labels.min())}, {int(labels.max())}], the "
+                             f"model has classes 0..{num_classes - 1}")
+    if float(data.train.inputs.std()) == 0.0:
+        raise ValueError("train inputs are constant: nothing to learn from")
 
 
 def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> None:

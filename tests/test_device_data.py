@@ -33,14 +33,26 @@ def test_nodes_train_on_their_own_files(tmp_path: Path) -> None:
     (bad := tmp_path / "bad.npz").write_bytes(b"not a zip file")
     files.append(bad)
     files.append(_write_digits(tmp_path / "wrong-shape.npz", slice(0, 50), shape=(28, 28)))
+    # unusable data: NaN pixels, a label the model has no class for, constant images (issue 12,
+    # row 10: these nodes were sampled and failed every round)
+    digits = load_digits()
+    images, labels = (digits.images[:60] / 16.0).astype(np.float32), digits.target[:60].copy()
+    nan_images = images.copy()
+    nan_images[3, 0, 0] = np.nan
+    unusable = (("nan", nan_images, labels), ("label-10", images, np.where(labels == 0, 10, labels)),
+                ("constant", np.zeros_like(images), labels))
+    for name, imgs, labs in unusable:
+        np.savez(tmp_path / f"{name}.npz", images=imgs, labels=labs)
+        files.append(tmp_path / f"{name}.npz")
     config = {**FAST_CONFIG, "results-dir": str(tmp_path / "results")}
     node_configs = [{"data-path": str(f), "resource-ratio": 1.0} for f in files]
-    grid = InProcessGrid(client_app, len(files), config, node_configs=node_configs, partitioned=False)
+    node_configs.append({"resource-ratio": 1.0})  # neither data-path nor partition
+    grid = InProcessGrid(client_app, len(node_configs), config, node_configs=node_configs, partitioned=False)
     run_dir = run(grid, parse_run_config(config))
     nodes = json.loads((run_dir / "summary.json").read_text())["nodes"]
-    assert len(nodes) == 5  # missing and malformed files: left out at the profile query
+    assert len(nodes) == 4  # every unusable node left out at the profile query, with its reason
     rows = json.loads((run_dir / "metrics.json").read_text())
-    assert all(r["replies"] == 4 and r["failed-replies"] == 1 for r in rows[1:])  # wrong shape
+    assert all(r["replies"] == 4 and r["failed-replies"] == 0 for r in rows[1:])
     assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
 
 
