@@ -18,8 +18,22 @@ NODE_PORT=${SUPERNODE_PORT:-9210}
 IFS=';' read -r -a BUDGETS <<< "${BUDGETS:-resource-ratio=1.0;resource-ratio=0.5;memory-mb=16}"
 export FLWR_HOME=${FLWR_HOME:-$HOME/.flwr} FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 
+# A PID from our files is ours only if that process is still a Flower process we started.
+ours() {
+  local pid=$1
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
+    && ps -p "$pid" -o command= 2>/dev/null | grep -q -E 'flower-(superlink|supernode)'
+}
+
 start() {
-  local insecure=${1:-}
+  local insecure=${1:-} pid_file
+  for pid_file in "$DIR"/pids/*.pid; do  # double-start guard
+    [[ -f $pid_file ]] || continue
+    if ours "$(cat "$pid_file")"; then
+      echo "already running ($pid_file): run '$0 stop' first" >&2; exit 1
+    fi
+    rm -f "$pid_file"  # stale: that process is gone
+  done
   mkdir -p "$DIR/pids" "$DIR/logs" "$FLWR_HOME"
   local n=${#BUDGETS[@]} names=() link_tls=() node_tls=() i
   for ((i = 0; i < n; i++)); do names+=("sn$i"); done
@@ -35,10 +49,19 @@ start() {
   echo $! > "$DIR/pids/superlink.pid"
   local scheme=https curl_tls=(--cacert "$DIR/certs/ca.crt")
   [[ $insecure == --insecure ]] && { scheme=http; curl_tls=(); }
+  local healthy=""
   for _ in $(seq 1 100); do
-    curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$LINK_PORT/health" > /dev/null && break
+    if curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$LINK_PORT/health" > /dev/null; then
+      healthy=1; break
+    fi
     sleep 0.3
   done
+  if [[ -z $healthy ]]; then  # fail loudly, not with SuperNodes that cannot connect
+    echo "the SuperLink did not become healthy on port $LINK_PORT within 30 s; its log:" >&2
+    tail -n 20 "$DIR/logs/superlink.log" >&2
+    stop > /dev/null
+    exit 1
+  fi
   # The flwr CLI's connection entry (flwr run . rabo-local).
   python - "$FLWR_HOME/config.toml" "$LINK_PORT" "$insecure" "$(realpath "$DIR")" <<'PY'
 import re, sys
@@ -69,9 +92,13 @@ stop() {
   for pid_file in "$DIR"/pids/sn*.pid "$DIR"/pids/superlink.pid; do  # SuperNodes first
     [[ -f $pid_file ]] || continue
     pid=$(cat "$pid_file")
+    rm -f "$pid_file"
+    if ! ours "$pid"; then  # gone, or the PID now belongs to another program: leave it alone
+      echo "skipping $pid_file: process $pid is not a running Flower process" >&2
+      continue
+    fi
     children+=($(pgrep -P "$pid" || true))  # their flower-superexec helpers
     kill -TERM "$pid" 2>/dev/null || true
-    rm -f "$pid_file"
   done
   sleep 1
   for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

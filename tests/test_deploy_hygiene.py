@@ -55,3 +55,29 @@ def test_a_strict_x509_verifier_accepts_the_server_certificate(tmp_path: Path) -
     thread.join(timeout=10)
     listener.close()
     assert not errors
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "localhost.sh"
+
+
+def test_localhost_script_checks_its_pid_files(tmp_path: Path) -> None:
+    """stop killed whatever PID its files held; start had no double-start guard (row 12)."""
+    import subprocess
+    import sys
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "DEPLOY_DIR": str(tmp_path)}
+    foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "flower-superlink"])
+    try:
+        (pids / "sn0.pid").write_text(str(foreign.pid))  # a reused PID: not ours
+        done = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True)
+        assert "is not a running Flower process" in done.stderr and foreign.poll() is None
+        (pids / "superlink.pid").write_text(str(running.pid))  # one of ours is still up
+        done = subprocess.run(["bash", str(SCRIPT), "start", "--insecure"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "already running" in done.stderr
+    finally:
+        foreign.kill()
+        running.kill()
