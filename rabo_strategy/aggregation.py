@@ -1,18 +1,35 @@
-"""Per-coordinate weighted averaging over the clients that covered each coordinate."""
+"""Per-coordinate aggregation over the clients that covered each coordinate.
+
+``mean`` (the default): the average weighted by num-examples. ``median`` and ``trimmed-mean``
+(robust, unweighted, so an inflated num-examples buys nothing): per coordinate, over the C clients
+that covered it, the median, or the mean after dropping the floor(trim * C) largest and smallest
+values. A coordinate covered by C clients then tolerates floor((C - 1) / 2) (median) or
+floor(trim * C) (trimmed mean) arbitrary values: partial coverage is what limits any
+per-coordinate rule, since a coordinate only one client covers tolerates none.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import numpy as np
 
 from .submodel import SliceIndex
 
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
+
 
 class CoverageAverage:
     """Accumulates sliced client tensors into full-size sums, weights and coverage counts."""
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]],
+                 rule: Literal["mean", "median", "trimmed-mean"] = "mean", trim: float = 0.2) -> None:
+        if rule not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation '{rule}'; allowed: {', '.join(AGGREGATIONS)}")
+        self.rule, self.trim = rule, trim
+        self._clients: list[tuple[Mapping[str, np.ndarray], Mapping[str, SliceIndex]]] = []
         self.sums = {k: np.zeros(s, dtype=np.float64) for k, s in shapes.items()}
         self.weights = {k: np.zeros(s, dtype=np.float64) for k, s in shapes.items()}
         self.counts = {k: np.zeros(s, dtype=np.int64) for k, s in shapes.items()}
@@ -20,6 +37,8 @@ class CoverageAverage:
     def add(self, values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
             weight: float) -> None:
         """Add one client's slices (``values[k]`` sits at ``index[k]``) with ``weight``."""
+        if self.rule != "mean":
+            self._clients.append((values, index))
         for key, value in values.items():
             idx = index[key]
             idx.add_into(self.sums[key], weight * value.astype(np.float64))
@@ -27,14 +46,51 @@ class CoverageAverage:
             idx.add_into(self.counts[key], np.ones(value.shape, dtype=np.int64))
 
     def average(self, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Weighted average where covered; ``previous`` where no client covered a coordinate."""
+        """The rule's value where covered; ``previous`` where no client covered a coordinate."""
         out = {}
         for key, prev in previous.items():
             covered = self.weights[key] > 0
-            avg = np.divide(self.sums[key], self.weights[key], out=np.zeros_like(self.sums[key]),
-                            where=covered)
-            out[key] = np.where(covered, avg, prev).astype(prev.dtype)
+            if self.rule == "mean":
+                value = np.divide(self.sums[key], self.weights[key], out=np.zeros_like(self.sums[key]),
+                                  where=covered)
+            else:
+                value = self._robust(key, prev.shape)
+            out[key] = np.where(covered, value, prev).astype(prev.dtype)
         return out
+
+    def _robust(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Median or trimmed mean per coordinate over the clients that covered it (NaN elsewhere)."""
+        stack = np.full((len(self._clients), *shape), np.nan)
+        for i, (values, index) in enumerate(self._clients):
+            if key in values:
+                value = np.zeros(shape)
+                index[key].add_into(value, values[key].astype(np.float64))
+                mask = np.zeros(shape, dtype=np.int64)
+                index[key].add_into(mask, np.ones(values[key].shape, dtype=np.int64))
+                stack[i] = np.where(mask > 0, value, np.nan)
+        counts = self.counts[key]
+        if not len(self._clients):
+            return np.zeros(shape)
+        ordered = np.sort(stack, axis=0)  # NaN (not covered) sorts last
+        ranks = np.arange(len(self._clients)).reshape(-1, *([1] * len(shape)))
+        if self.rule == "median":
+            low, high = (counts - 1) // 2, counts // 2  # the middle one or two of the C values
+            keep = (ranks == low) | (ranks == high)
+        else:
+            cut = np.floor(self.trim * counts).astype(np.int64)
+            keep = (ranks >= cut) & (ranks < counts - cut)
+        kept = np.where(keep, ordered, 0.0)
+        number = keep.sum(axis=0)
+        return np.divide(kept.sum(axis=0), number, out=np.zeros(shape), where=number > 0)
+
+    def tolerated(self, keys: Iterable[str]) -> int:
+        """The fewest arbitrary client values any coordinate of ``keys`` tolerates under the rule."""
+        low = self.min_coverage(keys)
+        if self.rule == "median":
+            return max((low - 1) // 2, 0)
+        if self.rule == "trimmed-mean":
+            return math.floor(self.trim * low)
+        return 0
 
     def min_coverage(self, keys: Iterable[str]) -> int:
         """C*: the smallest number of clients that covered any coordinate of ``keys``."""

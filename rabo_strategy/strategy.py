@@ -135,6 +135,10 @@ class ResourceAdaptiveBilevel(Strategy):
         momentum_scope: ``"covered"`` or ``"all"`` (see ``MOMENTUM_SCOPES``; RABO only).
         query_timeout: seconds to wait for node profiles.
         node_wait_timeout: seconds to wait for ``min_available_nodes`` to connect before the run stops.
+        aggregation / trim_fraction: the per-coordinate rule (``mean``, ``median``,
+            ``trimmed-mean``; see ``rabo_strategy.aggregation``).
+        max_update_norm_ratio: when > 0, a reply whose update RMS (per coordinate, so submodels of
+            any size compare) exceeds this multiple of the round's median is rejected.
     """
 
     def __init__(
@@ -146,7 +150,8 @@ class ResourceAdaptiveBilevel(Strategy):
         min_train_nodes: int = 2, min_available_nodes: int = 2, seed: int = 0,
         min_successful_replies: int = 1, max_update_norm: float = float("inf"),
         client_config: Mapping[str, ConfigRecordValues] | None = None, query_timeout: float = 120.0,
-        node_wait_timeout: float = 600.0,
+        node_wait_timeout: float = 600.0, aggregation: str = "mean", trim_fraction: float = 0.2,
+        max_update_norm_ratio: float = 0.0,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm '{algorithm}'; allowed: {', '.join(ALGORITHMS)}")
@@ -177,6 +182,8 @@ class ResourceAdaptiveBilevel(Strategy):
         self.client_config = dict(client_config or {})
         self.query_timeout = query_timeout
         self.node_wait_timeout = node_wait_timeout
+        self.aggregation, self.trim_fraction = aggregation, trim_fraction
+        self.max_update_norm_ratio = max_update_norm_ratio
         self.accepted_nodes: set[int] = set()
         """The nodes whose reply the last ``aggregate_train`` accepted (clients.csv keeps only these)."""
         self.profiles: dict[int, NodeProfile] = {}
@@ -233,8 +240,10 @@ class ResourceAdaptiveBilevel(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         parts = REPLY_PARTS[self.algorithm]
         shapes = {f"{part}:{name}": t.shape for part in parts for name, t in self._reference(part).items()}
-        acc = CoverageAverage(shapes)
+        acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
         accepted: list[tuple[_Sent, MetricRecord]] = []
+        parsed: list[tuple[int, _Sent, dict[str, np.ndarray], dict[str, SliceIndex], MetricRecord,
+                           float]] = []
         failures: dict[int, str] = {}
         replied: set[int] = set()
         for msg in replies:
@@ -245,7 +254,7 @@ class ResourceAdaptiveBilevel(Strategy):
             replied.add(node)
             sent = self._sent.get(node)
             try:
-                values, metrics = self._parse_reply(msg, sent, parts)
+                values, metrics, rms = self._parse_reply(msg, sent, parts)
                 assert sent is not None
                 index = {k: sent.index[k.split(":", 1)[1]] for k in values}
                 if "held-classes" in metrics:
@@ -253,6 +262,16 @@ class ResourceAdaptiveBilevel(Strategy):
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failures[node] = f"{type(err).__name__}: {err}"
                 continue
+            parsed.append((node, sent, values, index, metrics, rms))
+        if self.max_update_norm_ratio > 0 and parsed:
+            median = float(np.median([p[-1] for p in parsed]))
+            bound = self.max_update_norm_ratio * median
+            for item in list(parsed):
+                if not item[-1] <= bound:
+                    failures[item[0]] = (f"update RMS {item[-1]:.3g} above max-update-norm-ratio="
+                                         f"{self.max_update_norm_ratio:g} x the round's median {median:.3g}")
+                    parsed.remove(item)
+        for _, sent, values, index, metrics, _ in parsed:
             acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
             accepted.append((sent, metrics))
         for node in self._sent.keys() - replied:
@@ -347,8 +366,9 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def _parse_reply(
         self, msg: Message, sent: _Sent | None, parts: tuple[str, ...]
-    ) -> tuple[dict[str, np.ndarray], MetricRecord]:
-        """The reply's tensors keyed ``part:param``, checked against what was sent."""
+    ) -> tuple[dict[str, np.ndarray], MetricRecord, float]:
+        """The reply's tensors keyed ``part:param``, checked against what was sent, its metrics, and
+        the largest per-coordinate RMS of its parts' updates."""
         if msg.has_error():
             raise ValueError(f"client error: {msg.error.reason}")
         if sent is None:
@@ -371,6 +391,7 @@ class ResourceAdaptiveBilevel(Strategy):
                                      f"bytes, expected {list(expected)} (at most {limit} bytes)")
         received = unpack(record)
         values: dict[str, np.ndarray] = {}
+        rms = 0.0
         for part in parts:
             reference = self._reference(part)
             got = received.get(part, {})
@@ -392,7 +413,9 @@ class ResourceAdaptiveBilevel(Strategy):
             if not np.sqrt(squared_norm) <= self.max_update_norm:
                 raise ValueError(f"update norm of part '{part}' is {np.sqrt(squared_norm):.3g}, "
                                  f"above max-update-norm={self.max_update_norm:g}")
-        return values, metrics
+            size = sum(v.size for v in got.values())
+            rms = max(rms, float(np.sqrt(squared_norm / max(size, 1))))
+        return values, metrics, rms
 
     def _held_rows_only(
         self, values: dict[str, np.ndarray], index: dict[str, SliceIndex], held: object
@@ -457,6 +480,7 @@ class ResourceAdaptiveBilevel(Strategy):
             "coverage-y-fraction": acc.covered_fraction(y_keys),
             "replies": len(accepted),
             "failed-replies": failed,
+            "tolerated-byzantine-min": acc.tolerated([*x_keys, *y_keys]),
             "num-examples": int(total),
         }
         server_keys = set(out)

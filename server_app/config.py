@@ -105,6 +105,9 @@ class RunConfig(BaseModel):
     round_timeout: PositiveFloat = 600.0
     min_successful_replies: PositiveInt = 1
     max_update_norm: PositiveFloat = 1000.0
+    max_update_norm_ratio: Annotated[float, Field(ge=0)] = 0.0
+    aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
+    trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # execution and output
     seed: NonNegativeInt = 0

@@ -93,5 +93,6 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
         max_update_norm=cfg.max_update_norm,
         client_config=task_shape_config(task.in_shape, task.layers[-1].width),
-        node_wait_timeout=cfg.round_timeout,
+        node_wait_timeout=cfg.round_timeout, aggregation=cfg.aggregation, trim_fraction=cfg.trim_fraction,
+        max_update_norm_ratio=cfg.max_update_norm_ratio,
     )

@@ -36,6 +36,36 @@ def test_coverage_average_matches_hand_computation() -> None:
     np.testing.assert_array_equal(acc.counts["w"], [[1, 0], [2, 1], [1, 1]])
 
 
+def test_median_and_trimmed_mean_per_coordinate_over_the_covering_clients() -> None:
+    """Hand-computed: 5 clients over 4 coordinates covered by 5, 4, 2 and 0 of them; weights are
+    ignored by the robust rules (an inflated num-examples buys nothing)."""
+    index = {"b": None}
+    rows = [  # value per coordinate, None = not covered
+        [1.0, 10.0, 3.0, None], [2.0, 20.0, 5.0, None], [3.0, 30.0, None, None],
+        [4.0, 40.0, None, None], [1000.0, None, None, None],
+    ]
+    results = {}
+    for rule in ("median", "trimmed-mean", "mean"):
+        acc = CoverageAverage({"b": (4,)}, rule, trim=0.2)  # type: ignore[arg-type]
+        for k, row in enumerate(rows):
+            kept = np.array([j for j, v in enumerate(row) if v is not None])
+            index["b"] = SliceIndex(kept)
+            acc.add({"b": np.array([row[j] for j in kept])}, dict(index), 1e6 if k == 4 else 1.0)
+        results[rule] = acc.average({"b": np.full(4, -9.0)})["b"]
+        assert acc.tolerated(["b"]) == 0  # one coordinate is not covered at all
+    # median of (1, 2, 3, 4, 1000) = 3; of (10, 20, 30, 40) = 25; of (3, 5) = 4
+    np.testing.assert_allclose(results["median"], [3.0, 25.0, 4.0, -9.0])
+    # trim floor(0.2 * C): C = 5 drops one at each end -> mean(2, 3, 4); C = 4 and 2 drop none
+    np.testing.assert_allclose(results["trimmed-mean"], [3.0, 25.0, 4.0, -9.0])
+    assert results["mean"][0] > 999  # the weighted mean follows the inflated client
+    acc = CoverageAverage({"b": (2,)}, "median")
+    for _ in range(5):
+        acc.add({"b": np.ones(2)}, {"b": SliceIndex(np.arange(2))}, 1.0)
+    assert acc.tolerated(["b"]) == 2
+    with pytest.raises(ValueError, match="unknown aggregation 'mode'; allowed: mean, median, trimmed-mean"):
+        CoverageAverage({"b": (2,)}, "mode")  # type: ignore[arg-type]
+
+
 def _initial() -> dict[str, dict[str, np.ndarray]]:
     torch.manual_seed(0)
     x, y = split_params(TASK.build_model(TASK.full_widths()), TASK.layers)

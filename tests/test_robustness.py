@@ -60,6 +60,10 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
             out["v"] = {k: a * 1e9 + 1e6 for k, a in out["v"].items()}
         elif kind == "missing-part":
             del out["v"]
+        elif kind == "attack":  # a large update, yet under max-update-norm: passes every check
+            sent = unpack(msg.content[ARRAYS])
+            out = {p: {k: sent.get(p, {}).get(k, 0) - 40.0 * (a - sent.get(p, {}).get(k, 0)) if p != "h"
+                       else -40.0 * a for k, a in d.items()} for p, d in out.items()}
         elif kind in ("float64", "bool"):
             out["y"][name] = out["y"][name].astype(np.float64 if kind == "float64" else bool)
         records: dict = {ARRAYS: pack(out)}
@@ -293,3 +297,35 @@ def test_a_killed_writers_temporary_file_is_cleaned_up(tmp_path: Path) -> None:
     stale.write_text("half a file")
     write_json(tmp_path / "metrics.json", {"a": 1})
     assert not stale.exists() and json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
+
+
+def test_robust_aggregation_and_the_relative_bound_stop_one_attacker() -> None:
+    """One of 5 full-size clients sends its update reversed and 40x larger, under the absolute
+    max-update-norm. The mean follows it; the median stays near the honest clients' average; the
+    relative bound (update RMS above 3x the round's median) rejects it (issue 12, row 5)."""
+    initial = _initial()
+    grid = InProcessGrid(_client("rafbo", [1.0] * 5, {4: "attack"}, {}), 5, {})
+
+    def aggregate(**kwargs: object) -> tuple[dict, MetricRecord]:
+        strategy = _strategy("rafbo", "static", **kwargs)  # type: ignore[arg-type]
+        messages = strategy.configure_train(1, pack(initial), ConfigRecord(), grid)
+        arrays, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
+        return unpack(arrays), metrics
+
+    honest_strategy = _strategy("rafbo", "static")
+    messages = honest_strategy.configure_train(1, pack(initial), ConfigRecord(), grid)
+    replies = list(grid.send_and_receive(messages))
+    honest, _ = honest_strategy.aggregate_train(1, [r for r in replies if r.metadata.src_node_id != 1004])
+    honest = unpack(honest)
+
+    def distance(model: dict) -> float:
+        return max(float(np.abs(model[p][k] - honest[p][k]).max()) for p in honest for k in honest[p])
+
+    mean, metrics = aggregate()
+    median, median_metrics = aggregate(aggregation="median")
+    trimmed, _ = aggregate(aggregation="trimmed-mean", trim_fraction=0.2)
+    bounded, bounded_metrics = aggregate(max_update_norm_ratio=3.0)
+    assert metrics["failed-replies"] == 0 and median_metrics["tolerated-byzantine-min"] == 2
+    assert distance(mean) > 1.0  # the honest updates are ~0.1: the attacker moves the mean 8x that
+    assert distance(median) < 0.3 and distance(trimmed) < 0.3
+    assert bounded_metrics["failed-replies"] == 1 and distance(bounded) < 1e-6
