@@ -31,7 +31,7 @@ in ``benchmarks/placement.py``), which also measures it on the real widths: both
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -160,6 +160,10 @@ class _Search:
             self._windows[(p, keep)] = _all_windows(self.widths[p], keep)
         return self._windows[(p, keep)]
 
+    def fixed(self, n: int, p: int) -> bool:
+        """Client n's window in layer p is not searched: pinned, or the whole layer."""
+        return bool(self.pinned[n, p] or self.keep[n, p] >= self.widths[p])
+
     def indicator(self, n: int, p: int) -> np.ndarray:
         return self.windows(p, int(self.keep[n, p]))[self.starts[n, p]]
 
@@ -260,7 +264,7 @@ class _Search:
             moved = False
             for n in range(self.n):
                 for p in range(len(self.widths)):
-                    if self.pinned[n, p] or self.keep[n, p] >= self.widths[p]:
+                    if self.fixed(n, p):
                         continue
                     current = int(self.starts[n, p])
                     self.take(n, p)
@@ -272,30 +276,33 @@ class _Search:
                 return
 
 
-def _greedy(search: _Search) -> None:
-    """Clients in order (largest first), each window where the partial placement scores best;
-    ties go to the unit after the previously placed window of that layer (wrap-around)."""
+Choose = Callable[[_Search, int, int, int], int]
+"""(search, client, prunable layer, the unit after that layer's previous window) -> a start."""
+
+
+def _construct(search: _Search, choose: Choose) -> None:
+    """Place clients in order (largest first), each free window where ``choose`` says; pinned
+    and full-width windows start at 0."""
     cursor = [0] * len(search.widths)
     for n in range(search.n):
         for p in range(len(search.widths)):
-            if search.pinned[n, p] or search.keep[n, p] >= search.widths[p]:
+            if search.fixed(n, p):
                 search.put(n, p, 0)
                 continue
-            start, _ = search.best_start(n, p, cursor[p])
+            start = choose(search, n, p, cursor[p])
             search.put(n, p, start)
             cursor[p] = (start + int(search.keep[n, p])) % search.widths[p]
 
 
+def _greedy(search: _Search) -> None:
+    """Each window where the partial placement scores best; ties go to the unit after the
+    previously placed window of that layer (wrap-around)."""
+    _construct(search, lambda s, n, p, cursor: s.best_start(n, p, cursor)[0])
+
+
 def _wrap_around(search: _Search) -> None:
     """Each layer on its own: every window starts where the previous client's ended."""
-    cursor = [0] * len(search.widths)
-    for n in range(search.n):
-        for p in range(len(search.widths)):
-            if search.pinned[n, p] or search.keep[n, p] >= search.widths[p]:
-                search.put(n, p, 0)
-                continue
-            search.put(n, p, cursor[p])
-            cursor[p] = (cursor[p] + int(search.keep[n, p])) % search.widths[p]
+    _construct(search, lambda s, n, p, cursor: cursor)
 
 
 @dataclass(frozen=True)
@@ -312,10 +319,7 @@ already reaches :func:`coverage_bounds` (then it is optimal)."""
 
 
 def _random_start(search: _Search, rng: np.random.Generator) -> None:
-    for n in range(search.n):
-        for p in range(len(search.widths)):
-            free = not (search.pinned[n, p] or search.keep[n, p] >= search.widths[p])
-            search.put(n, p, int(rng.integers(search.widths[p])) if free else 0)
+    _construct(search, lambda s, n, p, cursor: int(rng.integers(s.widths[p])))
 
 
 @lru_cache(maxsize=256)
