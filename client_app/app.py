@@ -62,6 +62,7 @@ def query(msg: Message, context: Context) -> Message:
                              "partitions: it cannot train on a node's own data-path")
         data = _local_data(cfg, node)
         check_data(data, task.in_shape, task.layers[-1].width)
+        profile["num-examples"] = len(data.train)  # bounds the num-examples of its train replies
         if isinstance(node.resource_ratio, float):
             profile["resource-ratio"] = node.resource_ratio
         elif from_budget:

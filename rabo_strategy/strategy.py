@@ -27,6 +27,7 @@ from tasks import LayerSpec
 
 from .aggregation import CoverageAverage
 from .masks import MaskPolicy, RoundClient
+from .replies import check_examples, decode
 from .submodel import SliceIndex
 from .wire import (
     ARRAYS,
@@ -45,6 +46,8 @@ MOMENTUM_SCOPES = ("covered", "all")
 """Which x coordinates RABO's heavy-ball step moves: those some client covered this round (their
 velocity is updated, the others' velocity is kept for later), or all (uncovered ones keep moving
 with their old velocity)."""
+RMS_HISTORY = 8
+"""How many accepted update RMS values per ratio the relative bound remembers."""
 SIZINGS = ("resource-adaptive", "full-model", "drop-weak")
 """How a node's budget becomes the size it trains: its own ratio, always the full model, or the
 full model for the nodes whose budget admits it and nothing for the others."""
@@ -59,6 +62,9 @@ class NodeProfile:
     ratio: float
     source: str
     num_partitions: int = -1
+    num_examples: int = -1
+    """The train examples the node declared at query time: a reply's num-examples is bounded by it
+    (-1: not declared, not bounded)."""
 
     @property
     def client_key(self) -> int:
@@ -78,6 +84,10 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
         raise ValueError(str(profile["error"]))
     partition_id = int(profile.get("partition-id", -1))  # type: ignore[arg-type]
     num_partitions = int(profile.get("num-partitions", -1))  # type: ignore[arg-type]
+    num_examples = profile.get("num-examples", -1)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or not (
+            num_examples == -1 or num_examples >= 1):
+        raise ValueError(f"num-examples={num_examples!r} is not a positive integer")
     declared = float(profile.get("resource-ratio", -1.0))  # type: ignore[arg-type]
     if declared != -1.0:
         if not 0.0 < declared <= 1.0:
@@ -86,10 +96,31 @@ def resolve_profile(node_id: int, profile: ConfigRecord, levels: Sequence[float]
         # it reaches the server's log and summary.json: a short printable token, nothing else
         if not isinstance(source, str) or not _TOKEN.fullmatch(source):
             raise ValueError(f"ratio-source={str(source)[:40]!r} is not a short printable token")
-        return NodeProfile(node_id, partition_id, declared, source, num_partitions)
+        return NodeProfile(node_id, partition_id, declared, source, num_partitions, num_examples)
     key = partition_id if partition_id >= 0 else node_id
     return NodeProfile(node_id, partition_id, float(levels[key % len(levels)]), "ratio-levels",
-                       num_partitions)
+                       num_partitions, num_examples)
+
+
+def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, ConfigRecordValues],
+                   levels: Sequence[float], server_round: int, timeout: float) -> dict[int, NodeProfile]:
+    """Ask ``nodes`` for their profile (the ClientApp also checks its data then); a node that does
+    not answer, reports an error or sends an invalid profile is logged and left out of the result."""
+    queries = [
+        Message(content=RecordDict({CONFIG: ConfigRecord({**config, "server-round": server_round})}),
+                dst_node_id=n, message_type=MessageType.QUERY, group_id=f"profile-{server_round}")
+        for n in nodes
+    ]
+    profiles: dict[int, NodeProfile] = {}
+    for reply in grid.send_and_receive(queries, timeout=timeout) if queries else ():
+        node = reply.metadata.src_node_id
+        try:
+            if reply.has_error():
+                raise ValueError(reply.error.reason)
+            profiles[node] = resolve_profile(node, reply.content[PROFILE], levels)
+        except (KeyError, ValueError, TypeError) as err:
+            log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
+    return profiles
 
 
 Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
@@ -137,8 +168,9 @@ class ResourceAdaptiveBilevel(Strategy):
         node_wait_timeout: seconds to wait for ``min_available_nodes`` to connect before the run stops.
         aggregation / trim_fraction: the per-coordinate rule (``mean``, ``median``,
             ``trimmed-mean``; see ``rabo_strategy.aggregation``).
-        max_update_norm_ratio: when > 0, a reply whose update RMS (per coordinate, so submodels of
-            any size compare) exceeds this multiple of the round's median is rejected.
+        max_update_norm_ratio: when > 0, a reply whose update RMS (per coordinate) exceeds this
+            multiple of the median RMS of the replies at its ratio (this round's and the last
+            accepted ones, see ``_rms_reference``) is rejected.
     """
 
     def __init__(
@@ -184,6 +216,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.node_wait_timeout = node_wait_timeout
         self.aggregation, self.trim_fraction = aggregation, trim_fraction
         self.max_update_norm_ratio = max_update_norm_ratio
+        self._rms_history: dict[float, list[float]] = {}
         self.accepted_nodes: set[int] = set()
         """The nodes whose reply the last ``aggregate_train`` accepted (clients.csv keeps only these)."""
         self.profiles: dict[int, NodeProfile] = {}
@@ -264,13 +297,16 @@ class ResourceAdaptiveBilevel(Strategy):
                 continue
             parsed.append((node, sent, values, index, metrics, rms))
         if self.max_update_norm_ratio > 0 and parsed:
-            median = float(np.median([p[-1] for p in parsed]))
-            bound = self.max_update_norm_ratio * median
             for item in list(parsed):
-                if not item[-1] <= bound:
+                reference, pool = self._rms_reference(item[1].ratio, [(p[1].ratio, p[-1]) for p in parsed])
+                if not item[-1] <= self.max_update_norm_ratio * reference:
                     failures[item[0]] = (f"update RMS {item[-1]:.3g} above max-update-norm-ratio="
-                                         f"{self.max_update_norm_ratio:g} x the round's median {median:.3g}")
+                                         f"{self.max_update_norm_ratio:g} x the median {reference:.3g} "
+                                         f"of {pool}")
                     parsed.remove(item)
+            for _, sent, *_, rms in parsed:  # accepted RMS, the next rounds' reference at that ratio
+                history = self._rms_history.setdefault(sent.ratio, [])
+                history[:] = [*history, rms][-RMS_HISTORY:]
         for _, sent, values, index, metrics, _ in parsed:
             acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
             accepted.append((sent, metrics))
@@ -300,10 +336,13 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
-        return {"velocity": dict(self._velocity)}
+        return {"velocity": dict(self._velocity),
+                "rms-history": {str(r): list(v) for r, v in self._rms_history.items()}}
 
     def load_state(self, state: dict[str, object]) -> None:
         self._velocity = dict(state["velocity"])  # type: ignore[call-overload]
+        history = state.get("rms-history", {})
+        self._rms_history = {float(r): list(v) for r, v in history.items()}  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------------------------- helpers
     def _trained_ratio(self, profile: NodeProfile, server_round: int) -> float | None:
@@ -338,27 +377,16 @@ class ResourceAdaptiveBilevel(Strategy):
         unknown = [n for n in nodes if n not in self.profiles]
         if not unknown:
             return
-        queries = [
-            Message(content=RecordDict({CONFIG: ConfigRecord({**self.client_config,
-                                                                "server-round": server_round})}),
-                    dst_node_id=n, message_type=MessageType.QUERY,
-                    group_id=f"profile-{server_round}")
-            for n in unknown
-        ]
-        for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
-            node = reply.metadata.src_node_id
+        for node, profile in query_profiles(grid, unknown, self.client_config, self.ratio_levels,
+                                            server_round, self.query_timeout).items():
             try:
-                if reply.has_error():
-                    raise ValueError(reply.error.reason)
-                profile = resolve_profile(node, reply.content[PROFILE], self.ratio_levels)
                 self._owned[node] = dict(self.owned(profile))
-                self.profiles[node] = profile
-            except (KeyError, ValueError, TypeError) as err:
-                log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
+            except ValueError as err:
+                log(WARNING, "node %d left out: %s", node, err)
                 continue
-            profile = self.profiles[node]
-            log(INFO, "node %d: partition %d, ratio %s (from %s)", node, profile.partition_id,
-                profile.ratio, profile.source)
+            self.profiles[node] = profile
+            log(INFO, "node %d: partition %d, ratio %s (from %s), %d train examples", node,
+                profile.partition_id, profile.ratio, profile.source, profile.num_examples)
 
     def _reference(self, part: str) -> dict[str, np.ndarray]:
         """The global tensors a reply part is shaped like (h, the hypergradient, is x-shaped)."""
@@ -377,45 +405,45 @@ class ResourceAdaptiveBilevel(Strategy):
         if ARRAYS not in content.array_records or METRICS not in content.metric_records:
             raise ValueError(f"reply lacks the '{ARRAYS}' or '{METRICS}' record")
         metrics = content.metric_records[METRICS]
-        examples = metrics.get("num-examples")
-        if not isinstance(examples, (int, float)) or not math.isfinite(examples) or examples <= 0:
-            raise ValueError(f"num-examples={examples!r} is not a positive finite number")
+        check_examples(metrics, sent.profile.num_examples)
         record = content.array_records[ARRAYS]
-        for key, array in record.items():  # sizes checked before any bytes are decoded
-            part, _, name = key.partition(":")
-            if part in parts and name in self._reference(part) and name in sent.index:
-                expected = sent.index[name].shape(self._reference(part)[name].shape)
-                limit = 4 * int(np.prod(expected)) + 1024  # float32 data and the .npy header
-                if tuple(array.shape) != tuple(expected) or len(array.data) > limit:
-                    raise ValueError(f"{key} declares shape {list(array.shape)} and {len(array.data)} "
-                                     f"bytes, expected {list(expected)} (at most {limit} bytes)")
-        received = unpack(record)
         values: dict[str, np.ndarray] = {}
         rms = 0.0
         for part in parts:
             reference = self._reference(part)
-            got = received.get(part, {})
-            if got.keys() != reference.keys():
+            got = {key.partition(":")[2] for key in record if key.partition(":")[0] == part}
+            if got != reference.keys():
                 raise ValueError(f"part '{part}' has keys {sorted(got)}, expected {sorted(reference)}")
             squared_norm = 0.0
-            for name, value in got.items():
-                expected = sent.index[name].shape(reference[name].shape)
-                if value.shape != expected:
-                    raise ValueError(f"{part}:{name} has shape {value.shape}, expected {expected}")
-                if value.dtype != reference[name].dtype:
-                    raise ValueError(f"{part}:{name} has dtype {value.dtype}, "
-                                     f"expected {reference[name].dtype}")
-                if not np.all(np.isfinite(value)):
-                    raise ValueError(f"{part}:{name} contains NaN or Inf")
-                update = value if part == "h" else value - sent.index[name].take(reference[name])
+            for name, full in reference.items():
+                key = f"{part}:{name}"
+                value = decode(key, record[key], sent.index[name].shape(full.shape), full.dtype)
+                update = value if part == "h" else value - sent.index[name].take(full)
                 squared_norm += float(np.sum(np.square(update, dtype=np.float64)))
-                values[f"{part}:{name}"] = value
+                values[key] = value
             if not np.sqrt(squared_norm) <= self.max_update_norm:
                 raise ValueError(f"update norm of part '{part}' is {np.sqrt(squared_norm):.3g}, "
                                  f"above max-update-norm={self.max_update_norm:g}")
-            size = sum(v.size for v in got.values())
+            size = sum(v.size for k, v in values.items() if k.startswith(f"{part}:"))
             rms = max(rms, float(np.sqrt(squared_norm / max(size, 1))))
+        if unknown := [k for k in record if k.partition(":")[0] not in parts]:
+            raise ValueError(f"unexpected arrays {sorted(unknown)[:4]}")
         return values, metrics, rms
+
+    def _rms_reference(self, ratio: float, round_rms: list[tuple[float, float]]) -> tuple[float, str]:
+        """The update RMS a reply at ``ratio`` is compared with, and what it is taken from.
+
+        Smaller submodels take larger steps per coordinate, so a reply is compared with the replies
+        at its own ratio: the median of this round's and of the last ``RMS_HISTORY`` accepted ones,
+        when they are at least 3. With 2, the smaller of them, or the round's median if larger
+        (a 10x reply does not raise the reference of its one peer). With 1, the round's median."""
+        pool = [rms for r, rms in round_rms if r == ratio] + self._rms_history.get(ratio, [])
+        everyone = float(np.median([rms for _, rms in round_rms]))
+        if len(pool) >= 3:
+            return float(np.median(pool)), f"{len(pool)} replies at ratio {ratio:g}"
+        if len(pool) == 2:
+            return max(min(pool), everyone), f"2 replies at ratio {ratio:g} and this round's"
+        return everyone, "this round's replies"
 
     def _held_rows_only(
         self, values: dict[str, np.ndarray], index: dict[str, SliceIndex], held: object

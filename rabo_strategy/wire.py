@@ -6,7 +6,8 @@ Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x,
 (x, y, v) for RAFBO or (h, y, v) for RABO (h = hypergradient, shaped like x) and ``metrics``
 with ``num-examples``.
 Query instruction: ``config`` = the client config and ``server-round``; reply (node profile):
-``profile`` = {partition-id, resource-ratio} (-1 = unset), or {error}.
+``profile`` = {partition-id, num-partitions, resource-ratio} (-1 = unset), ``num-examples``
+(the node's train examples: its train replies may not claim more), or {error}.
 """
 
 from __future__ import annotations

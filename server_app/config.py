@@ -31,6 +31,9 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+# sane upper bounds: a typo of a few orders of magnitude is an error, not a run that never ends
+Steps = Annotated[int, Field(ge=1, le=100_000)]
+Rate = Annotated[float, Field(gt=0, le=1e6)]
 
 
 STRATEGIES = ("resource-adaptive", "full-model", "drop-weak", "fednest-aid", "f2sa")
@@ -61,35 +64,35 @@ class RunConfig(BaseModel):
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False
     partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated"] = "iid"
-    dirichlet_alpha: PositiveFloat = 0.5
-    shards_per_client: PositiveInt = 2
+    dirichlet_alpha: Rate = 0.5
+    shards_per_client: Steps = 2
     budget_correlation: Annotated[float, Field(ge=0, le=1)] = 0.9
     test_fraction: Fraction = 0.2
     val_fraction: Fraction = 0.5
     label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    mu: Annotated[float, Field(ge=0)] = 1e-3
+    mu: Annotated[float, Field(ge=0, le=1e6)] = 1e-3
     # method
     strategy: str = "resource-adaptive"
     algorithm: Literal["rabo", "rafbo"] = "rabo"
     hypergradient: Literal["finite-difference", "autograd"] = "finite-difference"
     train_outer: bool = True
-    fd_alpha: PositiveFloat = 1e-2
+    fd_alpha: Annotated[float, Field(gt=0, le=1)] = 1e-2
     fd_scheme: Literal["central", "forward"] = "central"
     v_solver: Literal["gd", "cg"] = "gd"
     v_batch: Literal["fixed", "fresh"] = "fixed"
-    neumann_steps: PositiveInt = 5
-    f2sa_lambda: PositiveFloat = 1.0
-    f2sa_lambda_growth: Annotated[float, Field(ge=0)] = 1.0
-    f2sa_lambda_max: PositiveFloat = 100.0
-    num_server_rounds: PositiveInt = 30
-    inner_steps: PositiveInt = 5
-    v_steps: PositiveInt = 5
-    outer_steps: PositiveInt = 3
-    inner_lr: PositiveFloat = 0.3
-    v_lr: PositiveFloat = 0.1
-    outer_lr: PositiveFloat = 0.1
+    neumann_steps: Steps = 5
+    f2sa_lambda: Rate = 1.0
+    f2sa_lambda_growth: Annotated[float, Field(ge=0, le=1e6)] = 1.0
+    f2sa_lambda_max: Rate = 100.0
+    num_server_rounds: Annotated[int, Field(ge=1, le=1_000_000)] = 30
+    inner_steps: Steps = 5
+    v_steps: Steps = 5
+    outer_steps: Steps = 3
+    inner_lr: Rate = 0.3
+    v_lr: Rate = 0.1
+    outer_lr: Rate = 0.1
     outer_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    batch_size: PositiveInt = 64
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     scaler: bool = False
     masked_loss: bool = True
     momentum_scope: Literal["covered", "all"] = "covered"
@@ -102,15 +105,15 @@ class RunConfig(BaseModel):
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2
     min_available_nodes: PositiveInt = 2
-    round_timeout: PositiveFloat = 600.0
+    round_timeout: Annotated[float, Field(gt=0, le=7 * 86_400)] = 600.0
     min_successful_replies: PositiveInt = 1
     max_update_norm: PositiveFloat = 1000.0
-    max_update_norm_ratio: Annotated[float, Field(ge=0)] = 0.0
+    max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # execution and output
-    seed: NonNegativeInt = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
     profile_memory: bool = True

@@ -48,7 +48,8 @@ def run_rounds(
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays
-        row: Row = {"round": rnd, **dict(train_metrics or {})}
+        # the strategy's metrics may carry clients' averaged figures: the server's keys come last
+        row: Row = {**dict(train_metrics or {}), "round": rnd}
         messages = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
         if messages:
             federated = strategy.aggregate_evaluate(rnd, grid.send_and_receive(messages, timeout=timeout))

@@ -73,7 +73,8 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
                               f"no arguments ({err}); give the class a classmethod "
                               "from_run_config(cfg, task)") from None
         # the built-in strategy's reply checks, for the plug-in too (server_app/validation.py)
-        return ValidatedReplies(plugin, cfg.max_update_norm)
+        return ValidatedReplies(plugin, cfg.max_update_norm,
+                                task_shape_config(task.in_shape, task.layers[-1].width))
 
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:

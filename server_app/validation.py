@@ -3,7 +3,8 @@
 A plug-in (``strategy='package.module:ClassName'``) is wrapped in :class:`ValidatedReplies`: its
 ``aggregate_train`` only sees the train replies that carry a model with the global arrays' keys,
 shapes and dtypes, finite values, an update (reply minus the model sent) within
-``max-update-norm``, and a finite positive ``num-examples``. The others are logged with their
+``max-update-norm``, and a finite positive ``num-examples`` no larger than the node's train
+examples declared at query time (the checks of :mod:`rabo_strategy.replies`). The others are logged with their
 reason and counted in the round's ``failed-replies``, as the built-in strategy counts its own.
 Without it one NaN reply turns a FedAvg or FedMedian model into NaN.
 """
@@ -11,18 +12,23 @@ Without it one NaN reply turns a FedAvg or FedMedian model into NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from logging import WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from rabo_strategy.replies import check_examples, decode
+from rabo_strategy.strategy import NodeProfile, query_profiles
 
-def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm: float) -> None:
-    """Raise ValueError saying what is wrong with a plug-in's train reply."""
+
+def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm: float,
+                declared: int = -1) -> None:
+    """Raise ValueError saying what is wrong with a plug-in's train reply (``declared``: the
+    node's train examples from its profile, the bound of its num-examples)."""
     if msg.has_error():
         raise ValueError(f"client error: {msg.error.reason}")
     arrays = list(msg.content.array_records.values())
@@ -30,34 +36,50 @@ def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm:
     if len(arrays) != 1 or len(metrics) != 1:
         raise ValueError(f"expected one ArrayRecord and one MetricRecord, got {len(arrays)} and "
                          f"{len(metrics)}")
-    examples = metrics[0].get("num-examples")
-    if (isinstance(examples, bool) or not isinstance(examples, (int, float))
-            or not math.isfinite(examples) or examples <= 0):
-        raise ValueError(f"num-examples={examples!r} is not a positive finite number")
+    check_examples(metrics[0], declared)
     if set(arrays[0].keys()) != set(reference):
         raise ValueError(f"the reply's arrays {sorted(arrays[0].keys())[:4]}... are not the model's")
     squared = 0.0
-    for key, array in arrays[0].items():
-        value = array.numpy()
-        expected = reference[key]
-        if value.shape != expected.shape or value.dtype != expected.dtype:
-            raise ValueError(f"{key} is {value.dtype}{list(value.shape)}, expected "
-                             f"{expected.dtype}{list(expected.shape)}")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{key} contains NaN or Inf")
+    for key, expected in reference.items():
+        value = decode(key, arrays[0][key], expected.shape, expected.dtype)
         squared += float(np.sum(np.square(value - expected, dtype=np.float64)))
     if not math.sqrt(squared) <= max_update_norm:
         raise ValueError(f"update norm {math.sqrt(squared):.3g} above "
                          f"max-update-norm={max_update_norm:g}")
 
 
-class ValidatedReplies(Strategy):
-    """``inner`` (any Strategy) aggregating only the train replies that pass :func:`check_reply`."""
+def _consistent(replies: list[Message]) -> None:
+    """Give the accepted replies the uniform content Flower's strategies require (they raise
+    InconsistentMessageReplies otherwise): records named ``arrays`` and ``metrics``, and the
+    metrics that every reply carries as a finite number (one extra key used to stop the run)."""
+    metrics = [next(iter(m.content.metric_records.values())) for m in replies]
+    common = set.intersection(*({k for k, v in record.items() if not isinstance(v, (bool, list))
+                                 and isinstance(v, (int, float)) and math.isfinite(v)}
+                                for record in metrics)) if replies else set()
+    for msg, record in zip(replies, metrics, strict=True):
+        arrays = next(iter(msg.content.array_records.values()))
+        msg.content = RecordDict({"arrays": arrays,
+                                  "metrics": MetricRecord({k: record[k] for k in sorted(common)})})
 
-    def __init__(self, inner: Strategy, max_update_norm: float) -> None:
+
+class ValidatedReplies(Strategy):
+    """``inner`` (any Strategy) aggregating only the train replies that pass :func:`check_reply`.
+
+    Before a node's first train message it is queried for its profile, as the built-in strategy
+    does: a node whose data is unusable is left out (its train message is not sent), and the
+    train examples it declares bound the num-examples of its replies.
+    """
+
+    def __init__(self, inner: Strategy, max_update_norm: float,
+                 client_config: Mapping[str, ConfigRecordValues] | None = None,
+                 query_timeout: float = 120.0) -> None:
         self.inner = inner
         self.max_update_norm = max_update_norm
+        self.client_config = dict(client_config or {})
+        self.query_timeout = query_timeout
         self._reference: dict[str, np.ndarray] = {}
+        self.profiles: dict[int, NodeProfile] = {}
+        self._sent_to: set[int] = set()
         self.accepted_nodes: set[int] = set()
 
     def __getattr__(self, name: str) -> object:  # state(), load_state() and the like of the plug-in
@@ -68,21 +90,34 @@ class ValidatedReplies(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._reference = {k: a.numpy() for k, a in arrays.items()}
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        unknown = sorted({m.metadata.dst_node_id for m in messages} - self.profiles.keys())
+        self.profiles.update(query_profiles(grid, unknown, self.client_config, (1.0,), server_round,
+                                            self.query_timeout))
+        messages = [m for m in messages if m.metadata.dst_node_id in self.profiles]
+        self._sent_to = {m.metadata.dst_node_id for m in messages}
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        good, failed = [], 0
+        good, failed, replied = [], 0, set()
         for msg in replies:
+            node = msg.metadata.src_node_id
             try:
-                check_reply(msg, self._reference, self.max_update_norm)
+                if node in replied:
+                    raise ValueError("a second reply of the node")
+                replied.add(node)
+                if node not in self._sent_to:
+                    raise ValueError("not sent a train message this round")
+                check_reply(msg, self._reference, self.max_update_norm,
+                            self.profiles[node].num_examples)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failed += 1
-                log(WARNING, "round %d: reply of node %d skipped: %s", server_round,
-                    msg.metadata.src_node_id, err)
+                log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, err)
                 continue
             good.append(msg)
         self.accepted_nodes = {m.metadata.src_node_id for m in good}
+        _consistent(good)
         arrays, metrics = self.inner.aggregate_train(server_round, good) if good else (None, None)
         counts = {"replies": len(good), "failed-replies": failed}
         return arrays, MetricRecord({**dict(metrics or {}), **counts})

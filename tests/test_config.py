@@ -81,6 +81,13 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"fd-alpha": float("inf")}, "'fd-alpha' = inf: Input should be a finite number"),
         ({"max-update-norm": float("nan")}, "'max-update-norm' = nan: Input should be a finite number"),
         ({"seed": -1}, "'seed' = -1: Input should be greater than or equal to 0"),
+        # upper bounds: a slip of a few orders of magnitude stops the run (issue 12, "What to build" 3)
+        ({"inner-steps": 10**9}, "'inner-steps' = 1000000000: Input should be less than or equal to 100000"),
+        ({"num-server-rounds": 10**8}, "'num-server-rounds' = 100000000: Input should be less than or equal"),
+        ({"batch-size": 10**7}, "'batch-size' = 10000000: Input should be less than or equal to 65536"),
+        ({"outer-lr": 1e12}, "'outer-lr' = 1000000000000.0: Input should be less than or equal to"),
+        ({"fd-alpha": 5.0}, "'fd-alpha' = 5.0: Input should be less than or equal to 1"),
+        ({"seed": 2**40}, "'seed' = 1099511627776: Input should be less than or equal to 4294967295"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
         ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation', "
                                "'hyper-representation-mlp' or 'hyper-cleaning'"),

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from client_app.app import app as client_app
 from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
@@ -22,9 +20,6 @@ from tasks import HyperRepresentation, split_params
 from .conftest import FAST_CONFIG
 
 TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, conv1=4, conv2=6, fc1=8)
-GARBAGE = ("nan", "inf", "shape", "missing-record", "missing-part", "huge", "raise", "zero-examples",
-           "nan-examples", "inf-examples", "float64", "bool", "corrupt-bytes", "oversized-bytes")
-
 
 def _initial() -> dict[str, dict[str, np.ndarray]]:
     import torch
@@ -52,34 +47,16 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
         if algorithm == "rabo":
             out["h"] = {k: rng.normal(size=a.shape).astype(a.dtype) for k, a in out.pop("x").items()}
         name = next(iter(out["y"]))
-        if kind in ("nan", "inf"):
-            out["y"][name].flat[0] = np.nan if kind == "nan" else np.inf
-        elif kind == "shape":
-            out["y"][name] = np.concatenate([out["y"][name], out["y"][name][:1]])
-        elif kind == "huge":
-            out["v"] = {k: a * 1e9 + 1e6 for k, a in out["v"].items()}
-        elif kind == "missing-part":
-            del out["v"]
+        if kind == "nan":
+            out["y"][name].flat[0] = np.nan
         elif kind == "attack":  # a large update, yet under max-update-norm: passes every check
             sent = unpack(msg.content[ARRAYS])
             out = {p: {k: sent.get(p, {}).get(k, 0) - 40.0 * (a - sent.get(p, {}).get(k, 0)) if p != "h"
                        else -40.0 * a for k, a in d.items()} for p, d in out.items()}
-        elif kind in ("float64", "bool"):
-            out["y"][name] = out["y"][name].astype(np.float64 if kind == "float64" else bool)
         records: dict = {ARRAYS: pack(out)}
-        if kind == "corrupt-bytes":  # bytes numpy cannot read back (was: an uncaught EOFError)
-            array = records[ARRAYS][f"y:{name}"]
-            records[ARRAYS][f"y:{name}"] = Array(array.dtype, array.shape, array.stype, b"\x93NUMPY garbage")
-        if kind == "oversized-bytes":  # a megabyte behind a small tensor: refused before decoding
-            array = records[ARRAYS][f"y:{name}"]
-            records[ARRAYS][f"y:{name}"] = Array(array.dtype, array.shape, array.stype,
-                                                 array.data + bytes(2**20))
-        if kind != "missing-record":
-            examples = {"zero-examples": 0, "nan-examples": float("nan"),
-                        "inf-examples": float("inf")}.get(kind, 5 + pid)
-            # every client also claims the server's own round figures (they must not stick)
-            records[METRICS] = MetricRecord({"num-examples": examples, "failed-replies": -10.0,
-                                             "replies": 1e9, "node-id": 7.0})
+        # every client also claims the server's own round figures (they must not stick)
+        records[METRICS] = MetricRecord({"num-examples": 5 + pid, "failed-replies": -10.0,
+                                         "replies": 1e9, "node-id": 7.0})
         return Message(RecordDict(records), reply_to=msg)
 
     return client
@@ -91,53 +68,6 @@ def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
     return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy(policy, seed),
                                    outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
                                    **kwargs)  # type: ignore[arg-type]
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    algorithm=st.sampled_from(["rabo", "rafbo"]),
-    policy=st.sampled_from(["static", "rolling", "random"]),
-    seed=st.integers(0, 2**16),
-    server_round=st.integers(1, 50),
-    nodes=st.lists(st.tuples(st.sampled_from([1.0, 0.5, 0.25, 0.125]),
-                             st.one_of(st.none(), st.sampled_from(GARBAGE))), min_size=1, max_size=6),
-)
-def test_garbage_replies_are_rejected_and_the_rest_aggregated(
-        algorithm: str, policy: str, seed: int, server_round: int,
-        nodes: list[tuple[float, str | None]]) -> None:
-    ratios = [r for r, _ in nodes]
-    garbage = {pid: kind for pid, (_, kind) in enumerate(nodes) if kind is not None}
-    grid = InProcessGrid(_client(algorithm, ratios, garbage, {}), len(nodes), {})
-    initial = _initial()
-    strategy = _strategy(algorithm, policy, seed)
-    messages = strategy.configure_train(server_round, pack(initial), ConfigRecord(), grid)
-    replies = list(grid.send_and_receive(messages))
-    arrays, metrics = strategy.aggregate_train(server_round, replies)
-    good_nodes = {1000 + pid for pid in range(len(nodes)) if pid not in garbage}
-    assert metrics["failed-replies"] == len(garbage) and metrics["replies"] == len(good_nodes)
-    assert strategy.accepted_nodes == good_nodes
-    if not good_nodes:
-        assert arrays is None  # the previous global model is kept
-        return
-    covered = {part: {k: np.zeros(a.shape, dtype=bool) for k, a in d.items()} for part, d in initial.items()}
-    for node in good_nodes:
-        for part in covered:
-            for name, mask in covered[part].items():
-                index = strategy._sent[node].index[name]
-                index.add_into(mask, np.ones(index.shape(mask.shape), dtype=bool))
-
-    # reference: the same round aggregated from the good replies only
-    reference = _strategy(algorithm, policy, seed)
-    list(reference.configure_train(server_round, pack(initial), ConfigRecord(), grid))
-    expected, _ = reference.aggregate_train(
-        server_round, [r for r in replies if r.metadata.src_node_id in good_nodes])
-    new, ref = unpack(arrays), unpack(expected)
-    for part, tensors in new.items():
-        for name, value in tensors.items():
-            assert np.all(np.isfinite(value))
-            np.testing.assert_array_equal(value, ref[part][name])
-            untouched = ~covered[part][name]
-            np.testing.assert_array_equal(value[untouched], initial[part][name][untouched])
 
 
 def test_stragglers_past_the_round_timeout_are_dropped() -> None:
@@ -228,7 +158,7 @@ def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path
             name = next(iter(out["y"]))
             out["y"][name] = np.full_like(out["y"][name], np.nan)
         metrics = {"num-examples": 10, "flops": float("nan") if pid == 1 else 5.0, "failed-replies": -10.0,
-                   "node-id": 7.0}
+                   "node-id": 7.0, "round": 99.0, "bytes-up": -1.0}
         if pid != 2:
             metrics["resource-ratio"] = 1.0  # node 2 reports no ratio (a plug-in's client may not)
         return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord(metrics)}), reply_to=msg)
@@ -237,6 +167,7 @@ def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path
     run_dir = run(InProcessGrid(client, 3, config), parse_run_config(config))
     rows = json.loads((run_dir / "metrics.json").read_text())
     assert all(r["failed-replies"] == 1 and r["replies"] == 2 for r in rows[1:])
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["bytes-up"] > 0 for r in rows[1:])
     import csv
 
     with (run_dir / "clients.csv").open() as handle:
@@ -253,6 +184,9 @@ def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
 
     def client(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            profile = {"partition-id": pid, "num-examples": 10}
+            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
         arrays = msg.content.array_records["arrays"]
         out = {k: a.numpy() + 0.01 * (pid + 1) for k, a in arrays.items()}
         if pid == 0:
@@ -329,3 +263,76 @@ def test_robust_aggregation_and_the_relative_bound_stop_one_attacker() -> None:
     assert distance(mean) > 1.0  # the honest updates are ~0.1: the attacker moves the mean 8x that
     assert distance(median) < 0.3 and distance(trimmed) < 0.3
     assert bounded_metrics["failed-replies"] == 1 and distance(bounded) < 1e-6
+
+
+def test_num_examples_are_bounded_by_what_the_node_declared() -> None:
+    """A reply claiming 1000x its node's train examples used to take ~100 % of the mean's weight
+    (issue 12, row 5): it is now refused, for the built-in strategy and a wrapped plug-in."""
+    from server_app.validation import check_reply
+
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            profile = {"partition-id": pid, "resource-ratio": 1.0, "num-examples": 20}
+            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+        out = {p: {k: a + 0.1 for k, a in d.items()} for p, d in unpack(msg.content[ARRAYS]).items()}
+        metrics = MetricRecord({"num-examples": 20 if pid else 20_000})
+        return Message(RecordDict({ARRAYS: pack(out), METRICS: metrics}), reply_to=msg)
+
+    grid = InProcessGrid(client, 3, {})
+    strategy = _strategy("rafbo")
+    messages = strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)
+    assert {p.num_examples for p in strategy.profiles.values()} == {20}
+    _, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
+    assert (metrics["replies"], metrics["failed-replies"]) == (2, 1)
+    import pytest
+
+    reply = Message(RecordDict({"arrays": ArrayRecord({"a": Array(np.zeros(2, np.float32))}),
+                                "metrics": MetricRecord({"num-examples": 21})}),
+                    reply_to=next(iter(messages)))
+    with pytest.raises(ValueError, match="above the 20 train examples the node declared"):
+        check_reply(reply, {"a": np.zeros(2, np.float32)}, 1e3, declared=20)
+    check_reply(reply, {"a": np.zeros(2, np.float32)}, 1e3, declared=21)
+
+
+def test_the_relative_bound_compares_replies_at_the_same_ratio() -> None:
+    """Honest 1/8 submodels take larger steps per coordinate than ratio-1 ones; compared with the
+    round's median they were rejected (0.2 of a reply per round in benchmarks/byzantine.py).
+    Compared with the replies at their own ratio they pass, and a 10x reply at that ratio does not."""
+    scale = {0: 1.0, 1: 1.0, 2: 1.0, 3: 4.0, 4: 4.0, 5: 40.0}  # partition -> update size
+
+    def client(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if msg.metadata.message_type == "query":
+            profile = {"partition-id": pid, "resource-ratio": 1.0 if pid < 3 else 0.125}
+            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+        rng = np.random.default_rng(pid)
+        out = {p: {k: a + (scale[pid] * 0.01 * rng.choice([-1, 1], size=a.shape)).astype(a.dtype)
+                   for k, a in d.items()} for p, d in unpack(msg.content[ARRAYS]).items()}
+        return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord({"num-examples": 5})}),
+                       reply_to=msg)
+
+    strategy = _strategy("rafbo", "static", max_update_norm_ratio=3.0)
+    for rnd, nodes in ((1, 5), (2, 5), (3, 6)):  # the 1/8 nodes' history builds up, then an attacker
+        grid = InProcessGrid(client, nodes, {})
+        messages = strategy.configure_train(rnd, pack(_initial()), ConfigRecord(), grid)
+        _, metrics = strategy.aggregate_train(rnd, list(grid.send_and_receive(messages)))
+        assert metrics["replies"] == 5 and metrics["failed-replies"] == (nodes - 5)
+    assert strategy.state()["rms-history"].keys() == {"1.0", "0.125"}
+
+
+def test_the_client_app_declares_its_train_examples_when_queried() -> None:
+    """The bound of num-examples comes from the node itself: its train split's size."""
+    from client_app.app import _local_data
+    from server_app.app import initial_arrays
+    from server_app.config import parse_node_config
+    from server_app.strategies import build_strategy
+
+    cfg = parse_run_config({**FAST_CONFIG, "dataset": "sklearn-digits", "partitioner": "dirichlet"})
+    strategy = build_strategy(cfg, initial_arrays(cfg)[1])
+    grid = InProcessGrid(client_app, 3, FAST_CONFIG | {"partitioner": "dirichlet"})
+    strategy._ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
+    declared = {node: p.num_examples for node, p in strategy.profiles.items()}
+    sizes = {node: len(_local_data(cfg, parse_node_config(ctx.node_config)).train)
+             for node, ctx in grid.contexts.items()}
+    assert declared == sizes and len(set(sizes.values())) > 1
