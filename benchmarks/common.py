@@ -199,3 +199,16 @@ def median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: in
             if rep >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_style(index: int) -> dict[str, Any]:
+    """A line style for the ``index``-th method: a colour, a line style and a marker, so that no
+    two of the first 32 methods look alike (matplotlib's cycle repeats its 10 colours)."""
+    return {"color": COLORS[index % len(COLORS)],
+            "linestyle": LINESTYLES[(index // len(COLORS)) % len(LINESTYLES)],
+            "marker": MARKERS[index % len(MARKERS)], "markersize": 4, "markevery": 0.2}

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import figure_path, run_inprocess, write_table
+from common import figure_path, method_style, run_inprocess, write_table
+from matplotlib.ticker import MaxNLocator
 
 # (name, overrides); "{algorithm}" is each task's reference algorithm
 METHODS: list[tuple[str, dict[str, Any]]] = [
@@ -147,7 +148,7 @@ def plot(name: str, curves: dict[tuple[str, str, str], list[list[dict[str, float
     panels = sorted({(task, partition) for task, partition, _ in curves})
     fig, axes = plt.subplots(len(panels), 3, figsize=(16, 3.6 * len(panels)), squeeze=False)
     for i, (task, partition) in enumerate(panels):
-        for method, _ in METHODS:
+        for number, (method, _) in enumerate(METHODS):
             runs = curves.get((task, partition, method))
             if not runs:
                 continue
@@ -155,11 +156,12 @@ def plot(name: str, curves: dict[tuple[str, str, str], list[list[dict[str, float
                 x = [statistics.mean(run[r][key] for run in runs) for r in range(len(runs[0]))]
                 acc = [[run[r]["accuracy"] for run in runs] for r in range(len(runs[0]))]
                 (line,) = axes[i][j].plot(x, [statistics.mean(a) for a in acc], label=method,
-                                          linewidth=1.2)
+                                          linewidth=1.2, **method_style(number))
                 axes[i][j].fill_between(x, [min(a) for a in acc], [max(a) for a in acc],
                                         color=line.get_color(), alpha=0.12)
         for j, label in enumerate(("round", "cumulative client GFLOPs", "cumulative MB sent+received")):
             axes[i][j].set(xlabel=label, ylabel="test accuracy", title=f"{task}, {partition}")
+        axes[i][0].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[i][2].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(figure_path(name), dpi=100)

@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, figure_path, run_parallel, write_table
+from common import RESULTS, Job, figure_path, method_style, run_parallel, write_table
 
 POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
 MIXES = {"no-full": "0.5, 0.25", "default": "1, 0.5, 0.25, 0.125"}
@@ -71,10 +71,10 @@ def main() -> None:
     for i, mix in enumerate(MIXES):
         for j, capacity in enumerate(CAPACITIES):
             ax = axes[i][j]
-            for policy in POLICIES:
+            for number, policy in enumerate(POLICIES):
                 runs = [curves[(mix, capacity, policy, seed)] for seed in range(args.seeds)]
                 mean = [statistics.mean(run[k]["accuracy"] for run in runs) for k in range(len(runs[0]))]
-                ax.plot([r["round"] for r in runs[0]], mean, label=policy)
+                ax.plot([r["round"] for r in runs[0]], mean, label=policy, **method_style(number))
             ax.set(title=f"budgets {MIXES[mix]}, {capacity} capacity (mean of {args.seeds} seeds)",
                    xlabel="round", ylabel="test accuracy")
             ax.legend()

@@ -1,7 +1,8 @@
 """The local bilevel loop shared by RABO and RAFBO, around one outer-iteration ``Estimator``.
 
 RABO runs one estimator call at the received x and returns (y, v, h); the server averages h and steps x.
-RAFBO runs cfg.outer_steps calls with a local step x <- x - outer_lr * h after each and returns (x, y, v).
+RAFBO runs cfg.outer_steps calls with a local step x <- x - outer_lr * h after each and returns (x, y, v)
+(with FedProx's ``proximal_mu``, h + proximal_mu * (x - x_0), x_0 the received x).
 The estimator (bilevel.estimators) decides how y, v and h are computed; with ``step_guard``, each
 outer step first caps the inner and v step sizes by the measured curvature (bilevel.step_guard).
 """
@@ -45,9 +46,11 @@ def rafbo_local(
     """RAFBO (federated): cfg.outer_steps local outer steps on x, as outer steps first_step + t."""
     h: Params | None = None
     metrics: dict[str, float] = {}
+    start = x
     for t in range(cfg.outer_steps):
         step_cfg, guard = guarded(cfg, problem, x, y, next_train)
         y, v, h, metrics = estimator(problem, step_cfg, x, y, v, next_train, next_val, step=first_step + t)
         metrics = {**metrics, **guard}
-        x = axpy(-cfg.outer_lr, h, x)
+        step = h if cfg.proximal_mu == 0.0 else {k: h[k] + cfg.proximal_mu * (x[k] - start[k]) for k in h}
+        x = axpy(-cfg.outer_lr, step, x)
     return LocalResult(x=x, y=y, v=v, h=h, metrics=metrics)

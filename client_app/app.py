@@ -29,7 +29,7 @@ from tasks import (
 )
 
 from .budget import available_memory_bytes, fit_ratio
-from .local import local_round
+from .local import local_round, resolve_device
 
 app = ClientApp()
 
@@ -153,6 +153,7 @@ def train(msg: Message, context: Context) -> Message:
     reply, metrics = local_round(
         task, data, cfg, widths_from_config(config) or task.full_widths(), parts,
         server_round=int(config["server-round"]), partition_id=client_key,
+        proximal_mu=_proximal_mu(config),
     )
     if own is not None:  # ... and return them in place, the other samples' weights unchanged
         for name in task.sample_params:
@@ -167,3 +168,35 @@ def train(msg: Message, context: Context) -> Message:
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
+
+
+def _proximal_mu(config: ConfigRecord) -> float:
+    """FedProx's ``proximal-mu`` (sent by ``flwr.serverapp.strategy.FedProx``), else 0."""
+    mu = config.get("proximal-mu", 0.0)
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0.0 <= mu < float("inf"):
+        raise ValueError(f"proximal-mu={mu!r} is not a finite number >= 0")
+    return float(mu)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Federated evaluation, for strategies that ask for it (Flower's FedAvg and the like; the
+    built-in strategies evaluate on the server): the received full model on this node's
+    validation split. Replies ``eval-loss`` (the outer loss f_i, the objective the bilevel problem
+    minimises), ``eval-accuracy`` and ``num-examples``."""
+    cfg = parse_run_config(context.run_config)
+    node = parse_node_config(context.node_config)
+    config = msg.content.config_records.get(CONFIG, ConfigRecord())
+    data = _local_data(cfg, node)
+    task = _task(cfg, config)
+    parts = unpack(msg.content[ARRAYS])
+    device = resolve_device(cfg.device)
+    x, y = ({k: torch.as_tensor(np.asarray(t), device=device) for k, t in parts[p].items()}
+            for p in ("x", "y"))
+    model = task.build_model(task.full_widths()).to(device)
+    batch = data.val.to(device)
+    with torch.no_grad():
+        loss = float(task.outer_loss(model, x, y, batch))
+    metrics = {"num-examples": len(data.val), "eval-loss": loss,
+               "eval-accuracy": float(task.accuracy(model, x, y, batch))}
+    return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

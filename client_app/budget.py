@@ -7,8 +7,7 @@ the device has available now (free CUDA memory, or available RAM) as the budget.
 
 from __future__ import annotations
 
-import os
-
+import psutil
 import torch
 
 from rabo_strategy.masks import submodel_spec
@@ -37,7 +36,9 @@ def available_memory_bytes(cfg: RunConfig) -> int:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    # available, not free: the page cache the kernel gives back counts (sysconf's AVPHYS_PAGES
+    # said 12 GB where 20.5 GB were available, and it does not exist on macOS)
+    return int(psutil.virtual_memory().available)
 
 
 def fit_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig,

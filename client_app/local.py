@@ -38,6 +38,7 @@ def with_held_classes(data: ClientData, num_classes: int) -> ClientData:
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
+    proximal_mu: float = 0.0,
 ) -> tuple[dict[str, Params], dict[str, float | list[int]]]:
     """Run RABO or RAFBO locally on the received slices.
 
@@ -55,6 +56,7 @@ def local_round(
         inner_steps=cfg.inner_steps, v_steps=cfg.v_steps,
         outer_steps=cfg.outer_steps if cfg.algorithm == "rafbo" else 1,
         inner_lr=cfg.inner_lr, v_lr=cfg.v_lr, outer_lr=cfg.outer_lr, step_guard=cfg.step_guard,
+        proximal_mu=proximal_mu,
     )
     next_train = MinibatchSampler(data.train, cfg.batch_size,
                                   seeded_generator(cfg.seed, server_round, partition_id, 0), device)

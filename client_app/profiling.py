@@ -8,6 +8,8 @@ profiler (``profile_memory=True``).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,6 +42,38 @@ def _cpu_peak(prof: profile) -> int:
 
 
 @contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
+def _quiet_profile() -> Iterator[profile]:
+    """The CPU memory profiler, without its chatter.
+
+    Kineto's C++ side prints ``USDT ... profiler_start`` / ``profiler_stop`` (and, on a machine
+    without a GPU, ``ERROR ... gpuGetDeviceCount failed``) to stderr at every start and stop,
+    whatever ``KINETO_LOG_LEVEL`` says: hundreds of lines per run between the round lines. Only
+    the start and the stop run with stderr silenced; the measured work does not."""
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.__exit__(None, None, None)
+
+
+@contextmanager
 def measure(device: torch.device, *, flops: bool = True, memory: bool = True) -> Iterator[Cost]:
     """Measure the block; the returned :class:`Cost` is filled when the block exits."""
     cost = Cost()
@@ -51,8 +85,7 @@ def measure(device: torch.device, *, flops: bool = True, memory: bool = True) ->
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         elif memory:
-            prof = stack.enter_context(
-                profile(activities=[ProfilerActivity.CPU], profile_memory=True))
+            prof = stack.enter_context(_quiet_profile())
         start = time.perf_counter()
         yield cost
         if device.type == "cuda":

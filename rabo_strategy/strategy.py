@@ -241,7 +241,9 @@ class ResourceAdaptiveBilevel(Strategy):
         params = {name: t for part in ("x", "y") for name, t in self._global[part].items()}
         shapes = {name: t.shape for name, t in params.items()}
         # nodes without a profile (their query failed: logged there, retried next round) sit out
-        training = [(p, r) for p in (self.profiles[n] for n in nodes if n in self.profiles)
+        # in partition order (node ids are random in a simulation): masks, and so results, follow the seed
+        training = [(p, r) for p in sorted((self.profiles[n] for n in nodes if n in self.profiles),
+                                           key=lambda p: (p.client_key, p.node_id))
                     if (r := self._trained_ratio(p, server_round)) is not None]
         specs = self.mask_policy(self.layers, [RoundClient(p.client_key, r) for p, r in training],
                                  server_round, params)
@@ -307,6 +309,8 @@ class ResourceAdaptiveBilevel(Strategy):
             for _, sent, *_, rms in parsed:  # accepted RMS, the next rounds' reference at that ratio
                 history = self._rms_history.setdefault(sent.ratio, [])
                 history[:] = [*history, rms][-RMS_HISTORY:]
+        # summed in partition order, not arrival order: the same seed gives the same model
+        parsed.sort(key=lambda item: (item[1].profile.client_key, item[0]))
         for _, sent, values, index, metrics, _ in parsed:
             acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
             accepted.append((sent, metrics))

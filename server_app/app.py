@@ -95,9 +95,12 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         rows.append({**row, "elapsed-seconds": offset + time.perf_counter() - start})
         client_rows.extend(clients)
         save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), state(), rows, config, client_rows))
-        log(INFO, "round %d/%d: test accuracy %.4f, C_x* %s, C_y* %s, failed replies %s (%.1f s)",
-            rnd, cfg.num_server_rounds, row["test-accuracy"], row.get("coverage-x-min"),
-            row.get("coverage-y-min"), row.get("failed-replies"), rows[-1]["elapsed-seconds"])
+        spent = time.perf_counter() - start  # this process's rounds (a resumed run's first too)
+        left = spent / (rnd - first_round + 1) * (cfg.num_server_rounds - rnd)
+        log(INFO, "round %d/%d: test accuracy %.4f, C_x* %s, C_y* %s, failed replies %s, %.1f s, "
+            "about %.0f s left", rnd, cfg.num_server_rounds, row["test-accuracy"],
+            row.get("coverage-x-min"), row.get("coverage-y-min"), row.get("failed-replies"),
+            rows[-1]["elapsed-seconds"], left)
 
     log(INFO, "Starting %s: rounds %d-%d", name, first_round, cfg.num_server_rounds)
     arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
@@ -105,7 +108,8 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
 
     profiles = getattr(strategy, "profiles", {})
     nodes = [vars(p) for p in sorted(profiles.values(), key=lambda p: p.node_id)]
-    summary = write_results(run_dir, rows=rows, client_rows=client_rows, nodes=nodes, title=name)
+    summary = write_results(run_dir, rows=rows, client_rows=client_rows, nodes=nodes, title=name,
+                            fab_hash=grid.run.fab_hash)
     save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])

@@ -112,6 +112,7 @@ class RunConfig(BaseModel):
     aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    proximal_mu: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     # execution and output
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -176,7 +177,8 @@ class RunConfig(BaseModel):
     def _check_strategy(cls, value: str) -> str:
         if value not in STRATEGIES and not PLUGIN_PATH.fullmatch(value):
             raise ValueError(f"must be one of {', '.join(STRATEGIES)} or the import path of your own "
-                             "Flower Strategy, 'package.module:ClassName'")
+                             "Flower Strategy, 'package.module:ClassName' (Flower's own: "
+                             "'flwr:FedAvg', 'flwr:FedProx', ...)")
         return value
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -96,8 +97,30 @@ def make_run_dir(root: str, name: str) -> Path:
     return path
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+def code_version(fab_hash: str = "") -> dict[str, str]:
+    """Which code ran: the git commit of this checkout and whether tracked files were modified
+    (``dirty``), or, under ``flwr run`` (the app runs from an installed FAB, not a checkout), the
+    FAB's hash, which identifies the app's files exactly."""
+    root = Path(__file__).resolve().parent.parent
+    out = {"fab-hash": fab_hash or "none (not run from a FAB)"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            raise ValueError("the app is not the top of a git checkout")
+        out["git-commit"] = git("rev-parse", "HEAD")
+        out["git-dirty"] = "yes" if git("status", "--porcelain", "--untracked-files=no") else "no"
+    except (OSError, ValueError, subprocess.SubprocessError):
+        out["git-commit"] = "none (not a git checkout)"
+    return out
+
+
+def versions(fab_hash: str = "") -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           **code_version(fab_hash)}
     for package in ("flwr", "torch", "numpy", "flwr-datasets", "pydantic", "mlxtend"):
         try:
             out[package] = metadata.version(package)
@@ -145,29 +168,59 @@ def cost_by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     return summary
 
 
+def short_title(title: str, width: int = 48) -> str:
+    """``title`` wrapped at its hyphens onto lines of at most ``width`` characters (a run name is
+    long: it would be cut off on the left of the figure)."""
+    lines: list[str] = []
+    for word in title.split("-"):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += "-" + word
+        else:
+            lines.append(word if not lines else "-" + word)
+    return "\n".join(lines)
+
+
 def plot(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    """:func:`figure` as a PNG, with the whole run name in its metadata (``Title``)."""
+    fig = figure(rows, title)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120,
+                                                   metadata={"Title": title}))
+    plt.close(fig)
+
+
+def figure(rows: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
+    """Test accuracy (with the 90 % line labelled) and the coverage C_x*, C_y* per round, at
+    integer rounds, under the run name wrapped onto short lines."""
     rounds = [r["round"] for r in rows]
-    fig, (ax_acc, ax_cov) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_acc.plot(rounds, [r.get("test-accuracy", float("nan")) for r in rows], marker=".")
-    ax_acc.axhline(ACCURACY_TARGET, color="grey", linestyle=":", linewidth=1)
-    ax_acc.set(xlabel="round", ylabel="test accuracy", title=title)
+    fig, (ax_acc, ax_cov) = plt.subplots(1, 2, figsize=(10, 4.2))
+    ax_acc.plot(rounds, [r.get("test-accuracy", float("nan")) for r in rows], marker=".",
+                label="test accuracy")
+    ax_acc.axhline(ACCURACY_TARGET, color="grey", linestyle=":", linewidth=1,
+                   label=f"{ACCURACY_TARGET:.0%} target")
+    ax_acc.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1))
+    ax_acc.legend(loc="lower right")
     train_rows = [r for r in rows if "coverage-x-min" in r]
-    for key, label, style in (("coverage-x-min", "C_x*", "-"), ("coverage-y-min", "C_y*", "--")):
-        ax_cov.plot([r["round"] for r in train_rows], [r[key] for r in train_rows], style,
-                    marker=".", label=label)
+    # C_y* drawn under C_x* with a wider line and hollow markers: equal values stay visible
+    for key, label, style in (("coverage-y-min", "C_y*", {"linestyle": "--", "marker": "o",
+                                                          "markerfacecolor": "none", "linewidth": 3}),
+                              ("coverage-x-min", "C_x*", {"linestyle": "-", "marker": "."})):
+        ax_cov.plot([r["round"] for r in train_rows], [r[key] for r in train_rows], label=label,
+                    **style)
     top = max((r.get("replies", 0) + r.get("failed-replies", 0) for r in train_rows), default=1)
     ax_cov.set_ylim(0, top + 0.5)
     ax_cov.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_cov.set(xlabel="round", ylabel="min clients covering a coordinate", title="coverage")
+    ax_cov.set(xlabel="round", ylabel="fewest clients covering a coordinate", title="coverage")
     ax_cov.legend()
+    for axis in (ax_acc, ax_cov):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(short_title(title), fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
-    plt.close(fig)
+    return fig
 
 
 def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
                   client_rows: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]],
-                  title: str) -> dict[str, Any]:
+                  title: str, fab_hash: str = "") -> dict[str, Any]:
     """Write every file of a finished run but config.json (written when the run starts)."""
     summary = {
         "final-test-accuracy": rows[-1].get("test-accuracy") if rows else None,
@@ -181,7 +234,7 @@ def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
         "cost-by-ratio": cost_by_ratio(client_rows),
         "nodes": list(nodes),
     }
-    write_json(run_dir / "versions.json", versions())
+    write_json(run_dir / "versions.json", versions(fab_hash))
     write_json(run_dir / "metrics.json", list(rows))
     write_json(run_dir / "summary.json", summary)
     _write_csv(run_dir / "metrics.csv", rows)

@@ -16,17 +16,20 @@ f2sa               every node the full model                   F2SA first-order 
 ``algorithm`` (rabo | rafbo) applies to all of them: the server steps x with the averaged
 direction (rabo), or nodes take local outer steps and the server averages models (rafbo).
 
-A plug-in ``package.module:ClassName`` must name a subclass of Flower's
-``flwr.serverapp.strategy.Strategy``. It is built with ``ClassName.from_run_config(cfg, task)``
-when the class defines that classmethod, else with ``ClassName()``. It receives the global
-arrays (keys ``x:<param>``, ``y:<param>``, ``v:<param>``) and must return arrays with the same
-keys (our ClientApp replies with the full model when a message carries no widths), as FedAvg does.
+A plug-in ``package.module:ClassName`` (``flwr:Name`` for Flower's own, e.g. ``flwr:FedProx``) must
+name a subclass of Flower's ``flwr.serverapp.strategy.Strategy``. It is built with
+``ClassName.from_run_config(cfg, task)`` when the class defines that classmethod, else with
+``ClassName(**keys)``, ``keys`` the run config's values of ``PLUGIN_KEYS`` that it takes. It
+receives the global arrays (keys ``x:<param>``, ``y:<param>``, ``v:<param>``) and must return
+arrays with the same keys (our ClientApp replies with the full model when a message carries no
+widths), as FedAvg does.
 Its train replies are checked first (:class:`server_app.validation.ValidatedReplies`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 
 import numpy as np
@@ -43,9 +46,18 @@ SIZING = {"resource-adaptive": "resource-adaptive", "full-model": "full-model",
           "drop-weak": "drop-weak", "fednest-aid": "full-model", "f2sa": "full-model"}
 
 
+FLOWER_STRATEGIES = "flwr.serverapp.strategy"
+"""``strategy='flwr:Name'`` is short for ``'flwr.serverapp.strategy:Name'`` (FedAvg, FedProx, ...)."""
+PLUGIN_KEYS = ("fraction_train", "min_train_nodes", "min_available_nodes", "proximal_mu")
+"""Run-config keys passed to a plug-in's constructor when it takes them (and has no
+``from_run_config``): Flower's strategies all take the sampling keys, FedProx its mu."""
+
+
 def load_plugin(path: str) -> type[Strategy]:
     """The Strategy class at ``package.module:ClassName``; ConfigError naming what went wrong."""
     module_name, _, class_name = path.partition(":")
+    if module_name == "flwr":
+        module_name = FLOWER_STRATEGIES
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see, in one line
@@ -67,7 +79,9 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         cls = load_plugin(cfg.strategy)
         factory = getattr(cls, "from_run_config", None)
         try:
-            plugin = factory(cfg, task) if callable(factory) else cls()
+            accepted = inspect.signature(cls).parameters
+            kwargs = {key: getattr(cfg, key) for key in PLUGIN_KEYS if key in accepted}
+            plugin = factory(cfg, task) if callable(factory) else cls(**kwargs)
         except TypeError as err:
             raise ConfigError(f"invalid run config: 'strategy' = {cfg.strategy!r} cannot be built with "
                               f"no arguments ({err}); give the class a classmethod "

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from copy import copy as shallow_copy
 from logging import WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, ConfigRecordValues, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -48,18 +49,26 @@ def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm:
                          f"max-update-norm={max_update_norm:g}")
 
 
-def _consistent(replies: list[Message]) -> None:
+IDENTITY_KEYS = {"partition-id"}
+"""Client metrics that identify, not measure: never averaged (a mean partition id is noise)."""
+
+
+def _consistent(replies: list[Message]) -> list[Message]:
     """Give the accepted replies the uniform content Flower's strategies require (they raise
     InconsistentMessageReplies otherwise): records named ``arrays`` and ``metrics``, and the
     metrics that every reply carries as a finite number (one extra key used to stop the run)."""
     metrics = [next(iter(m.content.metric_records.values())) for m in replies]
     common = set.intersection(*({k for k, v in record.items() if not isinstance(v, (bool, list))
                                  and isinstance(v, (int, float)) and math.isfinite(v)}
-                                for record in metrics)) if replies else set()
+                                for record in metrics)) - IDENTITY_KEYS if replies else set()
+    out = []
     for msg, record in zip(replies, metrics, strict=True):
         arrays = next(iter(msg.content.array_records.values()))
-        msg.content = RecordDict({"arrays": arrays,
-                                  "metrics": MetricRecord({k: record[k] for k in sorted(common)})})
+        copy = shallow_copy(msg)  # the reply itself keeps its metrics for clients.csv
+        copy.content = RecordDict({"arrays": arrays,
+                                   "metrics": MetricRecord({k: record[k] for k in sorted(common)})})
+        out.append(copy)
+    return out
 
 
 class ValidatedReplies(Strategy):
@@ -117,10 +126,33 @@ class ValidatedReplies(Strategy):
                 continue
             good.append(msg)
         self.accepted_nodes = {m.metadata.src_node_id for m in good}
-        _consistent(good)
+        # in partition order, not arrival order: the same seed gives the same model
+        good.sort(key=lambda m: (self.profiles[m.metadata.src_node_id].client_key, m.metadata.src_node_id))
+        good = _consistent(good)
         arrays, metrics = self.inner.aggregate_train(server_round, good) if good else (None, None)
         counts = {"replies": len(good), "failed-replies": failed}
-        return arrays, MetricRecord({**dict(metrics or {}), **counts})
+        return self._as_model(server_round, arrays), MetricRecord({**dict(metrics or {}), **counts})
+
+    def _as_model(self, server_round: int, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """The plug-in's new arrays in the model's dtypes (FedMedian and FedAdam return float64,
+        which the server's evaluation and the next round's reply checks would refuse); None (the
+        model is kept) when they are not the model's keys and shapes, or not finite."""
+        if arrays is None:
+            return None
+        try:
+            if set(arrays.keys()) != set(self._reference):
+                raise ValueError(f"keys {sorted(arrays.keys())[:4]}... are not the model's")
+            out = {}
+            for key, expected in self._reference.items():
+                value = arrays[key].numpy()
+                if value.shape != expected.shape or not np.all(np.isfinite(value)):
+                    raise ValueError(f"{key} is {list(value.shape)} or not finite")
+                out[key] = Array(np.ascontiguousarray(value.astype(expected.dtype)))
+        except ValueError as err:
+            log(WARNING, "round %d: the strategy's aggregate is not a valid model (%s); the model is "
+                "kept", server_round, err)
+            return None
+        return ArrayRecord(out)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

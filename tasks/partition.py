@@ -17,19 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import Dataset
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    Partitioner,
-    ShardPartitioner,
-)
 
 from .base import Batch, ClientData
 from .datasets import ImageData, load_images, standardize
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 PARTITIONERS = ("iid", "dirichlet", "shards", "budget-correlated")
 
@@ -134,88 +131,25 @@ def _train_set_cached(spec: DataSpec) -> _TrainSet:
     return _TrainSet(coordinate, indices, labels, corrupted)
 
 
-class BudgetCorrelatedPartitioner(Partitioner):
-    """Label skew that follows the clients' resource budgets: the cheap devices hold the unusual data.
-
-    Clients whose ratio is below the largest are *weak*, the others *strong*. The upper half of the
-    classes (``label >= num_classes // 2``) has the weak clients as its home group, the lower half
-    the strong ones. Each sample goes, with probability ``correlation``, to a uniformly drawn client
-    of its class's home group, else to a uniformly drawn client of any group. At correlation 0 the
-    split is IID; at 1 the strong clients never see the weak clients' classes and vice versa (a
-    run that drops the weak clients then cannot learn half of the classes). When every client has
-    the same ratio there is one group and the split is IID.
-    """
-
-    def __init__(self, ratios: tuple[float, ...], correlation: float, partition_by: str = "label",
-                 seed: int = 0) -> None:
-        super().__init__()
-        if not 0.0 <= correlation <= 1.0:
-            raise ValueError(f"budget-correlation={correlation} must lie in [0, 1]")
-        self.ratios = tuple(ratios)
-        self.correlation = correlation
-        self.partition_by = partition_by
-        self.seed = seed
-        self._assignment: np.ndarray | None = None
-
-    @property
-    def num_partitions(self) -> int:
-        return len(self.ratios)
-
-    def assignment(self) -> np.ndarray:
-        """The partition of every row of the dataset."""
-        if self._assignment is None:
-            labels = np.asarray(self.dataset[self.partition_by], dtype=np.int64)
-            ratios = np.asarray(self.ratios)
-            weak = np.flatnonzero(ratios < ratios.max())
-            strong = np.flatnonzero(ratios >= ratios.max())
-            rng = np.random.default_rng([self.seed, 4])
-            num_classes = int(labels.max()) + 1 if len(labels) else 1
-            anywhere = rng.integers(len(ratios), size=len(labels))
-
-            def drawn_from(group: np.ndarray) -> np.ndarray:
-                return group[rng.integers(len(group), size=len(labels))] if len(group) else anywhere
-
-            in_home = np.where(labels >= num_classes // 2, drawn_from(weak), drawn_from(strong))
-            at_home = rng.random(len(labels)) < self.correlation
-            self._assignment = np.where(at_home, in_home, anywhere)
-        return self._assignment
-
-    def load_partition(self, partition_id: int) -> Dataset:
-        return self.dataset.select(np.flatnonzero(self.assignment() == partition_id))
-
-
 def partition_ratios(spec: DataSpec) -> tuple[float, ...]:
     """Each partition's resource ratio under the ratio-levels rule."""
     levels = spec.ratio_levels
     return tuple(levels[i % len(levels)] for i in range(spec.num_partitions))
 
 
-def _partitioner(spec: DataSpec) -> Partitioner:
-    if spec.partitioner == "iid":
-        return IidPartitioner(num_partitions=spec.num_partitions)
-    if spec.partitioner == "shards":
-        return ShardPartitioner(num_partitions=spec.num_partitions, partition_by="label",
-                                num_shards_per_partition=spec.shards_per_client, shuffle=True,
-                                seed=spec.seed)
-    if spec.partitioner == "budget-correlated":
-        return BudgetCorrelatedPartitioner(partition_ratios(spec), spec.budget_correlation,
-                                           seed=spec.seed)
-    if spec.partitioner == "dirichlet":
-        return DirichletPartitioner(
-            num_partitions=spec.num_partitions, partition_by="label",
-            alpha=spec.dirichlet_alpha, seed=spec.seed, min_partition_size=2,
-            self_balancing=True,
-        )
-    raise ValueError(f"unknown partitioner '{spec.partitioner}'; allowed: {', '.join(PARTITIONERS)}")
-
-
 @lru_cache(maxsize=2)
 def _partitions(spec: DataSpec) -> Partitioner:
+    # imported here: flwr-datasets brings HF datasets, pandas, pyarrow and seaborn (about 3 s), which
+    # an edge node training on its own data-path never needs
+    from datasets import Dataset
+
+    from .partitioners import make_partitioner
+
     data = _images(spec.dataset, spec.data_dir, spec.download)
     _, pool = _test_and_pool(spec)
     # Partition the pool's positions (not the images): cheap, and works fully in memory.
     table = Dataset.from_dict({"position": np.arange(len(pool)), "label": data.labels[pool].numpy()})
-    partitioner = _partitioner(spec)
+    partitioner = make_partitioner(spec, partition_ratios(spec))
     partitioner.dataset = table
     return partitioner
 

@@ -41,6 +41,12 @@ def test_run_improves_accuracy_and_writes_results(tmp_path: Path, algorithm: str
     assert set(summary["cost-by-ratio"]) == {"1.0", "0.5", "0.25", "0.125"}
     assert sorted({n["ratio"] for n in summary["nodes"]}) == [0.125, 0.25, 0.5, 1.0]
     assert json.loads((run_dir / "config.json").read_text())["algorithm"] == algorithm
+    import subprocess
+
+    versions = json.loads((run_dir / "versions.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+    assert versions["git-commit"] == (head or "none (not a git checkout)")
 
 
 def test_runs_are_reproducible(tmp_path: Path) -> None:

@@ -32,3 +32,16 @@ def test_memory_budget_picks_the_largest_ratio_that_fits(tmp_path: Path) -> None
         (0, 0.25, "memory-mb"), (1, 1.0, "memory-mb"), (2, 1.0, "auto")]  # node 3 fits nothing
     clients = (run_dir / "clients.csv").read_text()
     assert clients.count(",0.25,") >= 2  # node 0 trained at 1/4 in both rounds
+
+
+def test_auto_budgets_use_available_memory_not_free_pages() -> None:
+    """`resource-ratio=auto` read SC_AVPHYS_PAGES (free pages: 12.0 GB here) instead of the
+    available memory (20.5 GB: free plus the page cache the kernel gives back); that sysconf
+    name does not exist on macOS (issue 13, item 8)."""
+    import psutil
+
+    from client_app.budget import available_memory_bytes
+    from server_app.config import parse_run_config
+
+    measured = available_memory_bytes(parse_run_config({"device": "cpu"}))
+    assert abs(measured - psutil.virtual_memory().available) < 256 * 2**20

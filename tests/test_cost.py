@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,18 @@ def test_quarter_ratio_uses_the_analytic_share_of_flops_and_less_memory() -> Non
     assert 0.2 <= quarter["peak-memory-mb"] / full["peak-memory-mb"] <= 0.45
     assert quarter["params-x"] <= 0.1 * full["params-x"]
     assert np.isfinite(quarter["outer-loss"])
+
+
+def test_memory_profiling_prints_nothing() -> None:
+    """Every profiled client call printed Kineto's `USDT ... profiler_start/stop` lines (and an
+    ERROR about the GPU count) to stderr: hundreds of lines per run (issue 13, item 4)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom client_app.profiling import measure\n"
+            "with measure(torch.device('cpu'), flops=True, memory=True) as cost:\n"
+            "    (torch.ones(64, 64) @ torch.ones(64, 64)).sum()\n"
+            "assert cost.peak_bytes > 0 and cost.flops > 0\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "ok" and out.stderr == "", out.stderr

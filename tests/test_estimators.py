@@ -216,3 +216,20 @@ def test_solvers_pass_the_global_step_index() -> None:
     rec = _Recorder()
     rafbo_local(problem, rec, cfg, x, _vec(3), _zeros(), NO_BATCH, NO_BATCH)
     assert [s for s, _ in rec.calls] == [0, 1, 2]
+
+
+def test_fedprox_pulls_rafbos_local_outer_steps_toward_the_received_x() -> None:
+    """proximal_mu (FedProx's `proximal-mu`): step h + mu (x - x_0). A large mu keeps x closer to
+    the received x_0 than mu = 0, and mu = 0 is RAFBO exactly."""
+    _, problem, x = _setup()
+    y0, v0 = _vec(3), _vec(4)
+    est = make_estimator(EstimatorConfig("autograd"))
+
+    def moved(mu: float) -> float:
+        cfg = SolverConfig(inner_steps=3, v_steps=3, outer_steps=4, outer_lr=0.2, proximal_mu=mu)
+        return float((rafbo_local(problem, est, cfg, x, y0, v0, NO_BATCH, NO_BATCH).x["x"] - x["x"]).norm())
+
+    plain = SolverConfig(inner_steps=3, v_steps=3, outer_steps=4, outer_lr=0.2)
+    assert moved(0.0) == float((rafbo_local(problem, est, plain, x, y0, v0, NO_BATCH, NO_BATCH).x["x"]
+                                - x["x"]).norm()) > 0
+    assert moved(2.0) < 0.8 * moved(0.0)

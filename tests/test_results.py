@@ -32,3 +32,26 @@ def test_model_file_loads_with_weights_only(tmp_path: Path) -> None:
     loaded = torch.load(tmp_path / "model.pt", weights_only=True)
     assert torch.equal(loaded["parts"]["x"]["w"], torch.ones(2, 3))
     assert loaded["widths"] == {"fc": 3} and loaded["config"]["algorithm"] == "rabo"
+
+
+def test_the_run_plot_is_readable(tmp_path: Path) -> None:
+    """Issue 13, item 3: the long run name was cut off, the 90 % line had no label, C_x* hid C_y*
+    when equal, and 3 rounds got ticks at 0.5, 1.5, ..."""
+    from PIL import Image
+
+    from server_app.results import figure, plot, short_title
+
+    name = "20261202-150000-hyper-representation-resource-adaptive-rabo-coverage-finite-difference-seed0"
+    rows = [{"round": 0, "test-accuracy": 0.1}] + [
+        {"round": r, "test-accuracy": 0.3 * r, "coverage-x-min": 2, "coverage-y-min": 2, "replies": 4,
+         "failed-replies": 0} for r in (1, 2, 3)]
+    wrapped = short_title(name)
+    assert wrapped.replace("\n", "") == name and max(map(len, wrapped.split("\n"))) <= 48
+    fig = figure(rows, name)
+    accuracy, coverage = fig.axes
+    assert all(float(t).is_integer() for ax in fig.axes for t in ax.get_xticks())
+    assert "90% target" in [t.get_text() for t in accuracy.get_legend().get_texts()]
+    lines = {line.get_label(): line for line in coverage.get_lines()}
+    assert lines["C_y*"].get_linewidth() > lines["C_x*"].get_linewidth()  # drawn under, wider
+    plot(tmp_path / "plot.png", rows, name)
+    assert Image.open(tmp_path / "plot.png").info["Title"] == name

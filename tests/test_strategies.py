@@ -108,6 +108,33 @@ def test_plugin_strategy_by_import_path(tmp_path: Path, task: str) -> None:
     assert (no_arguments / "summary.json").is_file()
 
 
+def test_flowers_own_strategies_run_as_baselines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`strategy='flwr:Name'`: Flower's FedAvg, FedProx, FedAdam and FedMedian through the real
+    ClientApp (issue 13, item 6). Before: no `@app.evaluate`, so a stock FedAvg logged one
+    traceback per node per round; the sampling keys were ignored; FedProx's proximal-mu never
+    reached the local solver; the client's partition-id was averaged into the metrics."""
+    import logging
+
+    finals = {}
+    for name, extra in (("FedAvg", {}), ("FedProx", {"proximal-mu": 5.0}), ("FedAdam", {}),
+                        ("FedMedian", {})):
+        with caplog.at_level(logging.WARNING, logger="flwr"):
+            run_dir = _run(tmp_path / name, num_nodes=4, strategy=f"flwr:{name}", algorithm="rafbo",
+                           **{"min-train-nodes": 3, "fraction-train": 0.5}, **extra)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, errors[:2]
+        rows = json.loads((run_dir / "metrics.json").read_text())
+        # sampling keys reached the strategy: 3 of the 4 nodes per round (min-train-nodes)
+        assert all(r["replies"] == 3 and r["failed-replies"] == 0 for r in rows[1:]), name
+        assert all(0 <= r["federated-eval-accuracy"] <= 1 and r["federated-eval-loss"] > 0
+                   for r in rows[1:]), name
+        assert not any("partition-id" in key for r in rows for key in r)
+        finals[name] = torch.load(run_dir / "model.pt", weights_only=True)["parts"]["x"]
+        caplog.clear()
+    # FedProx's mu pulled the local outer steps back toward the received x: another model
+    assert any(not torch.equal(finals["FedProx"][k], finals["FedAvg"][k]) for k in finals["FedAvg"])
+
+
 @pytest.mark.parametrize(("strategy", "message"), [
     ("tests.no_such_module:Strategy", "cannot import module 'tests.no_such_module'"),
     ("tests.toy_strategy:Missing", "module 'tests.toy_strategy' has no attribute 'Missing'"),

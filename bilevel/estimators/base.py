@@ -36,6 +36,9 @@ class SolverConfig:
     """"curvature": cap inner_lr and v_lr at 1 / lambda_max(H_yy) each outer step (bilevel.step_guard)."""
     guard_steps: int = 3
     """Power iterations of the curvature estimate."""
+    proximal_mu: float = 0.0
+    """FedProx: each local outer step also pulls x toward the x the round started from,
+    x <- x - outer_lr * (h + proximal_mu * (x - x_0)). RAFBO only (RABO takes no local x step)."""
 
 
 @dataclass(frozen=True)
