@@ -408,6 +408,8 @@ class ResourceAdaptiveBilevel(Strategy):
         content = msg.content
         if ARRAYS not in content.array_records or METRICS not in content.metric_records:
             raise ValueError(f"reply lacks the '{ARRAYS}' or '{METRICS}' record")
+        if len(content) != 2:
+            raise ValueError(f"reply has records {sorted(content)}, expected only '{ARRAYS}' and '{METRICS}'")
         metrics = content.metric_records[METRICS]
         check_examples(metrics, sent.profile.num_examples)
         record = content.array_records[ARRAYS]

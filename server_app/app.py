@@ -22,6 +22,7 @@ from .loop import Row, run_rounds
 from .metering import MeteredGrid
 from .results import make_run_dir, save_model, write_json, write_results
 from .strategies import build_strategy
+from .trackers import PACKAGES, Trackers, missing_packages
 
 app = ServerApp()
 
@@ -88,12 +89,18 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         rows = [{"round": 0, "elapsed-seconds": 0.0, **dict(evaluate(0, arrays))}]
         log(INFO, "round 0 (initial model): test accuracy %.4f", rows[0]["test-accuracy"])
     write_json(run_dir / "config.json", {**config, "sources": cfg.sources})
+    if missing := missing_packages(cfg.loggers):
+        raise ConfigError(f"invalid run config: 'loggers' = {', '.join(cfg.loggers)!r}: "
+                          f"{', '.join(missing)} not installed on the server (pip install "
+                          f"{' '.join(PACKAGES[m] for m in missing)})")
+    trackers = Trackers(cfg.loggers, run_dir, name, config)
     first_round, offset = int(rows[-1]["round"]) + 1, float(rows[-1]["elapsed-seconds"])
     start = time.perf_counter()
 
     def on_round_end(rnd: int, new_arrays: ArrayRecord, row: Row, clients: list[Row]) -> None:
         rows.append({**row, "elapsed-seconds": offset + time.perf_counter() - start})
         client_rows.extend(clients)
+        trackers.log_round(rnd, rows[-1])
         save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), state(), rows, config, client_rows))
         spent = time.perf_counter() - start  # this process's rounds (a resumed run's first too)
         left = spent / (rnd - first_round + 1) * (cfg.num_server_rounds - rnd)
@@ -103,8 +110,13 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
             rows[-1]["elapsed-seconds"], left)
 
     log(INFO, "Starting %s: rounds %d-%d", name, first_round, cfg.num_server_rounds)
-    arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
-                        timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
+    if first_round == 1:
+        trackers.log_round(0, rows[0])
+    try:
+        arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
+                            timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
+    finally:
+        trackers.close()
 
     profiles = getattr(strategy, "profiles", {})
     nodes = [vars(p) for p in sorted(profiles.values(), key=lambda p: p.node_id)]

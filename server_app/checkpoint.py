@@ -20,7 +20,7 @@ from .results import atomic_write, convert_arrays
 
 CHECKPOINT = "checkpoint.pt"
 # Keys that may differ between the interrupted run and its resumption.
-RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "results-dir"})
+RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "results-dir", "loggers"})
 
 
 class CheckpointError(ValueError):

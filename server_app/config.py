@@ -114,6 +114,7 @@ class RunConfig(BaseModel):
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     proximal_mu: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     # execution and output
+    loggers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ()
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
@@ -163,6 +164,17 @@ class RunConfig(BaseModel):
                 return tuple(float(item) for item in value.split(",") if item.strip())
             except ValueError as err:
                 raise ValueError("must be comma-separated numbers, e.g. '1, 0.5, 0.25'") from err
+        return value
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _parse_loggers(cls, value: object) -> object:
+        """Comma-separated, like ratio-levels: "tensorboard" or "tensorboard, mlflow"."""
+        if isinstance(value, str):
+            names = tuple(item.strip() for item in value.split(",") if item.strip())
+            if len(set(names)) != len(names):
+                raise ValueError("names a tracker twice")
+            return names
         return value
 
     @field_validator("ratio_levels")
@@ -233,6 +245,7 @@ class RunConfig(BaseModel):
         """The resolved config with hyphenated keys (ratio levels as a string)."""
         flat = self.model_dump(by_alias=True)
         flat["ratio-levels"] = ", ".join(str(r) for r in self.ratio_levels)
+        flat["loggers"] = ", ".join(self.loggers)
         return flat
 
 
@@ -282,7 +295,7 @@ def _describe(error: Mapping[str, object], model: type[BaseModel]) -> str:
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if not error.get("loc"):  # a check across keys: its message names them
         return message
-    key = ".".join(str(part) for part in error["loc"])  # type: ignore[union-attr]
+    key = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))  # type: ignore[union-attr]
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
         return f"unknown key '{key}'; known keys: {allowed}"

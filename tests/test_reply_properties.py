@@ -6,7 +6,9 @@ bytes, a NaN/Inf anywhere, an update past ``max-update-norm``, a missing or unkn
 missing or doubled record, a client error), and every reply carries arbitrary extra metrics,
 including the server's own keys. The built-in strategy and a wrapped plug-in FedAvg must not
 raise, must count each faulty reply in ``failed-replies`` and give the model of the same round
-with the faulty nodes' replies left out.
+with the faulty nodes' replies left out. The draws are derandomized (the same 60 cases on every
+machine, so CI cannot fail on a case no one has seen); change ``max_examples`` or the seed to
+explore further.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def _faulty_reply(tensors: dict[str, np.ndarray], sent: dict[str, np.ndarray], e
     if kind == "dtype":
         tensors[key] = tensors[key].astype(arg)
     elif kind == "shape":
-        assume(arg != tensors[key].shape)
-        tensors[key] = np.ones(arg, dtype=np.float32)
+        original = tensors[key].shape
+        tensors[key] = np.ascontiguousarray(np.ones(arg, dtype=np.float32))  # 0-d becomes (1,)
+        assume(tensors[key].shape != original)
     elif kind == "non-finite":
         value, position = arg
         tensors[key] = tensors[key].copy()
@@ -123,7 +126,7 @@ def _flat(parts: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {f"{p}:{k}": t for p, d in parts.items() for k, t in d.items()}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(algorithm=st.sampled_from(["rabo", "rafbo"]), policy=st.sampled_from(["static", "random", "coverage"]),
        server_round=st.integers(1, 50), nodes=NODES)
 def test_the_built_in_strategy_takes_any_reply(
@@ -168,7 +171,7 @@ def test_the_built_in_strategy_takes_any_reply(
         np.testing.assert_array_equal(value, want[key])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(nodes=NODES)
 def test_a_wrapped_plugin_takes_any_reply(nodes: list[tuple[float, Any, dict]]) -> None:
     def client(msg: Message, context: Context) -> Message:
