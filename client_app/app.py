@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -21,9 +23,11 @@ from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_con
 from tasks import (
     BilevelTask,
     ClientData,
+    Normalization,
     build_task,
     client_data,
     device_data,
+    image_data,
     make_task,
     train_coordinates,
 )
@@ -56,11 +60,12 @@ def query(msg: Message, context: Context) -> Message:
         # neither data-path nor partition) is reported here and the node left out, not sampled to
         # fail every round
         cfg = parse_run_config(context.run_config)
-        task = _task(cfg, msg.content[CONFIG])
+        config = msg.content[CONFIG]
+        task = _task(cfg, config)
         if node.data_path and task.sample_params:
             raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
                              "partitions: it cannot train on a node's own data-path")
-        data = _local_data(cfg, node)
+        data = _local_data(cfg, node, config)
         check_data(data, task.in_shape, task.layers[-1].width)
         profile["num-examples"] = len(data.train)  # bounds the num-examples of its train replies
         if isinstance(node.resource_ratio, float):
@@ -90,7 +95,7 @@ def check_data(data: ClientData, in_shape: tuple[int, ...], num_classes: int) ->
         if labels.min() < 0 or labels.max() >= num_classes:
             raise ValueError(f"{split} labels span [{int(labels.min())}, {int(labels.max())}], the "
                              f"model has classes 0..{num_classes - 1}")
-    if float(data.train.inputs.std()) == 0.0:
+    if bool((data.train.inputs == data.train.inputs.flatten()[0]).all()):
         raise ValueError("train inputs are constant: nothing to learn from")
 
 
@@ -102,11 +107,19 @@ def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> Non
             raise RuntimeError(f"injected failure (client-failure-rate={cfg.client_failure_rate})")
 
 
-def _local_data(cfg: RunConfig, node: NodeConfig) -> ClientData:
-    """The node's own file (``data-path``) or its partition of the run's dataset."""
+def _local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> ClientData:
+    """The node's own file (``data-path``), standardised like the run's dataset (the server sends
+    ``input-mean``/``input-std``; a plug-in sends none: the run dataset's, computed here), or its
+    partition of the run's dataset."""
     if node.data_path:
+        if "input-mean" in config and "input-std" in config:
+            norm = Normalization(float(config["input-mean"]), float(config["input-std"]))  # type: ignore[arg-type]
+            if not (math.isfinite(norm.mean) and math.isfinite(norm.std) and norm.std > 0):
+                raise ValueError(f"input-mean={norm.mean}, input-std={norm.std}: not a standardisation")
+        else:
+            norm = image_data(cfg.data_spec(num_partitions=1)).normalization
         return device_data(node.data_path, cfg.val_fraction, cfg.seed, node.partition_id,
-                           node.num_partitions)
+                           node.num_partitions, normalization=norm)
     partition_id, num_partitions = node.partition()
     return client_data(cfg.data_spec(num_partitions), partition_id)
 
@@ -139,7 +152,7 @@ def train(msg: Message, context: Context) -> Message:
     client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)
-    data = _local_data(cfg, node)
+    data = _local_data(cfg, node, config)
     task = _task(cfg, config)
     shape = tuple(data.train.inputs.shape[1:])
     if shape != task.in_shape:
@@ -187,7 +200,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
     config = msg.content.config_records.get(CONFIG, ConfigRecord())
-    data = _local_data(cfg, node)
+    data = _local_data(cfg, node, config)
     task = _task(cfg, config)
     parts = unpack(msg.content[ARRAYS])
     device = resolve_device(cfg.device)

@@ -1,7 +1,8 @@
 """The message format shared by the strategy and the ClientApp.
 
 Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x, y or v) and
-``config`` = the strategy's client config (``in-shape``, ``num-classes``) plus ``server-round``,
+``config`` = the strategy's client config (``in-shape``, ``num-classes``, ``input-mean``,
+``input-std``) plus ``server-round``,
 ``resource-ratio`` and ``width.{layer}`` for every layer. Train reply: ``arrays`` with parts
 (x, y, v) for RAFBO or (h, y, v) for RABO (h = hypergradient, shaped like x) and ``metrics``
 with ``num-examples``.
@@ -48,9 +49,12 @@ def unpack(record: ArrayRecord) -> dict[str, dict[str, np.ndarray]]:
     return parts
 
 
-def task_shape_config(in_shape: tuple[int, ...], num_classes: int) -> dict[str, list[int] | int]:
-    """The model's input shape and classes: nodes build the model from these, not from a dataset."""
-    return {"in-shape": [int(d) for d in in_shape], "num-classes": int(num_classes)}
+def task_shape_config(in_shape: tuple[int, ...], num_classes: int, input_mean: float,
+                      input_std: float) -> dict[str, list[int] | int | float]:
+    """The model's input shape and classes (nodes build the model from these, not from a dataset)
+    and the run dataset's input standardisation (nodes with their own files apply it)."""
+    return {"in-shape": [int(d) for d in in_shape], "num-classes": int(num_classes),
+            "input-mean": float(input_mean), "input-std": float(input_std)}
 
 
 def task_shape_from_config(config: Mapping[str, object]) -> tuple[tuple[int, int, int], int]:

@@ -37,7 +37,7 @@ from flwr.serverapp.strategy import Strategy
 
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
 from rabo_strategy.wire import task_shape_config
-from tasks import BilevelTask
+from tasks import BilevelTask, image_data
 
 from .config import ConfigError, RunConfig
 from .validation import ValidatedReplies
@@ -75,6 +75,8 @@ def load_plugin(path: str) -> type[Strategy]:
 
 def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
     """The Strategy of ``cfg.strategy`` for ``task``."""
+    norm = image_data(cfg.data_spec(num_partitions=1)).normalization
+    client_config = task_shape_config(task.in_shape, task.layers[-1].width, norm.mean, norm.std)
     if cfg.is_plugin:
         cls = load_plugin(cfg.strategy)
         factory = getattr(cls, "from_run_config", None)
@@ -88,7 +90,7 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
                               "from_run_config(cfg, task)") from None
         # the built-in strategy's reply checks, for the plug-in too (server_app/validation.py)
         return ValidatedReplies(plugin, cfg.max_update_norm,
-                                task_shape_config(task.in_shape, task.layers[-1].width))
+                                client_config)
 
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:
@@ -107,7 +109,7 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
         min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
         seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
         max_update_norm=cfg.max_update_norm,
-        client_config=task_shape_config(task.in_shape, task.layers[-1].width),
+        client_config=client_config,
         node_wait_timeout=cfg.round_timeout, aggregation=cfg.aggregation, trim_fraction=cfg.trim_fraction,
         max_update_norm_ratio=cfg.max_update_norm_ratio,
     )

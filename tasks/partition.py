@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .base import Batch, ClientData
-from .datasets import ImageData, load_images, standardize
+from .datasets import ImageData, Normalization, load_images
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
@@ -236,11 +236,15 @@ def client_data(spec: DataSpec, partition_id: int) -> ClientData:
 
 
 def device_data(path: str, val_fraction: float, seed: int, partition_id: int | None = None,
-                num_partitions: int | None = None) -> ClientData:
+                num_partitions: int | None = None, *,
+                normalization: Normalization | None = None) -> ClientData:
     """A node's own data from an ``.npz`` file with ``images`` (N, C, H, W) or (N, H, W) and
     integer ``labels`` (N,); with ``partition_id``/``num_partitions``, only that IID share of it.
 
-    Images are standardised like the packaged datasets. Raises ValueError naming the problem.
+    Pixels are scaled to [0, 1] (uint8 / 255; floats are taken as already in [0, 1]) and
+    standardised with ``normalization``, the run dataset's (the server sends it); without one,
+    with the file's own statistics (a node alone, outside a run). Raises ValueError naming the
+    problem.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -259,8 +263,10 @@ def device_data(path: str, val_fraction: float, seed: int, partition_id: int | N
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(f"data-path='{file}': labels must be non-negative integers")
     scale = 255.0 if images.dtype == np.uint8 else 1.0
-    data = ImageData(standardize(images.astype(np.float32) / scale),
-                     torch.as_tensor(labels, dtype=torch.int64), int(labels.max()) + 1)
+    pixels = images.astype(np.float32) / scale
+    normalization = normalization or Normalization.of(pixels)
+    data = ImageData(normalization.apply(pixels), torch.as_tensor(labels, dtype=torch.int64),
+                     int(labels.max()) + 1, normalization)
     order = np.random.default_rng([seed, 2]).permutation(len(labels))
     if partition_id is not None and num_partitions is not None:
         order = np.array_split(order, num_partitions)[partition_id]

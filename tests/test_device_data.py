@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from client_app.app import app as client_app
@@ -86,3 +87,36 @@ def test_an_edge_node_with_its_own_data_imports_no_dataset_libraries(tmp_path: P
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.split(" ", 1)[1].strip() == "[]", out.stdout
+
+
+def test_a_nodes_own_data_is_standardised_like_the_servers_test_set(tmp_path: Path) -> None:
+    """A node's file was standardised by its own statistics while the server's test set used the
+    whole dataset's (issue 13, item 9): a node holding only bright digits fed the model inputs
+    on another scale. Now the server sends the dataset's mean and std with the input shape."""
+    from flwr.app import ConfigRecord
+
+    from client_app.app import _local_data
+    from server_app.config import parse_node_config
+    from server_app.strategies import build_strategy
+    from tasks import image_data, make_task
+
+    digits = load_digits()
+    eights = digits.target == 8  # one class only: its own mean and std differ from the dataset's
+    np.savez(tmp_path / "eights.npz", images=(digits.images[eights] / 16.0).astype(np.float32),
+             labels=digits.target[eights])
+    cfg = parse_run_config({**FAST_CONFIG, "algorithm": "rafbo"})
+    norm = image_data(cfg.data_spec(num_partitions=1)).normalization
+    for strategy in ("resource-adaptive", "flwr:FedAvg"):
+        strategy_cfg = parse_run_config({**FAST_CONFIG, "algorithm": "rafbo", "strategy": strategy})
+        built = build_strategy(strategy_cfg, make_task(cfg.task, cfg.data_spec(1), cfg.mu))
+        assert built.client_config["input-mean"] == norm.mean and built.client_config["input-std"] == norm.std
+    node = parse_node_config({"data-path": str(tmp_path / "eights.npz")})
+    sent = ConfigRecord({"input-mean": norm.mean, "input-std": norm.std})
+    data = _local_data(cfg, node, sent)
+    pixels = (digits.images[eights] / 16.0).astype(np.float32)
+    expected = (pixels - norm.mean) / norm.std
+    got = torch.cat([data.train.inputs, data.val.inputs]).flatten().sort().values
+    assert torch.allclose(got, torch.as_tensor(np.sort(expected.ravel())), atol=1e-5)
+    assert abs(float(got.mean())) > 0.02  # not re-centred on the node's own mean (that gives 0)
+    # a plug-in sends no constants: the node computes the run dataset's itself
+    assert torch.equal(_local_data(cfg, node, ConfigRecord()).train.inputs, data.train.inputs)

@@ -333,6 +333,6 @@ def test_the_client_app_declares_its_train_examples_when_queried() -> None:
     grid = InProcessGrid(client_app, 3, FAST_CONFIG | {"partitioner": "dirichlet"})
     strategy._ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
     declared = {node: p.num_examples for node, p in strategy.profiles.items()}
-    sizes = {node: len(_local_data(cfg, parse_node_config(ctx.node_config)).train)
+    sizes = {node: len(_local_data(cfg, parse_node_config(ctx.node_config), ConfigRecord()).train)
              for node, ctx in grid.contexts.items()}
     assert declared == sizes and len(set(sizes.values())) > 1
