@@ -96,3 +96,27 @@ def test_flwr_run_baseline_on_hyper_cleaning(tmp_path: Path, flwr_env: dict[str,
     assert all(r["replies"] == 4 and r["coverage-x-min"] == 1 for r in rows[1:])
     assert {"detection-precision", "detection-recall", "detection-f1"} <= set(rows[-1])
     assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
+
+
+def test_a_simulation_joins_a_running_ray_cluster(tmp_path: Path, flwr_env: dict[str, str]) -> None:
+    """Scale-out on an existing engine (issue 13, item 10): `ray start --head` (here one machine;
+    other machines join it with `ray start --address=<head>:<port>`), then `RAY_ADDRESS` in the
+    environment of the SuperLink makes Flower's simulation attach to that cluster instead of
+    starting its own Ray. The cluster's job table then holds the simulation's driver."""
+    ray = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**flwr_env, "RAY_ADDRESS": address}
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--disable-usage-stats",
+                    "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        _, rows = _run(env, tmp_path / "results", "")
+        assert len(rows) == 4 and all(r["replies"] == 4 for r in rows[1:])
+        code = ("import ray\nray.init(address='" + address + "', logging_level='ERROR')\n"
+                "from ray._private.state import jobs\n"
+                "print(len(jobs()))\n")
+        count = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                               text=True, timeout=120).stdout.strip().splitlines()[-1]
+        assert int(count) >= 2  # the simulation's driver, and this check's own
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, check=False, capture_output=True, timeout=120)
