@@ -146,6 +146,8 @@ class CoveragePolicy:
 
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
+        if not clients:  # e.g. drop-weak in a round that sampled no full-size client
+            return []
         order = sorted(range(len(clients)), key=lambda n: (-clients[n].ratio, clients[n].key))
         ratios = [clients[n].ratio for n in order]
         prunable = [layer for layer in layers if layer.prunable]

@@ -140,3 +140,10 @@ def test_sizing(sizing: str, expected: list[float | None]) -> None:
     strategy = _strategy("fixed", sizing)
     profiles = [NodeProfile(n, n, r, "ratio-levels") for n, r in enumerate((1.0, 0.5, 0.25))]
     assert [strategy._trained_ratio(p, 1) for p in profiles] == expected
+
+
+@pytest.mark.parametrize("name", ["static", "rolling", "random", "importance", "coverage", "combined"])
+def test_a_round_without_clients_gets_no_masks(name: str) -> None:
+    """drop-weak in a round that sampled no full-size client trains nobody: the coverage
+    placement raised (reshape of an empty array) and stopped FedNest's 100-client benchmark."""
+    assert make_mask_policy(name, seed=0)(TASK.layers, [], 3, PARAMS) == []
