@@ -39,10 +39,10 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from torch.utils.flop_counter import FlopCounterMode
 
 from client_app.app import app as client_app
+from rabo_protocol.config import parse_run_config
+from rabo_protocol.wire import CONFIG, METRICS, widths_from_config
 from rabo_strategy import ResourceAdaptiveBilevel
-from rabo_strategy.wire import CONFIG, METRICS, widths_from_config
 from server_app.app import initial_arrays
-from server_app.config import parse_run_config
 from server_app.inprocess import InProcessGrid
 from server_app.metering import message_bytes
 from server_app.strategies import build_strategy
@@ -52,7 +52,7 @@ RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 ALGORITHMS = ("rabo", "rafbo")
 TASKS: dict[str, dict[str, Any]] = {
     "hyper-representation": {},
-    # the README's hyper-cleaning command: the task's defaults (server_app/defaults.py) do the rest
+    # the README's hyper-cleaning command: the task's defaults (rabo_protocol/defaults.py) do the rest
     "hyper-cleaning": {"task": "hyper-cleaning", "label-noise": 0.5},
 }
 NODE_ID = 1000  # InProcessGrid's id of its first node

@@ -54,9 +54,9 @@ from flwr.app import Message
 from flwr_cli import Session, session
 
 from client_app.app import app as client_app
-from client_app.local import resolve_device
+from rabo_protocol.config import parse_run_config
+from rabo_protocol.device import resolve_device
 from server_app.app import initial_arrays, run
-from server_app.config import parse_run_config
 from server_app.evaluation import Evaluator
 from server_app.inprocess import InProcessGrid
 from tasks import holdout_set

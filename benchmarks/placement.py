@@ -22,7 +22,7 @@ import time
 import numpy as np
 from common import ROOT, write_table  # noqa: F401  (puts the repository on sys.path)
 
-from rabo_strategy.placement import coverage_bounds, coverage_of, kept_units, place, window
+from rabo_pruning.placement import coverage_bounds, coverage_of, kept_units, place, window
 from tasks import HyperRepresentation, HyperRepresentationMLP, LayerSpec
 from tests.coverage_reference import optimum
 

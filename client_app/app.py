@@ -9,7 +9,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from rabo_strategy.wire import (
+from rabo_protocol.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
+from rabo_protocol.device import resolve_device
+from rabo_protocol.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -19,7 +21,6 @@ from rabo_strategy.wire import (
     unpack,
     widths_from_config,
 )
-from server_app.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
 from tasks import (
     BilevelTask,
     ClientData,
@@ -33,7 +34,7 @@ from tasks import (
 )
 
 from .budget import available_memory_bytes, fit_ratio
-from .local import local_round, resolve_device
+from .local import local_round
 
 app = ClientApp()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import psutil
 import torch
 
-from rabo_strategy.masks import submodel_spec
-from server_app.config import RunConfig
+from rabo_protocol.config import RunConfig
+from rabo_pruning.masks import submodel_spec
 from tasks import BilevelTask, ClientData
 
 from .local import local_round, resolve_device

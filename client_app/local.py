@@ -9,19 +9,12 @@ import numpy as np
 import torch
 
 from bilevel import EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
-from server_app.config import RunConfig
+from rabo_protocol.config import RunConfig
+from rabo_protocol.device import resolve_device
 from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, held_classes
 
 from .profiling import measure
 from .sampling import MinibatchSampler, seeded_generator
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but CUDA is not available on this node")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def _tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> Params:

@@ -1,11 +1,5 @@
-"""Server-side dual pruning: mask policies, slicing, per-coordinate aggregation, the Strategy."""
+"""The resource-adaptive bilevel Strategy (RABO / RAFBO) for Flower's Message API."""
 
-from .aggregation import CoverageAverage
-from .masks import MASK_POLICIES, make_mask_policy, submodel_spec
 from .strategy import ALGORITHMS, NodeProfile, ResourceAdaptiveBilevel, resolve_profile
-from .submodel import SliceIndex, SubmodelSpec
 
-__all__ = [
-    "ALGORITHMS", "MASK_POLICIES", "CoverageAverage", "NodeProfile", "ResourceAdaptiveBilevel",
-    "SliceIndex", "SubmodelSpec", "make_mask_policy", "resolve_profile", "submodel_spec",
-]
+__all__ = ["ALGORITHMS", "NodeProfile", "ResourceAdaptiveBilevel", "resolve_profile"]

@@ -23,13 +23,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from tasks import LayerSpec
-
-from .aggregation import CoverageAverage
-from .masks import MaskPolicy, RoundClient
-from .replies import check_examples, decode
-from .submodel import SliceIndex
-from .wire import (
+from rabo_protocol.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -39,6 +33,12 @@ from .wire import (
     unpack,
     widths_config,
 )
+from rabo_pruning.aggregation import CoverageAverage
+from rabo_pruning.masks import MaskPolicy, RoundClient
+from rabo_pruning.submodel import SliceIndex
+from tasks import LayerSpec
+
+from .replies import check_examples, decode
 
 ALGORITHMS = ("rabo", "rafbo")
 CAPACITIES = ("fixed", "dynamic")
@@ -167,7 +167,7 @@ class ResourceAdaptiveBilevel(Strategy):
         query_timeout: seconds to wait for node profiles.
         node_wait_timeout: seconds to wait for ``min_available_nodes`` to connect before the run stops.
         aggregation / trim_fraction: the per-coordinate rule (``mean``, ``median``,
-            ``trimmed-mean``; see ``rabo_strategy.aggregation``).
+            ``trimmed-mean``; see ``rabo_pruning.aggregation``).
         max_update_norm_ratio: when > 0, a reply whose update RMS (per coordinate) exceeds this
             multiple of the median RMS of the replies at its ratio (this round's and the last
             accepted ones, see ``_rms_reference``) is rejected.

@@ -11,12 +11,12 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from client_app.local import resolve_device
-from rabo_strategy.wire import pack, unpack
+from rabo_protocol.config import ConfigError, RunConfig, parse_run_config
+from rabo_protocol.device import resolve_device
+from rabo_protocol.wire import pack, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task
 
 from .checkpoint import Checkpoint, CheckpointError, check_parts, load_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig, parse_run_config
 from .evaluation import Evaluator
 from .loop import Row, run_rounds
 from .metering import MeteredGrid

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
-from rabo_strategy.wire import unpack
+from rabo_protocol.wire import unpack
 from tasks import Batch, BilevelTask
 
 

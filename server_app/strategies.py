@@ -35,11 +35,12 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.serverapp.strategy import Strategy
 
-from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.wire import task_shape_config
+from rabo_protocol.config import ConfigError, RunConfig
+from rabo_protocol.wire import task_shape_config
+from rabo_pruning import make_mask_policy
+from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from tasks import BilevelTask, image_data
 
-from .config import ConfigError, RunConfig
 from .validation import ValidatedReplies
 
 SIZING = {"resource-adaptive": "resource-adaptive", "full-model": "full-model",

@@ -1,6 +1,6 @@
 """Exact reference for the coverage placement: an integer programme solved with HiGHS (scipy).
 
-Independent of ``rabo_strategy.placement``'s search: variables z[n, p, s] = 1 when client n's
+Independent of ``rabo_pruning.placement``'s search: variables z[n, p, s] = 1 when client n's
 window in prunable layer p starts at s; w[n, j, s, s'] >= 0 with marginals
 sum_s' w = z[n, out, s] and sum_s w = z[n, in, s'] for a layer whose input and output are both
 pruned (w is then the product of the two windows' binaries); integers t_x, t_y <= the coverage of
@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from rabo_strategy.placement import kept_units
+from rabo_pruning.placement import kept_units
 from tasks import LayerSpec
 
 

@@ -8,13 +8,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from rabo_strategy import (
-    CoverageAverage,
-    ResourceAdaptiveBilevel,
-    SliceIndex,
-    make_mask_policy,
-)
-from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_pruning import CoverageAverage, SliceIndex, make_mask_policy
+from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from tasks import HyperRepresentation, split_params
 

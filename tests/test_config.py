@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from server_app.config import (
+from rabo_protocol.config import (
     ConfigError,
     RunConfig,
     parse_node_config,
     parse_run_config,
 )
-from server_app.defaults import TASK_DEFAULTS, TUNED_KEYS
+from rabo_protocol.defaults import TASK_DEFAULTS, TUNED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 

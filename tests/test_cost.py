@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from client_app.local import local_round
-from rabo_strategy import make_mask_policy, submodel_spec
-from server_app.config import parse_run_config
+from rabo_protocol.config import parse_run_config
+from rabo_pruning import make_mask_policy, submodel_spec
 from tasks import Batch, ClientData, HyperRepresentation, split_params
 
 TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)

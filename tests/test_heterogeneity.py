@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from flwr.app import ConfigRecord
 
 from client_app.local import with_held_classes
-from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.masks import RoundClient, kept_units
-from rabo_strategy.wire import ARRAYS, METRICS, pack, unpack
+from rabo_protocol.wire import ARRAYS, METRICS, pack, unpack
+from rabo_pruning import make_mask_policy
+from rabo_pruning.masks import RoundClient, kept_units
+from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from tasks import (
     Batch,

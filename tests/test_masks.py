@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rabo_strategy import CoverageAverage, NodeProfile, ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.masks import RoundClient
-from rabo_strategy.placement import coverage_bounds, kept_units
+from rabo_pruning import CoverageAverage, make_mask_policy
+from rabo_pruning.masks import RoundClient
+from rabo_pruning.placement import coverage_bounds, kept_units
+from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from tasks import HyperRepresentation
 
 TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rabo_strategy.placement import coverage_bounds, coverage_of, kept_units, place, window
+from rabo_pruning.placement import coverage_bounds, coverage_of, kept_units, place, window
 from tasks import HyperRepresentation, LayerSpec
 
 from .coverage_reference import optimum

@@ -15,7 +15,7 @@ from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
 from bilevel.split import SplitLoss
 from client_app.local import local_round
 from client_app.sampling import MinibatchSampler, seeded_generator
-from server_app.config import ConfigError, RunConfig, parse_run_config
+from rabo_protocol.config import ConfigError, RunConfig, parse_run_config
 from tasks import TASKS, bilevel_problem, client_data, make_task
 
 from .conftest import FAST_CONFIG

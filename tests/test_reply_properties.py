@@ -21,8 +21,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_pruning import make_mask_policy
+from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from server_app.validation import ValidatedReplies
 from tests.toy_strategy import NoArguments

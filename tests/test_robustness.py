@@ -10,10 +10,11 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client_app.app import app as client_app
-from rabo_strategy import ResourceAdaptiveBilevel, make_mask_policy
-from rabo_strategy.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.config import parse_run_config
+from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_pruning import make_mask_policy
+from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.app import run
-from server_app.config import parse_run_config
 from server_app.inprocess import InProcessGrid
 from tasks import HyperRepresentation, split_params
 
@@ -324,8 +325,8 @@ def test_the_relative_bound_compares_replies_at_the_same_ratio() -> None:
 def test_the_client_app_declares_its_train_examples_when_queried() -> None:
     """The bound of num-examples comes from the node itself: its train split's size."""
     from client_app.app import _local_data
+    from rabo_protocol.config import parse_node_config
     from server_app.app import initial_arrays
-    from server_app.config import parse_node_config
     from server_app.strategies import build_strategy
 
     cfg = parse_run_config({**FAST_CONFIG, "dataset": "sklearn-digits", "partitioner": "dirichlet"})

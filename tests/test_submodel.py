@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rabo_strategy import make_mask_policy, submodel_spec
-from rabo_strategy.masks import kept_units
+from rabo_pruning import make_mask_policy, submodel_spec
+from rabo_pruning.masks import kept_units
 from tasks import HyperRepresentation, split_params
 
 TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)

@@ -125,13 +125,13 @@ class CoveragePolicy:
     """Staggered windows that maximise the round's minimum per-coordinate coverage (C_x*, C_y*).
 
     Every client keeps, in each prunable layer, a cyclic window of ``ceil(ratio * width)`` units,
-    placed by :func:`rabo_strategy.placement.place` for the round's ratios: (C_x*, C_y*) maximised
+    placed by :func:`rabo_pruning.placement.place` for the round's ratios: (C_x*, C_y*) maximised
     lexicographically in the order ``objective`` names (``x-first``: C_x* then C_y*; ``y-first``: the
     reverse; the next criteria are fewer coordinates at each minimum). The placement reaches the
     optimum over window placements on every mix of up to 6 clients and widths up to 8 that
     ``tests/test_placement.py`` draws (checked against an exact integer programme), and
     ``benchmarks/placement.py`` measures its gap on the real widths. Bounds for any placement:
-    :func:`rabo_strategy.placement.coverage_bounds`.
+    :func:`rabo_pruning.placement.coverage_bounds`.
 
     Each round every layer's windows shift by one more unit (all clients together, which changes
     no coordinate's coverage), so that the leftover coverage moves across units from round to round.

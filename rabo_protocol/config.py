@@ -48,7 +48,7 @@ class ConfigError(ValueError):
 class RunConfig(BaseModel):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
 
-    The keys of ``server_app.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
+    The keys of ``rabo_protocol.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
     strategy's) default; the field defaults below are the global ones (hyper-representation's).
     ``sources`` says, per key, where its value came from.
     """
@@ -151,7 +151,7 @@ class RunConfig(BaseModel):
             return None
         return (f"Defaults of task '{self.task}' / strategy '{self.strategy}' applied: "
                 + ", ".join(f"{k}={v}" for k, v in applied.items())
-                + " (an explicit value wins; server_app/defaults.py)")
+                + " (an explicit value wins; rabo_protocol/defaults.py)")
 
     @field_validator("ratio_levels", mode="before")
     @classmethod
