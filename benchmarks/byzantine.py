@@ -36,7 +36,7 @@ from common import write_table
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
 from server_app.app import run
 from server_app.inprocess import InProcessGrid

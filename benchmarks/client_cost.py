@@ -39,7 +39,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from torch.utils.flop_counter import FlopCounterMode
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from rabo_protocol.wire import CONFIG, METRICS, widths_from_config
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.app import initial_arrays

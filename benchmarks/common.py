@@ -27,7 +27,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 
 from client_app.app import app as client_app  # noqa: E402
-from rabo_protocol.config import parse_run_config  # noqa: E402
+from rabo_protocol import parse_run_config  # noqa: E402
 from server_app.app import run  # noqa: E402
 from server_app.inprocess import InProcessGrid  # noqa: E402
 from server_app.results import versions, write_json  # noqa: E402

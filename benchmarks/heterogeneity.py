@@ -34,7 +34,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from common import RESULTS, Job, figure_path, run_parallel, write_table
 
-from rabo_protocol.config import RunConfig
+from rabo_protocol import RunConfig
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "iid": {"partitioner": "iid"},

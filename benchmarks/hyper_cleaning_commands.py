@@ -15,7 +15,7 @@ import statistics
 
 from common import RESULTS, Job, run_parallel, write_table
 
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 
 COMMANDS = {
     "short": {"task": "hyper-cleaning", "label-noise": 0.5},

@@ -41,7 +41,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from flwr.app import Message
 from flwr_cli import Session, session
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from rabo_protocol.device import resolve_device
 from server_app.app import initial_arrays, run
 from server_app.evaluation import Evaluator
@@ -178,17 +178,13 @@ class TimedGrid(InProcessGrid):
         self.seconds: dict[tuple[str, int], float] = defaultdict(float)
         self.calls: dict[tuple[str, int], int] = defaultdict(int)
 
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
-        replies = []
-        for message in messages:
-            reply, seconds = self._deliver(message)
-            group = message.metadata.group_id.removeprefix("profile-")
-            key = (message.metadata.message_type, int(group))
-            self.seconds[key] += seconds
-            self.calls[key] += 1
-            replies.append(reply)
-        return replies
+    def _deliver(self, message: Message) -> tuple[Message, float]:
+        reply, seconds = super()._deliver(message)
+        group = message.metadata.group_id.removeprefix("profile-")
+        key = (message.metadata.message_type, int(group))
+        self.seconds[key] += seconds
+        self.calls[key] += 1
+        return reply, seconds
 
 
 @dataclass

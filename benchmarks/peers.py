@@ -6,9 +6,9 @@ hypergradient h = grad_x f - H_xy w, with w the solver's approximation of H_yy^{
 hyper-representation CNN of ``oracles.py`` (x = feature extractor, y = linear head, g = CE + mu ||y||^2 on
 the fixed train batch ``case.train``, f = CE on the fixed val batch ``case.val``) at the point (x, y) of
 the ``Case``. Each row: "rel-error" = ||h - ref.h|| / ||ref.h|| in float64 (``ref.h``: the exact
-hypergradient by conjugate gradient to 1e-12 of ``oracles.exact_hypergradient``); "seconds" = median wall
+hypergradient by conjugate gradient to 1e-12 of ``oracle_setup.exact_hypergradient``); "seconds" = median wall
 time of one whole hypergradient in float32 (``settings.reps`` repetitions after ``settings.warmup``
-warm-ups, the calls taking turns as in ``oracles.median_seconds``); "time-vs-grad" = seconds / the median
+warm-ups, the calls taking turns as in ``common.median_seconds``); "time-vs-grad" = seconds / the median
 time of one plain gradient of g in (x, y) on the same batch, measured in the same loop.
 
 How TorchOpt is called (the way its users do implicit differentiation): the inner solution is wrapped
@@ -47,8 +47,8 @@ from common import median_seconds
 from torch import Tensor
 from torch.func import grad
 
-if TYPE_CHECKING:  # oracles is imported lazily: oracles.py may import this module
-    from oracles import Case, Reference, Settings
+if TYPE_CHECKING:  # oracle_setup is imported lazily: oracles.py imports this module
+    from oracle_setup import Case, Reference, Settings
 
 Params = dict[str, Tensor]
 METHODS = ("TorchOpt solve_cg", "TorchOpt solve_inv (Neumann)")
@@ -133,7 +133,7 @@ def torchopt_rows(case: Case, ref: Reference, settings: Settings,
 
 def main() -> None:
     from common import format_table  # also puts the repository root on sys.path
-    from oracles import Settings, exact_hypergradient, fixed_batches, make_case
+    from oracle_setup import Settings, exact_hypergradient, fixed_batches, make_case
 
     settings = Settings(widths=(0.5, 1.0), reps=5, warmup=1)
     torch.set_num_threads(settings.threads)

@@ -5,7 +5,7 @@ For each budget mix and objective: the placement's coverage and time, the upper 
 ``coverage_bounds`` (any kept units), static masks (leading units) and wrap-around windows (each
 layer on its own, every window starting where the previous client's ended). A placement at the
 bound is optimal; below it the gap to the optimum is at most the gap to the bound (the exact
-integer programme of tests/coverage_reference.py does not finish on these widths: 16 clients on
+integer programme of rabo_pruning/coverage_reference.py does not finish on these widths: 16 clients on
 the CNN ran 20 minutes without a proof). The small-case sweep repeats the property test's check
 (exact optimum, up to 6 clients, widths 2-8) on more mixes.
 
@@ -22,9 +22,9 @@ import time
 import numpy as np
 from common import ROOT, write_table  # noqa: F401  (puts the repository on sys.path)
 
+from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import coverage_bounds, coverage_of, kept_units, place, window
 from tasks import HyperRepresentation, HyperRepresentationMLP, LayerSpec
-from tests.coverage_reference import optimum
 
 CNN = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
 MLP = HyperRepresentationMLP(in_shape=(1, 28, 28), num_classes=10)

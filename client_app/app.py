@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from rabo_protocol.config import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
+from rabo_protocol import ConfigError, NodeConfig, RunConfig, parse_node_config, parse_run_config
 from rabo_protocol.device import resolve_device
 from rabo_protocol.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
     PROFILE,
+    Profile,
+    encode_profile,
+    encode_profile_error,
     pack,
     task_shape_from_config,
     unpack,
@@ -41,7 +45,7 @@ app = ClientApp()
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Report this node's partition and resource ratio (-1 when the server should assign one).
+    """Report this node's partition, train examples and resource ratio (none: the server assigns one).
 
     The ratio is the node config's ``resource-ratio``, or the largest ratio whose measured
     memory fits ``memory-mb`` (or, with ``resource-ratio=auto``, the memory available now).
@@ -51,12 +55,6 @@ def query(msg: Message, context: Context) -> Message:
     """
     try:
         node = parse_node_config(context.node_config)
-        profile = ConfigRecord({
-            "partition-id": -1 if node.partition_id is None else node.partition_id,
-            "num-partitions": -1 if node.num_partitions is None else node.num_partitions,
-            "resource-ratio": -1.0,
-        })
-        from_budget = node.resource_ratio == "auto" or node.memory_mb is not None
         # load and check the data now: a missing, malformed or unusable dataset (or a node with
         # neither data-path nor partition) is reported here and the node left out, not sampled to
         # fail every round
@@ -68,18 +66,19 @@ def query(msg: Message, context: Context) -> Message:
                              "partitions: it cannot train on a node's own data-path")
         data = _local_data(cfg, node, config)
         check_data(data, task.in_shape, task.layers[-1].width)
-        profile["num-examples"] = len(data.train)  # bounds the num-examples of its train replies
+        profile = Profile(partition_id=node.partition_id, num_partitions=node.num_partitions,
+                          num_examples=len(data.train))  # which bounds its train replies' num-examples
         if isinstance(node.resource_ratio, float):
-            profile["resource-ratio"] = node.resource_ratio
-        elif from_budget:
+            profile = replace(profile, resource_ratio=node.resource_ratio)
+        elif node.resource_ratio == "auto" or node.memory_mb is not None:
             budget = (int(node.memory_mb * 2**20) if node.memory_mb is not None
                       else available_memory_bytes(cfg))
-            ratio, peak = fit_ratio(task, data, cfg, budget)
-            profile.update({"resource-ratio": ratio, "peak-memory-mb": peak / 2**20,
-                            "ratio-source": "memory-mb" if node.memory_mb is not None else "auto"})
+            ratio, _ = fit_ratio(task, data, cfg, budget)
+            profile = replace(profile, resource_ratio=ratio,
+                              ratio_source="memory-mb" if node.memory_mb is not None else "auto")
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        return Message(RecordDict({PROFILE: ConfigRecord({"error": str(err)})}), reply_to=msg)
-    return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+        return Message(RecordDict({PROFILE: encode_profile_error(str(err))}), reply_to=msg)
+    return Message(RecordDict({PROFILE: encode_profile(profile)}), reply_to=msg)
 
 
 def check_data(data: ClientData, in_shape: tuple[int, ...], num_classes: int) -> None:
@@ -174,11 +173,10 @@ def train(msg: Message, context: Context) -> Message:
             merged = full_x[name].copy()
             merged[own] = reply["x"][name].detach().cpu().numpy()
             reply["x"][name] = torch.as_tensor(merged)
-    # a plug-in strategy sends neither ratio nor widths: the node trains the full model, and the
-    # list of held classes (read by our strategy only) would break Flower's metric averaging
+    # a plug-in strategy sends no widths: the node trains the full model, and the list of held
+    # classes (read by our strategy only) would break Flower's metric averaging
     if not widths_from_config(config):
         metrics.pop("held-classes", None)
-    metrics["resource-ratio"] = float(config.get("resource-ratio", 1.0))  # type: ignore[arg-type]
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)

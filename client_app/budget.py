@@ -10,7 +10,7 @@ from __future__ import annotations
 import psutil
 import torch
 
-from rabo_protocol.config import RunConfig
+from rabo_protocol import RunConfig
 from rabo_pruning.masks import submodel_spec
 from tasks import BilevelTask, ClientData
 

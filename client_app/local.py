@@ -8,9 +8,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from bilevel import EstimatorConfig, SolverConfig, make_estimator, rabo_local, rafbo_local
-from rabo_protocol.config import RunConfig
+from bilevel import make_estimator, rabo_local, rafbo_local
+from rabo_protocol import RunConfig
 from rabo_protocol.device import resolve_device
+from rabo_protocol.presets import DIRECTION_PART, LOCAL_OUTER_STEPS
 from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, held_classes
 
 from .profiling import measure
@@ -45,32 +46,19 @@ def local_round(
         data = with_held_classes(data, task.layers[-1].width)
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
-    solver = SolverConfig(
-        inner_steps=cfg.inner_steps, v_steps=cfg.v_steps,
-        outer_steps=cfg.outer_steps if cfg.algorithm == "rafbo" else 1,
-        inner_lr=cfg.inner_lr, v_lr=cfg.v_lr, outer_lr=cfg.outer_lr, step_guard=cfg.step_guard,
-        proximal_mu=proximal_mu,
-    )
+    solver = cfg.solver_config(proximal_mu)
     next_train = MinibatchSampler(data.train, cfg.batch_size,
                                   seeded_generator(cfg.seed, server_round, partition_id, 0), device)
     next_val = MinibatchSampler(data.val, cfg.batch_size,
                                 seeded_generator(cfg.seed, server_round, partition_id, 1), device)
-    run = rabo_local if cfg.algorithm == "rabo" else rafbo_local
-    estimator = make_estimator(EstimatorConfig(
-        name=cfg.estimator, fd_alpha=cfg.fd_alpha, fd_scheme=cfg.fd_scheme, v_solver=cfg.v_solver,
-        v_batch=cfg.v_batch, neumann_steps=cfg.neumann_steps,
-        f2sa_lambda=cfg.f2sa_lambda, f2sa_lambda_growth=cfg.f2sa_lambda_growth,
-        f2sa_lambda_max=cfg.f2sa_lambda_max,
-    ))
+    run = rafbo_local if LOCAL_OUTER_STEPS[cfg.algorithm] else rabo_local
+    estimator = make_estimator(cfg.estimator, cfg)
     memory = cfg.profile and cfg.profile_memory
     with measure(device, flops=cfg.profile, memory=memory) as cost:
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,
                      first_step=(server_round - 1) * solver.outer_steps)
 
-    # local steps of one outer iteration: inner steps, then the estimator's own (v or Neumann
-    # terms, and the x-direction; F2SA steps v jointly with y); flops-per-step divides by these
-    own = {"none": 0, "neumann": cfg.neumann_steps, "f2sa": 1}.get(cfg.estimator, solver.v_steps + 1)
-    steps = solver.outer_steps * (solver.inner_steps + own)
+    steps = solver.outer_steps * (solver.inner_steps + estimator.own_steps(solver))  # flops-per-step's
     metrics = {
         "num-examples": len(data.train),
         "train-seconds": cost.seconds,
@@ -84,7 +72,7 @@ def local_round(
         metrics["peak-memory-mb"] = cost.peak_bytes / 2**20
     if data.train.label_mask is not None:  # the server averages each class's head row over its holders
         metrics["held-classes"] = torch.nonzero(data.train.label_mask).flatten().tolist()
-    first = result.h if cfg.algorithm == "rabo" else result.x
+    direction = DIRECTION_PART[cfg.algorithm]
+    first = result.h if direction == "h" else result.x
     assert first is not None
-    reply = {"h" if cfg.algorithm == "rabo" else "x": first, "y": result.y, "v": result.v}
-    return reply, metrics
+    return {direction: first, "y": result.y, "v": result.v}, metrics

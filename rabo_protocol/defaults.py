@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .presets import STRATEGIES
+
 AUTO = "auto"
 TUNED_KEYS = ("algorithm", "mu", "outer-lr", "v-lr", "v-steps")
 GLOBAL_TASK = "hyper-representation"
@@ -39,8 +41,6 @@ Source = str  # "user", "task default", "strategy default" or "global default"
 
 
 def _strategy_row(strategy: object) -> dict[str, Any]:
-    from .config import STRATEGIES
-
     if isinstance(strategy, str) and strategy not in STRATEGIES:
         return STRATEGY_DEFAULTS.get(PLUGIN, {})
     return STRATEGY_DEFAULTS.get(str(strategy), {})

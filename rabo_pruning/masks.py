@@ -26,7 +26,8 @@ import numpy as np
 
 from tasks import LayerSpec
 
-from .placement import COVERAGE_OBJECTIVES, Objective, kept_units, place, window
+from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
+from .placement import place
 from .submodel import SubmodelSpec
 
 MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
@@ -61,7 +62,7 @@ class _PerLayerPolicy:
     def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
         return [
-            SubmodelSpec(ratio=c.ratio, kept={
+            SubmodelSpec(kept={
                 layer.name: self.choose(i, layer.width, kept_units(layer.width, c.ratio), server_round,
                                         c.key, params.get(f"{layer.name}.weight"),
                                         params.get(f"{layer.name}.bias"))
@@ -131,7 +132,7 @@ class CoveragePolicy:
     optimum over window placements on every mix of up to 6 clients and widths up to 8 that
     ``tests/test_placement.py`` draws (checked against an exact integer programme), and
     ``benchmarks/placement.py`` measures its gap on the real widths. Bounds for any placement:
-    :func:`rabo_pruning.placement.coverage_bounds`.
+    :func:`rabo_pruning.coverage.coverage_bounds`.
 
     Each round every layer's windows shift by one more unit (all clients together, which changes
     no coordinate's coverage), so that the leftover coverage moves across units from round to round.
@@ -162,7 +163,7 @@ class CoveragePolicy:
             for p, layer in enumerate(prunable):
                 start = (int(placement.starts[row, p]) + shift) % layer.width
                 kept[n][layer.name] = window(layer.width, int(keep[row, p]), start)
-        return [SubmodelSpec(ratio=c.ratio, kept=kept[n]) for n, c in enumerate(clients)]
+        return [SubmodelSpec(kept=units) for units in kept]
 
 
 @dataclass(frozen=True)

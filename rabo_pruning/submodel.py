@@ -44,9 +44,8 @@ class SliceIndex:
 
 @dataclass(frozen=True)
 class SubmodelSpec:
-    """A client's submodel: its ratio and the kept output units of each prunable layer."""
+    """A client's submodel: the kept output units of each prunable layer."""
 
-    ratio: float
     kept: Mapping[str, np.ndarray]
     owned: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Per-sample parameter name -> the global coordinates of the client's samples, in its order."""

@@ -1,5 +1,11 @@
-"""The resource-adaptive bilevel Strategy (RABO / RAFBO) for Flower's Message API."""
+"""The resource-adaptive bilevel Strategy, split by job: which nodes train (``sampling``), what each
+node is and trains at (``profiles``), what it is sent (``messages``), which replies count
+(``replies``) and what they make of the global model (``aggregate``). The pruning itself (masks,
+slicing, per-coordinate averaging) is ``rabo_pruning``'s."""
 
-from .strategy import ALGORITHMS, NodeProfile, ResourceAdaptiveBilevel, resolve_profile
+from .profiles import NodeProfile, RoundSizer, query_profiles, resolve_profile
+from .sampling import NodeSampling
+from .strategy import ResourceAdaptiveBilevel
 
-__all__ = ["ALGORITHMS", "NodeProfile", "ResourceAdaptiveBilevel", "resolve_profile"]
+__all__ = ["NodeProfile", "NodeSampling", "ResourceAdaptiveBilevel", "RoundSizer", "query_profiles",
+           "resolve_profile"]

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from rabo_protocol.config import ConfigError, RunConfig, parse_run_config
+from rabo_protocol import ConfigError, RunConfig, parse_run_config
 from rabo_protocol.device import resolve_device
 from rabo_protocol.wire import pack, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task

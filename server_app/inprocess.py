@@ -90,6 +90,12 @@ class InProcessGrid(Grid):
         return replies
 
     def _deliver(self, message: Message) -> tuple[Message, float]:
+        """Deliver one message: (the ClientApp's reply, the seconds the call took).
+
+        Every message of :meth:`push_messages` and :meth:`send_and_receive` passes through here
+        once, in order: the hook for a subclass that observes deliveries (e.g. times them), which
+        overrides it and calls ``super()._deliver(message)``.
+        """
         # What the SuperLink does on arrival (Metadata.message_id has no public setter).
         message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
         start = time.perf_counter()

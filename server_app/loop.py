@@ -15,15 +15,19 @@ from .metering import MeteredGrid
 Row = dict[str, float | int]
 
 
-def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]]) -> Row:
-    """One train reply as a row of clients.csv: node, bytes, and the numbers it reported."""
+def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
+               ratios: dict[int, float] | None = None) -> Row:
+    """One train reply as a row of clients.csv: node, the resource ratio it trained at (when the
+    strategy says), bytes, and the numbers it reported."""
     node = reply.metadata.src_node_id
     down, up = traffic.get(node, (0, 0))
     row: Row = {}
     for record in reply.content.metric_records.values():  # finite numbers only
         row.update({k: v for k, v in record.items() if isinstance(v, (int, float))
                     and not isinstance(v, bool) and math.isfinite(v)})
-    # the identity columns are the server's: a client's metrics cannot overwrite them
+    # the ratio and the identity columns are the server's: a client's metrics cannot overwrite them
+    if ratios is not None and node in ratios:
+        row["resource-ratio"] = ratios[node]
     row.update({"round": rnd, "node-id": node, "bytes-down": down, "bytes-up": up})
     return row
 
@@ -56,10 +60,10 @@ def run_rounds(
             row.update({f"federated-{k}": v for k, v in dict(federated or {}).items()})
         row.update(dict(evaluate(rnd, arrays)))
         traffic = grid.take()
-        # rows for the replies the strategy accepted (all non-error replies for a strategy that
-        # does not say which it accepted)
-        accepted = getattr(strategy, "accepted_nodes", None)
-        clients = [client_row(rnd, r, traffic) for r in replies if not r.has_error()
+        # rows for the replies the strategy accepted, with the ratio each trained at (all
+        # non-error replies for a strategy that does not say which it accepted)
+        accepted: dict[int, float] | None = getattr(strategy, "accepted_ratios", None)
+        clients = [client_row(rnd, r, traffic, accepted) for r in replies if not r.has_error()
                    and (accepted is None or r.metadata.src_node_id in accepted)]
         row["bytes-down"] = sum(down for down, _ in traffic.values())
         row["bytes-up"] = sum(up for _, up in traffic.values())

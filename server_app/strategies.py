@@ -1,20 +1,7 @@
 """The run config's ``strategy``: a built-in method, or the user's own Flower Strategy by import path.
 
-Built-in strategies all run through :class:`ResourceAdaptiveBilevel` and differ in who trains
-what and with which local estimator (the estimator is chosen on the client, from the same config):
-
-=================  ==========================================  ===========================
-strategy           who trains what                             local x-direction
-=================  ==========================================  ===========================
-resource-adaptive  each node its own submodel (dual pruning)   ``hypergradient`` key
-full-model         every node the full model, whatever budget  ``hypergradient`` key
-drop-weak          only nodes of ratio 1, the full model       ``hypergradient`` key
-fednest-aid        every node the full model                   Neumann-series AID
-f2sa               every node the full model                   F2SA first-order penalty
-=================  ==========================================  ===========================
-
-``algorithm`` (rabo | rafbo) applies to all of them: the server steps x with the averaged
-direction (rabo), or nodes take local outer steps and the server averages models (rafbo).
+Built-in strategies (``rabo_protocol.presets``: who trains what, with which local estimator) all
+run through :class:`ResourceAdaptiveBilevel`; ``algorithm`` (rabo | rafbo) applies to all of them.
 
 A plug-in ``package.module:ClassName`` (``flwr:Name`` for Flower's own, e.g. ``flwr:FedProx``) must
 name a subclass of Flower's ``flwr.serverapp.strategy.Strategy``. It is built with
@@ -35,17 +22,12 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.serverapp.strategy import Strategy
 
-from rabo_protocol.config import ConfigError, RunConfig
+from rabo_protocol import ConfigError, RunConfig
 from rabo_protocol.wire import task_shape_config
-from rabo_pruning import make_mask_policy
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from tasks import BilevelTask, image_data
 
 from .validation import ValidatedReplies
-
-SIZING = {"resource-adaptive": "resource-adaptive", "full-model": "full-model",
-          "drop-weak": "drop-weak", "fednest-aid": "full-model", "f2sa": "full-model"}
-
 
 FLOWER_STRATEGIES = "flwr.serverapp.strategy"
 """``strategy='flwr:Name'`` is short for ``'flwr.serverapp.strategy:Name'`` (FedAvg, FedProx, ...)."""
@@ -96,21 +78,9 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:
             return {}
-        if profile.partition_id < 0 or profile.num_partitions < 1:
+        if profile.partition_id is None or profile.num_partitions is None:
             raise ValueError(f"node {profile.node_id} has no partition-id/num-partitions: task "
                              f"'{cfg.task}' has per-sample parameters and needs partitioned data")
         return task.owned_indices(profile.partition_id, profile.num_partitions)
 
-    return ResourceAdaptiveBilevel(
-        task.layers, cfg.algorithm, cfg.ratio_levels,
-        make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective),
-        outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, momentum_scope=cfg.momentum_scope,
-        sizing=SIZING[cfg.strategy],
-        capacity=cfg.capacity, owned=owned, fraction_train=cfg.fraction_train,
-        min_train_nodes=cfg.min_train_nodes, min_available_nodes=cfg.min_available_nodes,
-        seed=cfg.seed, min_successful_replies=cfg.min_successful_replies,
-        max_update_norm=cfg.max_update_norm,
-        client_config=client_config,
-        node_wait_timeout=cfg.round_timeout, aggregation=cfg.aggregation, trim_fraction=cfg.trim_fraction,
-        max_update_norm_ratio=cfg.max_update_norm_ratio,
-    )
+    return ResourceAdaptiveBilevel(task.layers, cfg, owned=owned, client_config=client_config)

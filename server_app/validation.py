@@ -22,12 +22,12 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from rabo_strategy import NodeProfile, query_profiles
 from rabo_strategy.replies import check_examples, decode
-from rabo_strategy.strategy import NodeProfile, query_profiles
 
 
 def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm: float,
-                declared: int = -1) -> None:
+                declared: int | None = None) -> None:
     """Raise ValueError saying what is wrong with a plug-in's train reply (``declared``: the
     node's train examples from its profile, the bound of its num-examples)."""
     if msg.has_error():
@@ -89,7 +89,8 @@ class ValidatedReplies(Strategy):
         self._reference: dict[str, np.ndarray] = {}
         self.profiles: dict[int, NodeProfile] = {}
         self._sent_to: set[int] = set()
-        self.accepted_nodes: set[int] = set()
+        self.accepted_ratios: dict[int, float] = {}
+        """Node -> 1.0 (a plug-in's nodes train the full model), for the accepted replies."""
 
     def __getattr__(self, name: str) -> object:  # state(), load_state() and the like of the plug-in
         if name == "inner":
@@ -125,7 +126,7 @@ class ValidatedReplies(Strategy):
                 log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, err)
                 continue
             good.append(msg)
-        self.accepted_nodes = {m.metadata.src_node_id for m in good}
+        self.accepted_ratios = {m.metadata.src_node_id: 1.0 for m in good}
         # in partition order, not arrival order: the same seed gives the same model
         good.sort(key=lambda m: (self.profiles[m.metadata.src_node_id].client_key, m.metadata.src_node_id))
         good = _consistent(good)

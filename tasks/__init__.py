@@ -18,11 +18,11 @@ from .base import (
 from .datasets import Normalization
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
+from .node_data import device_data
 from .partition import (
     DataSpec,
     client_data,
     corrupted_mask,
-    device_data,
     holdout_set,
     image_data,
     num_train_samples,

@@ -224,13 +224,3 @@ def split_params(model: nn.Module, layers: tuple[LayerSpec, ...]) -> tuple[Param
         target[name] = param.detach().clone()
     return x, y
 
-
-def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
-    """``test-accuracy``, ``test-loss`` (cross-entropy) and, per class c present in ``labels``,
-    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew)."""
-    correct = logits.argmax(dim=1) == labels
-    metrics = {"test-accuracy": float(correct.float().mean()),
-               "test-loss": float(torch.nn.functional.cross_entropy(logits, labels))}
-    for c in torch.unique(labels).tolist():
-        metrics[f"class-accuracy-{c}"] = float(correct[labels == c].float().mean())
-    return metrics

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, classification_metrics, cross_entropy, split_params
+from .base import Batch, LayerSpec, Params, cross_entropy, split_params
+from .linear_head import LinearHeadTask
 from .partition import DataSpec, corrupted_mask, num_train_samples, train_coordinates
 
 LOGIT = "sample.logit"
@@ -93,12 +94,12 @@ def detection_metrics(logits: Tensor | np.ndarray, corrupted: np.ndarray) -> dic
 
 
 @dataclass(frozen=True)
-class HyperCleaning:
+class HyperCleaning(LinearHeadTask):
     """The task; ``in_shape`` and ``num_classes`` come from the dataset.
 
     ``spec`` (the run's data) is needed only by the server-side methods that know the global
-    training set: :attr:`num_samples`, :meth:`owned_indices` and the detection metrics of
-    :meth:`evaluate`. Clients build the task without it.
+    training set: :attr:`num_samples`, :meth:`owned_indices` and the detection metrics that
+    :meth:`evaluate` adds (:meth:`x_metrics`). Clients build the task without it.
     """
 
     in_shape: tuple[int, int, int]
@@ -134,9 +135,6 @@ class HyperCleaning:
     def num_samples(self) -> int:
         return num_train_samples(self._spec("num_samples"))
 
-    def full_widths(self) -> dict[str, int]:
-        return {layer.name: layer.width for layer in self.layers}
-
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
         return RandomFeatureClassifier(self.in_shape, widths, self.num_classes)
 
@@ -148,15 +146,10 @@ class HyperCleaning:
         spec = replace(self._spec("owned_indices"), num_partitions=num_partitions)
         return {LOGIT: train_coordinates(spec, partition_id)}
 
-    @staticmethod
-    def _layers_of(x: Params) -> Params:
-        """x without the per-sample logits: the fixed feature layer."""
-        return {k: t for k, t in x.items() if k != LOGIT}
-
     # The feature split (bilevel.split): phi reads x's fc1 detached; the head is y.
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
         """phi(batch): the random features (no gradient reaches fc1: it is never trained)."""
-        fixed = {k: t.detach() for k, t in self._layers_of(x).items()}
+        fixed = {k: t.detach() for k, t in self._layer_params(x).items()}
         return functional_call(model, fixed, (batch.inputs,), {"features_only": True}, strict=False)
 
     def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
@@ -165,36 +158,15 @@ class HyperCleaning:
         if batch.ids is None:
             raise ValueError("hyper-cleaning's inner loss needs Batch.ids (the positions of the "
                              "samples in the client's train split; MinibatchSampler sets them)")
-        logits = F.linear(features, y["head.weight"], y["head.bias"])
-        losses = cross_entropy(logits, batch, reduction="none")
+        losses = cross_entropy(self.head_logits(y, features), batch, reduction="none")
         weights = torch.sigmoid(x[LOGIT][batch.ids])
-        return torch.mean(weights * losses) + self.mu * sum(torch.sum(p * p) for p in y.values())
+        return torch.mean(weights * losses) + self.ridge(y)
 
-    def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
-                        batch: Batch) -> Tensor:
-        """f given the features: CE of the linear head."""
-        return cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch)
-
-    def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)
-
-    def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        return self.outer_head_loss(model, x, y, self.features(model, x, batch), batch)
-
-    def _logits(self, model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
-        return functional_call(model, {**self._layers_of(x), **y}, (inputs,))
-
-    @torch.no_grad()
-    def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
-        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)["test-accuracy"]
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
-        """Test accuracy and loss; detection metrics of the global ``x`` (one logit per global
-        training sample) against the true corrupted mask."""
+    def x_metrics(self, x: Params) -> dict[str, float]:
+        """Detection metrics of the global ``x`` (one logit per global training sample) against
+        the true corrupted mask; :meth:`evaluate` adds them to the test accuracy and loss."""
         corrupted = corrupted_mask(self._spec("evaluate"))
         if x[LOGIT].numel() != len(corrupted):
             raise ValueError(f"evaluate needs the global x: {LOGIT} has {x[LOGIT].numel()} entries, "
                              f"the global training set {len(corrupted)}")
-        return {**classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels),
-                **detection_metrics(x[LOGIT].reshape(-1), corrupted)}
+        return detection_metrics(x[LOGIT].reshape(-1), corrupted)

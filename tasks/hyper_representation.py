@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, classification_metrics, cross_entropy, split_params
+from .base import Batch, LayerSpec, Params, cross_entropy, split_params
+from .linear_head import LinearHeadTask
 
 
 class ConvNet(nn.Module):
@@ -53,7 +53,7 @@ class ConvNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class HyperRepresentation:
+class HyperRepresentation(LinearHeadTask):
     """The task; ``in_shape`` and ``num_classes`` come from the dataset."""
 
     in_shape: tuple[int, int, int]
@@ -81,9 +81,6 @@ class HyperRepresentation:
     def num_samples(self) -> int:
         return 0
 
-    def full_widths(self) -> dict[str, int]:
-        return {layer.name: layer.width for layer in self.layers}
-
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
         return ConvNet(self.in_shape, widths, self.num_classes)
 
@@ -93,10 +90,6 @@ class HyperRepresentation:
     def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
         return {}
 
-    @staticmethod
-    def _logits(model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
-        return functional_call(model, {**x, **y}, (inputs,))
-
     # The feature split (bilevel.split): x is the network up to the features, y the linear head.
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
         """phi(x; batch): the features the head reads (they do not depend on y)."""
@@ -105,30 +98,10 @@ class HyperRepresentation:
     def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
                         batch: Batch) -> Tensor:
         """g given the features: CE of the linear head + mu ||y||^2."""
-        logits = F.linear(features, y["head.weight"], y["head.bias"])
-        return cross_entropy(logits, batch) + self.mu * sum(torch.sum(p * p) for p in y.values())
-
-    def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
-                        batch: Batch) -> Tensor:
-        """f given the features: CE of the linear head."""
-        return cross_entropy(F.linear(features, y["head.weight"], y["head.bias"]), batch)
-
-    def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)
-
-    def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
-        return self.outer_head_loss(model, x, y, self.features(model, x, batch), batch)
-
-    @torch.no_grad()
-    def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
-        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)["test-accuracy"]
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
-        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)
+        return cross_entropy(self.head_logits(y, features), batch) + self.ridge(y)
 
 
-class MLP(nn.Module):
+class SingleHiddenLayerMLP(nn.Module):
     """flatten, dense-relu (the features), linear head: the FedNest hyper-representation network."""
 
     def __init__(self, in_features: int, hidden: int, num_classes: int) -> None:
@@ -156,4 +129,4 @@ class HyperRepresentationMLP(HyperRepresentation):
 
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
         channels, height, width = self.in_shape
-        return MLP(channels * height * width, widths["fc1"], self.num_classes)
+        return SingleHiddenLayerMLP(channels * height * width, widths["fc1"], self.num_classes)

@@ -67,7 +67,6 @@ class BudgetCorrelatedPartitioner(Partitioner):
         return self.dataset.select(np.flatnonzero(self.assignment() == partition_id))
 
 
-
 def make_partitioner(spec: DataSpec, ratios: tuple[float, ...]) -> Partitioner:
     """The flwr-datasets partitioner of ``spec.partitioner`` (``ratios``: each partition's ratio)."""
     if spec.partitioner == "iid":

@@ -9,10 +9,10 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
-from rabo_pruning import CoverageAverage, SliceIndex, make_mask_policy
-from rabo_strategy import ResourceAdaptiveBilevel
+from rabo_pruning import CoverageAverage, SliceIndex
 from server_app.inprocess import InProcessGrid
 from tasks import HyperRepresentation, split_params
+from tests.fakes import built_in_strategy
 
 TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10)
 
@@ -76,7 +76,7 @@ def _fake_client(algorithm: str, broken: dict[int, str] | None = None):
     def client(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
         if msg.metadata.message_type == "query":
-            profile = ConfigRecord({"partition-id": pid, "resource-ratio": -1.0})
+            profile = ConfigRecord({"partition-id": pid})
             return Message(RecordDict({PROFILE: profile}), reply_to=msg)
         if broken.get(pid) == "raise":
             raise RuntimeError("client crashed")
@@ -99,8 +99,8 @@ def _fake_client(algorithm: str, broken: dict[int, str] | None = None):
 def _round(algorithm: str, levels: tuple[float, ...], num_nodes: int = 4,
            broken: dict[int, str] | None = None, **kwargs: float):
     grid = InProcessGrid(_fake_client(algorithm, broken), num_nodes, {})
-    strategy = ResourceAdaptiveBilevel(TASK.layers, algorithm, levels, make_mask_policy("static", 0),
-                                       outer_lr=kwargs.get("outer_lr", 0.5))
+    strategy = built_in_strategy(TASK.layers, algorithm=algorithm, ratio_levels=levels,
+                                 outer_lr=kwargs.get("outer_lr", 0.5))
     initial = _initial()
     messages = list(strategy.configure_train(1, pack(initial), ConfigRecord(), grid))
     replies = list(grid.send_and_receive(messages))

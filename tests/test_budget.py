@@ -7,7 +7,7 @@ from pathlib import Path
 
 from client_app.app import app as client_app
 from client_app.budget import CANDIDATE_RATIOS, peak_memory_bytes
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from tasks import client_data, make_task
@@ -41,7 +41,7 @@ def test_auto_budgets_use_available_memory_not_free_pages() -> None:
     import psutil
 
     from client_app.budget import available_memory_bytes
-    from rabo_protocol.config import parse_run_config
+    from rabo_protocol import parse_run_config
 
     measured = available_memory_bytes(parse_run_config({"device": "cpu"}))
     assert abs(measured - psutil.virtual_memory().available) < 256 * 2**20

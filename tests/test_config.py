@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from rabo_protocol.config import (
+from rabo_protocol import (
     ConfigError,
     RunConfig,
     parse_node_config,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from client_app.local import local_round
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from rabo_pruning import make_mask_policy, submodel_spec
 from tasks import Batch, ClientData, HyperRepresentation, split_params
 

@@ -18,7 +18,7 @@ import pytest
 
 from client_app.budget import peak_memory_bytes
 from deploy.credentials import write_certificates, write_supernode_keys
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from tasks import client_data, make_task
 
 ROOT = Path(__file__).resolve().parents[1]

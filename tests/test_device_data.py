@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from tasks import device_data
@@ -96,7 +96,7 @@ def test_a_nodes_own_data_is_standardised_like_the_servers_test_set(tmp_path: Pa
     from flwr.app import ConfigRecord
 
     from client_app.app import _local_data
-    from rabo_protocol.config import parse_node_config
+    from rabo_protocol import parse_node_config
     from server_app.strategies import build_strategy
     from tasks import image_data, make_task
 

@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch.func import grad
 
-from bilevel import ESTIMATORS, BilevelProblem, EstimatorConfig, SolverConfig, make_estimator
+from bilevel import ESTIMATORS, BilevelProblem, SolverConfig, make_estimator
 from bilevel.estimators import F2SAEstimator, NeumannEstimator
+from bilevel.quadratic import Params, Quadratic
 from bilevel.solver import rabo_local, rafbo_local
-
-from .quadratic import Params, Quadratic
 
 F64 = torch.float64
 NO_BATCH = lambda: None  # noqa: E731
@@ -70,9 +69,9 @@ def test_neumann_equals_warm_start_autograd_from_zero() -> None:
     _, problem, x = _setup(seed=5)
     k = 7
     cfg = SolverConfig(inner_steps=3, v_steps=k, inner_lr=0.3, v_lr=0.35)
-    yn, vn, hn, mn = make_estimator(EstimatorConfig("neumann", neumann_steps=k))(
+    yn, vn, hn, mn = make_estimator("neumann", neumann_steps=k)(
         problem, cfg, x, _vec(8), _vec(9), NO_BATCH, NO_BATCH, step=0)
-    ya, va, ha, ma = make_estimator(EstimatorConfig("autograd"))(
+    ya, va, ha, ma = make_estimator("autograd")(
         problem, cfg, x, _vec(8), _zeros(), NO_BATCH, NO_BATCH, step=0)
     torch.testing.assert_close(yn["y"], ya["y"], rtol=0, atol=1e-10)
     torch.testing.assert_close(vn["y"], va["y"], rtol=0, atol=1e-10)
@@ -82,7 +81,7 @@ def test_neumann_equals_warm_start_autograd_from_zero() -> None:
 
 def test_neumann_needs_one_term() -> None:
     with pytest.raises(ValueError, match="neumann-steps"):
-        make_estimator(EstimatorConfig("neumann", neumann_steps=0))
+        make_estimator("neumann", neumann_steps=0)
 
 
 # ---- f2sa ----------------------------------------------------------------------------------------------
@@ -110,8 +109,8 @@ def test_f2sa_direction_converges_to_the_hypergradient_like_one_over_lambda() ->
 def test_f2sa_lambda_schedule_and_direction() -> None:
     """lambda_k = min(max, lambda0 + growth * k); h = grad_x f(v) + lambda (grad_x g(v) - grad_x g(y))."""
     q, problem, x = _setup()
-    est = make_estimator(EstimatorConfig("f2sa", f2sa_lambda=2.0, f2sa_lambda_growth=3.0,
-                                         f2sa_lambda_max=10.0))
+    est = make_estimator("f2sa", f2sa_lambda=2.0, f2sa_lambda_growth=3.0,
+                                         f2sa_lambda_max=10.0)
     cfg = SolverConfig(inner_steps=0, v_steps=0)
     y, v = _vec(3), _vec(4)
     for k, expected in enumerate((2.0, 5.0, 8.0, 10.0, 10.0)):
@@ -139,7 +138,7 @@ def test_f2sa_steps_y_and_v_jointly() -> None:
 
 def test_f2sa_starts_v_from_y_when_v_is_zero() -> None:
     _, problem, x = _setup()
-    est = make_estimator(EstimatorConfig("f2sa"))
+    est = make_estimator("f2sa")
     y, v, _, _ = est(problem, SolverConfig(inner_steps=0), x, _vec(3), _zeros(), NO_BATCH, NO_BATCH, step=0)
     assert torch.equal(v["y"], _vec(3)["y"])  # v starts from the incoming y
     _, v, _, _ = est(problem, SolverConfig(inner_steps=0), x, _vec(3), _vec(4), NO_BATCH, NO_BATCH, step=0)
@@ -148,11 +147,11 @@ def test_f2sa_starts_v_from_y_when_v_is_zero() -> None:
 
 def test_f2sa_rejects_bad_lambdas() -> None:
     with pytest.raises(ValueError, match="lambda"):
-        make_estimator(EstimatorConfig("f2sa", f2sa_lambda=0.0))
+        make_estimator("f2sa", f2sa_lambda=0.0)
     with pytest.raises(ValueError, match="lambda"):
-        make_estimator(EstimatorConfig("f2sa", f2sa_lambda=5.0, f2sa_lambda_max=1.0))
+        make_estimator("f2sa", f2sa_lambda=5.0, f2sa_lambda_max=1.0)
     with pytest.raises(ValueError, match="growth"):
-        make_estimator(EstimatorConfig("f2sa", f2sa_lambda_growth=-1.0))
+        make_estimator("f2sa", f2sa_lambda_growth=-1.0)
 
 
 # ---- none ----------------------------------------------------------------------------------------------
@@ -161,7 +160,7 @@ def test_none_only_descends_the_inner_problem() -> None:
     q, problem, x = _setup()
     y0, v0 = _vec(3), _vec(4)
     cfg = SolverConfig(inner_steps=4, outer_steps=3, inner_lr=0.3, outer_lr=0.5)
-    result = rafbo_local(problem, make_estimator(EstimatorConfig("none")), cfg, x, y0, v0, NO_BATCH, NO_BATCH)
+    result = rafbo_local(problem, make_estimator("none"), cfg, x, y0, v0, NO_BATCH, NO_BATCH)
     assert result.h is not None and torch.count_nonzero(result.h["x"]) == 0
     assert torch.equal(result.x["x"], x["x"])
     assert result.v is v0 or torch.equal(result.v["y"], v0["y"])
@@ -176,7 +175,7 @@ def test_none_only_descends_the_inner_problem() -> None:
 def test_every_estimator_reports_the_losses_and_shapes(name: str) -> None:
     _, problem, x = _setup()
     cfg = SolverConfig(inner_steps=2, v_steps=2, inner_lr=0.3, v_lr=0.3)
-    y, v, h, metrics = make_estimator(EstimatorConfig(name))(problem, cfg, x, _vec(3), _zeros(),
+    y, v, h, metrics = make_estimator(name)(problem, cfg, x, _vec(3), _zeros(),
                                                              NO_BATCH, NO_BATCH, step=3)
     assert h["x"].shape == x["x"].shape and y["y"].shape == v["y"].shape == (4,)
     for key in ("inner-loss", "outer-loss") + (("f2sa-lambda",) if name == "f2sa" else ()):
@@ -185,7 +184,7 @@ def test_every_estimator_reports_the_losses_and_shapes(name: str) -> None:
 
 def test_unknown_estimator_is_rejected() -> None:
     with pytest.raises(ValueError, match="allowed: finite-difference, autograd, neumann, f2sa, none"):
-        make_estimator(EstimatorConfig("implicit"))
+        make_estimator("implicit")
 
 
 class _Recorder:
@@ -223,7 +222,7 @@ def test_fedprox_pulls_rafbos_local_outer_steps_toward_the_received_x() -> None:
     the received x_0 than mu = 0, and mu = 0 is RAFBO exactly."""
     _, problem, x = _setup()
     y0, v0 = _vec(3), _vec(4)
-    est = make_estimator(EstimatorConfig("autograd"))
+    est = make_estimator("autograd")
 
     def moved(mu: float) -> float:
         cfg = SolverConfig(inner_steps=3, v_steps=3, outer_steps=4, outer_lr=0.2, proximal_mu=mu)

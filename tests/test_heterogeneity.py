@@ -16,7 +16,6 @@ from client_app.local import with_held_classes
 from rabo_protocol.wire import ARRAYS, METRICS, pack, unpack
 from rabo_pruning import make_mask_policy
 from rabo_pruning.masks import RoundClient, kept_units
-from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from tasks import (
     Batch,
@@ -32,6 +31,7 @@ from tasks import (
     train_coordinates,
 )
 from tasks.partition import partition_ratios
+from tests.fakes import built_in_strategy
 
 from .test_aggregation import _fake_client, _initial
 
@@ -122,9 +122,8 @@ def test_masked_loss_leaves_the_head_rows_of_absent_classes_to_the_regulariser()
 @pytest.mark.parametrize("scope", ["covered", "all"])
 def test_momentum_moves_only_covered_coordinates(scope: str) -> None:
     grid = InProcessGrid(_fake_client("rabo"), 2, {})
-    strategy = ResourceAdaptiveBilevel(HyperRepresentation((1, 8, 8), 10).layers, "rabo", (0.5,),
-                                       make_mask_policy("static", 0), outer_lr=0.5, outer_momentum=0.9,
-                                       momentum_scope=scope)
+    strategy = built_in_strategy(HyperRepresentation((1, 8, 8), 10).layers, algorithm="rabo",
+                                 ratio_levels=(0.5,), outer_lr=0.5, outer_momentum=0.9, momentum_scope=scope)
     initial = _initial()
     old_velocity = {k: np.ones_like(t) for k, t in initial["x"].items()}
     strategy.load_state({"velocity": old_velocity})
@@ -226,9 +225,8 @@ def test_budget_correlated_split_puts_the_upper_classes_on_the_weak_clients(corr
 def test_curvature_guard_measures_lambda_max_and_caps_the_steps() -> None:
     from bilevel import BilevelProblem, SolverConfig
     from bilevel.estimators.base import inner_descent
+    from bilevel.quadratic import Quadratic
     from bilevel.step_guard import guarded, largest_curvature
-
-    from .quadratic import Quadratic
 
     q = Quadratic.random(seed=3)
     top = float(torch.linalg.eigvalsh(q.A)[-1])  # H_yy g = A
@@ -270,8 +268,8 @@ def _holding(held: dict[int, object]):
 
 def test_classifier_rows_are_averaged_over_the_clients_holding_the_class() -> None:
     grid = InProcessGrid(_holding({0: [0, 1], 1: [1, 2], 2: [7, 7]}), 3, {})
-    strategy = ResourceAdaptiveBilevel(HyperRepresentation((1, 8, 8), 10).layers, "rafbo", (1.0,),
-                                       make_mask_policy("static", 0), outer_lr=0.5)
+    strategy = built_in_strategy(HyperRepresentation((1, 8, 8), 10).layers, algorithm="rafbo",
+                                 ratio_levels=(1.0,), outer_lr=0.5)
     initial = _initial()
     replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
     arrays, metrics = strategy.aggregate_train(1, replies)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bilevel import ESTIMATORS, EstimatorConfig, SolverConfig, make_estimator, rafbo_local
+from bilevel import ESTIMATORS, SolverConfig, make_estimator, rafbo_local
 from bilevel.split import SplitLoss
 from client_app.sampling import MinibatchSampler, seeded_generator
 from tasks import (
@@ -212,7 +212,7 @@ def test_bilevel_training_down_weights_the_corrupted_samples() -> None:
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: threads only add contention (0.2 s CPU in all)
     try:
-        estimator = make_estimator(EstimatorConfig(name="finite-difference"))
+        estimator = make_estimator("finite-difference")
         result = rafbo_local(problem, estimator, cfg, x, y, v,
                              MinibatchSampler(data.train, 128, seeded_generator(0, 0), cpu),
                              MinibatchSampler(data.val, 128, seeded_generator(0, 1), cpu))
@@ -276,7 +276,7 @@ def test_fixed_features_get_zero_hypergradient_and_stay_put(estimator: str) -> N
     cfg = SolverConfig(inner_steps=3, v_steps=3, outer_steps=3, inner_lr=0.3, v_lr=0.3,
                        outer_lr=100.0)
     cpu = torch.device("cpu")
-    result = rafbo_local(bilevel_problem(TASK, model), make_estimator(EstimatorConfig(name=estimator)),
+    result = rafbo_local(bilevel_problem(TASK, model), make_estimator(estimator),
                          cfg, x, y, v, MinibatchSampler(data.train, 32, seeded_generator(0, 0), cpu),
                          MinibatchSampler(data.val, 32, seeded_generator(0, 1), cpu))
     assert result.h is not None

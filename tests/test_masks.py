@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rabo_protocol.presets import Sizing
 from rabo_pruning import CoverageAverage, make_mask_policy
 from rabo_pruning.masks import RoundClient
 from rabo_pruning.placement import coverage_bounds, kept_units
-from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
+from rabo_strategy import NodeProfile, RoundSizer
 from tasks import HyperRepresentation
 
 TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
@@ -117,30 +118,29 @@ def test_importance_draws_by_weight_and_bias_norm_with_a_draw_per_client() -> No
     assert [tuple(s.kept["conv1"]) for s in again] == draws[0]
 
 
-def _strategy(capacity: str, sizing: str = "resource-adaptive") -> ResourceAdaptiveBilevel:
-    return ResourceAdaptiveBilevel(TASK.layers, "rabo", (1.0, 0.5, 0.25), make_mask_policy("static", 0),
-                                   outer_lr=0.1, capacity=capacity, sizing=sizing, seed=5)
+def _sizer(capacity: str, sizing: Sizing = "resource-adaptive") -> RoundSizer:
+    return RoundSizer((1.0, 0.5, 0.25), sizing, capacity, seed=5)
 
 
 def test_capacity_fixed_or_dynamic() -> None:
     levels = NodeProfile(node_id=7, partition_id=2, ratio=0.25, source="ratio-levels")
     declared = NodeProfile(node_id=8, partition_id=3, ratio=0.5, source="node-config")
-    fixed, dynamic = _strategy("fixed"), _strategy("dynamic")
-    assert {fixed._trained_ratio(levels, r) for r in range(1, 30)} == {0.25}
-    drawn = [dynamic._trained_ratio(levels, r) for r in range(1, 30)]
+    fixed, dynamic = _sizer("fixed"), _sizer("dynamic")
+    assert {fixed.ratio(levels, r) for r in range(1, 30)} == {0.25}
+    drawn = [dynamic.ratio(levels, r) for r in range(1, 30)]
     assert set(drawn) == {1.0, 0.5, 0.25}  # redrawn from the levels each round
-    assert drawn == [_strategy("dynamic")._trained_ratio(levels, r) for r in range(1, 30)]  # seeded
-    assert {dynamic._trained_ratio(declared, r) for r in range(1, 30)} == {0.5}  # a device limit
+    assert drawn == [_sizer("dynamic").ratio(levels, r) for r in range(1, 30)]  # seeded
+    assert {dynamic.ratio(declared, r) for r in range(1, 30)} == {0.5}  # a device limit
 
 
 @pytest.mark.parametrize(("sizing", "expected"), [
     ("resource-adaptive", [1.0, 0.5, 0.25]), ("full-model", [1.0, 1.0, 1.0]),
     ("drop-weak", [1.0, None, None]),
 ])
-def test_sizing(sizing: str, expected: list[float | None]) -> None:
-    strategy = _strategy("fixed", sizing)
+def test_sizing(sizing: Sizing, expected: list[float | None]) -> None:
+    sizer = _sizer("fixed", sizing)
     profiles = [NodeProfile(n, n, r, "ratio-levels") for n, r in enumerate((1.0, 0.5, 0.25))]
-    assert [strategy._trained_ratio(p, 1) for p in profiles] == expected
+    assert [sizer.ratio(p, 1) for p in profiles] == expected
 
 
 @pytest.mark.parametrize("name", ["static", "rolling", "random", "importance", "coverage", "combined"])

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bilevel import BilevelProblem, EstimatorConfig, SolverConfig, make_estimator, make_oracle
+from bilevel import BilevelProblem, SolverConfig, make_estimator, make_oracle
 from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
+from bilevel.quadratic import Quadratic
 from tasks import Batch, HyperRepresentation, split_params
-
-from .quadratic import Quadratic
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -25,7 +24,7 @@ def test_hypergradient_matches_closed_form(name: str, tolerance: float) -> None:
     x = {"x": torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))}
     zeros = {"y": torch.zeros(4, dtype=torch.float64)}
     cfg = SolverConfig(inner_steps=300, v_steps=300, inner_lr=0.4, v_lr=0.4)
-    estimator = make_estimator(EstimatorConfig(name))
+    estimator = make_estimator(name)
     y, v, h, _ = estimator(BilevelProblem(q.g, q.f), cfg, x, zeros, dict(zeros), lambda: None, lambda: None,
                            step=0)
     assert _rel(y["y"], q.y_star(x["x"])) < 1e-8

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import coverage_bounds, coverage_of, kept_units, place, window
 from tasks import HyperRepresentation, LayerSpec
-
-from .coverage_reference import optimum
 
 CNN = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
 RATIOS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.125)

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from bilevel import BilevelProblem, EstimatorConfig, SolverConfig, make_estimator
+from bilevel import BilevelProblem, SolverConfig, make_estimator
 from bilevel.linear_solve import cg, gd
 from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
+from bilevel.quadratic import Quadratic
 from bilevel.split import SplitLoss
 from client_app.local import local_round
 from client_app.sampling import MinibatchSampler, seeded_generator
-from rabo_protocol.config import ConfigError, RunConfig, parse_run_config
+from rabo_protocol import ConfigError, RunConfig, parse_run_config
 from tasks import TASKS, bilevel_problem, client_data, make_task
 
 from .conftest import FAST_CONFIG
-from .quadratic import Quadratic
 
 F64 = torch.float64
 Params = dict[str, torch.Tensor]
@@ -186,7 +186,7 @@ def test_conjugate_gradient_hypergradient_on_the_quadratic(hypergradient: str) -
     cfg = SolverConfig(inner_steps=0, v_steps=4, v_lr=0.4)
     errors = {}
     for solver in ("cg", "gd"):
-        est = make_estimator(EstimatorConfig(hypergradient, v_solver=solver))
+        est = make_estimator(hypergradient, v_solver=solver)
         _, _, h, _ = est(BilevelProblem(q.g, q.f), cfg, x, y, {"y": torch.zeros(4, dtype=F64)},
                          lambda: None, lambda: None, step=0)
         errors[solver] = float((h["x"] - exact).norm() / exact.norm())
@@ -200,7 +200,7 @@ def test_fixed_and_fresh_batches_differ_only_in_the_minibatches() -> None:
     cfg = SolverConfig(inner_steps=3, v_steps=6, v_lr=0.3)
     outs = []
     for batch in ("fixed", "fresh"):
-        est = make_estimator(EstimatorConfig("finite-difference", v_batch=batch))
+        est = make_estimator("finite-difference", v_batch=batch)
         outs.append(est(BilevelProblem(q.g, q.f), cfg, x, {"y": torch.zeros(4, dtype=F64)},
                         {"y": torch.zeros(4, dtype=F64)}, lambda: None, lambda: None, step=0))
     torch.testing.assert_close(outs[0][2]["x"], outs[1][2]["x"], rtol=1e-12, atol=0)
@@ -212,4 +212,4 @@ def test_cg_with_fresh_batches_is_refused_with_one_message() -> None:
     with pytest.raises(ConfigError, match="fd-scheme"):
         parse_run_config({"fd-scheme": "backward"})
     with pytest.raises(ValueError, match="allowed: gd, cg"):
-        make_estimator(EstimatorConfig("autograd", v_solver="newton"))
+        make_estimator("autograd", v_solver="newton")

@@ -26,6 +26,7 @@ from rabo_pruning import make_mask_policy
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from server_app.validation import ValidatedReplies
+from tests.fakes import built_in_strategy
 from tests.toy_strategy import NoArguments
 
 from .test_robustness import TASK, _initial
@@ -146,9 +147,9 @@ def test_the_built_in_strategy_takes_any_reply(
         return _faulty_reply(_flat(out), _flat(sent), 5 + pid, fault, noise, msg)
 
     def strategy() -> ResourceAdaptiveBilevel:
-        return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy(policy, 3),
-                                       outer_lr=0.5, max_update_norm=MAX_NORM, min_train_nodes=1,
-                                       min_available_nodes=1)
+        return built_in_strategy(TASK.layers, mask=make_mask_policy(policy, 3), algorithm=algorithm,
+                                 ratio_levels=(1.0,), outer_lr=0.5, max_update_norm=MAX_NORM,
+                                 min_train_nodes=1, min_available_nodes=1)
 
     grid = InProcessGrid(client, len(nodes), {})
     initial = _initial()
@@ -158,7 +159,7 @@ def test_the_built_in_strategy_takes_any_reply(
     arrays, metrics = built_in.aggregate_train(server_round, replies)
     good = {1000 + pid for pid, (_, fault, _) in enumerate(nodes) if fault is None}
     assert (metrics["failed-replies"], metrics["replies"]) == (len(nodes) - len(good), len(good))
-    assert built_in.accepted_nodes == good
+    assert set(built_in.accepted_ratios) == good
     if not good:
         assert arrays is None
         return
@@ -194,7 +195,7 @@ def test_a_wrapped_plugin_takes_any_reply(nodes: list[tuple[float, Any, dict]]) 
     arrays, metrics = wrapped.aggregate_train(1, list(grid.send_and_receive(messages)))
     good = [pid for pid, (_, fault, _) in enumerate(nodes) if fault is None]
     assert (metrics["failed-replies"], metrics["replies"]) == (len(nodes) - len(good), len(good))
-    assert wrapped.accepted_nodes == {1000 + pid for pid in good}
+    assert set(wrapped.accepted_ratios) == {1000 + pid for pid in good}
     if not good:
         assert arrays is None
         return

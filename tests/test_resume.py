@@ -12,7 +12,7 @@ import torch
 from flwr.app import Context, Message, RecordDict
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from server_app.app import RunStopped, main, run
 from server_app.inprocess import InProcessGrid
 

@@ -10,13 +10,14 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client_app.app import app as client_app
-from rabo_protocol.config import parse_run_config
+from rabo_protocol import parse_run_config
 from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
 from rabo_pruning import make_mask_policy
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from tasks import HyperRepresentation, split_params
+from tests.fakes import built_in_strategy
 
 from .conftest import FAST_CONFIG
 
@@ -66,9 +67,9 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
 def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
               **kwargs: float) -> ResourceAdaptiveBilevel:
     kwargs = {"min_available_nodes": 1, **kwargs}
-    return ResourceAdaptiveBilevel(TASK.layers, algorithm, (1.0,), make_mask_policy(policy, seed),
-                                   outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
-                                   **kwargs)  # type: ignore[arg-type]
+    return built_in_strategy(TASK.layers, mask=make_mask_policy(policy, seed), algorithm=algorithm,
+                             ratio_levels=(1.0,), outer_lr=0.5, max_update_norm=1e3, min_train_nodes=1,
+                             **kwargs)
 
 
 def test_stragglers_past_the_round_timeout_are_dropped() -> None:
@@ -132,7 +133,7 @@ def test_a_profile_with_list_values_leaves_the_node_out() -> None:
 
     grid = InProcessGrid(client, 2, {})
     strategy = _strategy("rafbo")
-    strategy._ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
+    strategy.ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
     assert set(strategy.profiles) == {1001}
 
 
@@ -141,9 +142,9 @@ def test_too_few_nodes_stop_the_run_instead_of_waiting_forever() -> None:
     import pytest
 
     grid = InProcessGrid(_client("rafbo", [1.0], {}, {}), 1, {})
-    strategy = _strategy("rafbo", min_available_nodes=3, node_wait_timeout=0.5)
+    strategy = _strategy("rafbo", min_available_nodes=3, round_timeout=0.5)
     with pytest.raises(RuntimeError, match="min-available-nodes=3 but only 1 node"):
-        strategy._sample(grid, 1)
+        strategy.sampling.sample(grid, 1)
 
 
 def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ def test_a_ratio_source_with_a_newline_is_refused() -> None:
     """It reached the server log and summary.json verbatim (issue 12, row 14)."""
     import pytest
 
-    from rabo_strategy.strategy import resolve_profile
+    from rabo_strategy import resolve_profile
 
     good = ConfigRecord({"partition-id": 0, "resource-ratio": 0.5, "ratio-source": "memory-mb=8"})
     assert resolve_profile(1, good, (1.0,)).source == "memory-mb=8"
@@ -325,14 +326,14 @@ def test_the_relative_bound_compares_replies_at_the_same_ratio() -> None:
 def test_the_client_app_declares_its_train_examples_when_queried() -> None:
     """The bound of num-examples comes from the node itself: its train split's size."""
     from client_app.app import _local_data
-    from rabo_protocol.config import parse_node_config
+    from rabo_protocol import parse_node_config
     from server_app.app import initial_arrays
     from server_app.strategies import build_strategy
 
     cfg = parse_run_config({**FAST_CONFIG, "dataset": "sklearn-digits", "partitioner": "dirichlet"})
     strategy = build_strategy(cfg, initial_arrays(cfg)[1])
     grid = InProcessGrid(client_app, 3, FAST_CONFIG | {"partitioner": "dirichlet"})
-    strategy._ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
+    strategy.ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
     declared = {node: p.num_examples for node, p in strategy.profiles.items()}
     sizes = {node: len(_local_data(cfg, parse_node_config(ctx.node_config), ConfigRecord()).train)
              for node, ctx in grid.contexts.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from client_app.app import app as client_app
-from rabo_protocol.config import ConfigError, parse_run_config
+from rabo_protocol import ConfigError, parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg
 
-from rabo_protocol.config import RunConfig
+from rabo_protocol import RunConfig
 from tasks import BilevelTask
 
 

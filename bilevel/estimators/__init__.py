@@ -11,33 +11,57 @@ none                inner steps only, h = 0: the no-outer-learning baseline (inn
 
 from __future__ import annotations
 
-from ..oracles import make_oracle
-from .aid import AIDEstimator
-from .base import BilevelProblem, Estimator, EstimatorConfig, Sampler, SolverConfig
-from .f2sa import F2SAEstimator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .aid import AIDEstimator, AIDKnobs
+from .base import BilevelProblem, Estimator, Knobs, Sampler, SolverConfig
+from .f2sa import F2SAEstimator, F2SAKnobs
 from .inner_only import InnerOnlyEstimator
-from .neumann import NeumannEstimator
-
-ESTIMATORS = ("finite-difference", "autograd", "neumann", "f2sa", "none")
+from .neumann import NeumannEstimator, NeumannKnobs
 
 
-def make_estimator(config: EstimatorConfig) -> Estimator:
-    """The estimator ``config.name`` with its knobs from ``config``; ValueError for an unknown name."""
-    name = config.name
-    if name in ("finite-difference", "autograd"):
-        return AIDEstimator(make_oracle(name, config.fd_alpha, config.fd_scheme),  # type: ignore[arg-type]
-                            solver=config.v_solver, batch=config.v_batch)  # type: ignore[arg-type]
-    if name == "neumann":
-        return NeumannEstimator(steps=config.neumann_steps)
-    if name == "f2sa":
-        return F2SAEstimator(lambda0=config.f2sa_lambda, growth=config.f2sa_lambda_growth,
-                             lambda_max=config.f2sa_lambda_max)
-    if name == "none":
-        return InnerOnlyEstimator()
-    raise ValueError(f"unknown estimator '{name}'; allowed: {', '.join(ESTIMATORS)}")
+@dataclass(frozen=True)
+class Entry:
+    knobs: type[Knobs]
+    build: Callable[[Any], Estimator]
+
+
+REGISTRY: dict[str, Entry] = {
+    "finite-difference": Entry(AIDKnobs, lambda k: AIDEstimator.from_knobs("finite-difference", k)),
+    "autograd": Entry(AIDKnobs, lambda k: AIDEstimator.from_knobs("autograd", k)),
+    "neumann": Entry(NeumannKnobs, NeumannEstimator.from_knobs),
+    "f2sa": Entry(F2SAKnobs, F2SAEstimator.from_knobs),
+    "none": Entry(Knobs, lambda _: InnerOnlyEstimator()),
+}
+ESTIMATORS = tuple(REGISTRY)
+
+
+class EstimatorKnobs(AIDKnobs, NeumannKnobs, F2SAKnobs):
+    """Every estimator's knobs in one model (the run config inherits its fields and checks)."""
+
+
+def make_estimator(name: str, knobs: object = None, **values: object) -> Estimator:
+    """The estimator ``name``, its knobs read from the attributes of ``knobs`` (e.g. a run config)
+    that it declares, then from ``values``; ValueError for an unknown name or an invalid knob."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown estimator '{name}'; allowed: {', '.join(ESTIMATORS)}")
+    fields = {f: getattr(knobs, f) for f in entry.knobs.model_fields if hasattr(knobs, f)}
+    try:
+        return entry.build(entry.knobs.model_validate({**fields, **values}))
+    except ValidationError as err:
+        problems = "; ".join(
+            f"'{'.'.join(map(str, e['loc'])).replace('_', '-')}' = {e['input']!r}: {e['msg']}" if e["loc"]
+            else e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise ValueError(f"invalid knobs of estimator '{name}': {problems}") from None
 
 
 __all__ = [
-    "ESTIMATORS", "AIDEstimator", "BilevelProblem", "Estimator", "EstimatorConfig", "F2SAEstimator",
-    "InnerOnlyEstimator", "NeumannEstimator", "Sampler", "SolverConfig", "make_estimator",
+    "ESTIMATORS", "REGISTRY", "AIDEstimator", "BilevelProblem", "Estimator", "EstimatorKnobs",
+    "F2SAEstimator", "InnerOnlyEstimator", "Knobs", "NeumannEstimator", "Sampler", "SolverConfig",
+    "make_estimator",
 ]

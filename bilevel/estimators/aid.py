@@ -23,17 +23,37 @@ product.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
+from pydantic import Field, model_validator
 from torch.func import grad_and_value
 
 from ..linear_solve import SOLVERS, Solver, solve
-from ..oracles import ProductOracle
+from ..oracles import ProductOracle, Scheme, make_oracle
 from ..types import Params
-from .base import BilevelProblem, Sampler, SolverConfig, inner_descent
+from .base import BilevelProblem, Knobs, Sampler, SolverConfig, inner_descent
 
 VBatch = Literal["fixed", "fresh"]
-V_BATCHES: tuple[VBatch, ...] = ("fixed", "fresh")
+V_BATCHES: tuple[VBatch, ...] = get_args(VBatch)
+
+
+class AIDKnobs(Knobs):
+    fd_alpha: Annotated[float, Field(gt=0, le=1)] = 1e-2
+    """finite-difference: length of the perturbation of the difference."""
+    fd_scheme: Scheme = "central"
+    """finite-difference: "central" or "forward" differences for H_yy v (bilevel.oracles)."""
+    v_solver: Solver = "gd"
+    """The linear solve for v, "gd" or "cg" (bilevel.linear_solve)."""
+    v_batch: VBatch = "fixed"
+    """"fixed" (the v-solve and H_xy v on one training minibatch) or "fresh" (a new minibatch for
+    every product; gd only)."""
+
+    @model_validator(mode="after")
+    def _cg_needs_one_matrix(self) -> AIDKnobs:
+        if self.v_solver == "cg" and self.v_batch != "fixed":
+            raise ValueError("'v-solver' = 'cg' needs 'v-batch' = 'fixed' (conjugate gradient needs "
+                             "one matrix H_yy, so all its products must use one minibatch)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,14 @@ class AIDEstimator:
         if self.solver == "cg" and self.batch != "fixed":
             raise ValueError("v-solver 'cg' needs v-batch 'fixed': conjugate gradient needs one "
                              "matrix H_yy, so all its products must use one minibatch")
+
+    @classmethod
+    def from_knobs(cls, oracle: str, knobs: AIDKnobs) -> AIDEstimator:
+        """AID with the ``oracle`` products ("finite-difference" or "autograd")."""
+        return cls(make_oracle(oracle, knobs.fd_alpha, knobs.fd_scheme), knobs.v_solver, knobs.v_batch)
+
+    def own_steps(self, cfg: SolverConfig) -> int:
+        return cfg.v_steps + 1  # the linear solve, then the direction
 
     def __call__(
         self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch.func import grad_and_value
 
 from ..split import y_loss
@@ -49,28 +50,16 @@ class BilevelProblem:
     f: LossFn
 
 
-@dataclass(frozen=True)
-class EstimatorConfig:
-    """Which estimator, and its own knobs (each estimator reads only its own)."""
+class Knobs(BaseModel):
+    """An estimator's own settings, one field per run-config key (``fd_alpha`` is ``fd-alpha``).
 
-    name: str
-    """One of ``ESTIMATORS``."""
-    fd_alpha: float = 1e-2
-    """finite-difference: length of the perturbation of the difference."""
-    fd_scheme: str = "central"
-    """finite-difference: "central" or "forward" differences for H_yy v (bilevel.oracles)."""
-    v_solver: str = "gd"
-    """finite-difference, autograd: the linear solve for v, "gd" or "cg" (bilevel.linear_solve)."""
-    v_batch: str = "fixed"
-    """finite-difference, autograd: "fixed" (the v-solve and H_xy v on one training minibatch) or
-    "fresh" (a new minibatch for every product; gd only)."""
-    neumann_steps: int = 5
-    """neumann: number K of terms of the truncated series."""
-    f2sa_lambda: float = 1.0
-    """f2sa: lambda_0."""
-    f2sa_lambda_growth: float = 1.0
-    """f2sa: lambda_k = min(f2sa_lambda_max, f2sa_lambda + f2sa_lambda_growth * k)."""
-    f2sa_lambda_max: float = 100.0
+    Each estimator module declares its knobs as a subclass, with type, range, default and a
+    docstring; the run config inherits every estimator's fields (``bilevel.EstimatorKnobs``), so a
+    new knob is declared once, here, and validated with the rest of the run config.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class Estimator(Protocol):
@@ -83,6 +72,11 @@ class Estimator(Protocol):
         ``step`` = index of this outer step in the whole run (0, 1, 2, ...), for schedules.
         ``metrics`` has at least "inner-loss" and "outer-loss".
         """
+        ...
+
+    def own_steps(self, cfg: SolverConfig) -> int:
+        """The local steps of one outer iteration besides ``cfg.inner_steps`` (linear-solve steps,
+        series terms, the x-direction): what a client's ``flops-per-step`` divides by."""
         ...
 
 

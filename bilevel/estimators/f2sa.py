@@ -37,13 +37,33 @@ lambda: a shared batch cancels the common noise) and grad_x f on one validation 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field, model_validator
 from torch.func import grad, grad_and_value
 
 from ..split import y_loss
 from ..types import Params
-from .base import BilevelProblem, Sampler, SolverConfig, is_zero
+from .base import BilevelProblem, Knobs, Sampler, SolverConfig, is_zero
+
+Rate = Annotated[float, Field(gt=0, le=1e6)]
+
+
+class F2SAKnobs(Knobs):
+    f2sa_lambda: Rate = 1.0
+    """lambda_0, the first penalty."""
+    f2sa_lambda_growth: Annotated[float, Field(ge=0, le=1e6)] = 1.0
+    """lambda_k = min(f2sa-lambda-max, f2sa-lambda + f2sa-lambda-growth * k)."""
+    f2sa_lambda_max: Rate = 100.0
+    """The largest penalty."""
+
+    @model_validator(mode="after")
+    def _max_at_least_first(self) -> F2SAKnobs:
+        if self.f2sa_lambda_max < self.f2sa_lambda:
+            raise ValueError(f"'f2sa-lambda-max' = {self.f2sa_lambda_max} must be at least "
+                             f"'f2sa-lambda' = {self.f2sa_lambda}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,13 @@ class F2SAEstimator:
             raise ValueError(f"f2sa needs 0 < lambda0 <= lambda_max, got {self.lambda0}, {self.lambda_max}")
         if self.growth < 0:
             raise ValueError(f"f2sa-lambda-growth must be >= 0, got {self.growth}")
+
+    @classmethod
+    def from_knobs(cls, knobs: F2SAKnobs) -> F2SAEstimator:
+        return cls(knobs.f2sa_lambda, knobs.f2sa_lambda_growth, knobs.f2sa_lambda_max)
+
+    def own_steps(self, cfg: SolverConfig) -> int:
+        return 1  # the direction (v steps jointly with y)
 
     def penalty(self, step: int) -> float:
         """lambda_k = min(lambda_max, lambda_0 + growth * k)."""

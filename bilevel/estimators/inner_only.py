@@ -17,6 +17,9 @@ from .base import BilevelProblem, Sampler, SolverConfig, inner_descent
 
 @dataclass(frozen=True)
 class InnerOnlyEstimator:
+    def own_steps(self, cfg: SolverConfig) -> int:
+        return 0
+
     def __call__(
         self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,
         next_train: Sampler, next_val: Sampler, *, step: int,

@@ -21,14 +21,21 @@ from v = 0. FedNest's stochastic variant also draws K at random; here K is fixed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
 from torch.func import grad_and_value
 
 from ..oracles import AutogradProducts
 from ..types import Params
-from .base import BilevelProblem, Sampler, SolverConfig, inner_descent
+from .base import BilevelProblem, Knobs, Sampler, SolverConfig, inner_descent
 
 _EXACT = AutogradProducts()
+
+
+class NeumannKnobs(Knobs):
+    neumann_steps: Annotated[int, Field(ge=1, le=100_000)] = 5
+    """Number K of terms of the truncated series."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,13 @@ class NeumannEstimator:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"neumann-steps must be >= 1, got {self.steps}")
+
+    @classmethod
+    def from_knobs(cls, knobs: NeumannKnobs) -> NeumannEstimator:
+        return cls(steps=knobs.neumann_steps)
+
+    def own_steps(self, cfg: SolverConfig) -> int:
+        return self.steps  # K - 1 series products, then the direction
 
     def __call__(
         self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,

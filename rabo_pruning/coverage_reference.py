@@ -1,12 +1,17 @@
 """Exact reference for the coverage placement: an integer programme solved with HiGHS (scipy).
 
-Independent of ``rabo_pruning.placement``'s search: variables z[n, p, s] = 1 when client n's
-window in prunable layer p starts at s; w[n, j, s, s'] >= 0 with marginals
+Independent of ``rabo_pruning.placement``'s search (they share only
+:func:`rabo_pruning.coverage.kept_units`): variables z[n, p, s] = 1 when client n's window in
+prunable layer p starts at s; w[n, j, s, s'] >= 0 with marginals
 sum_s' w = z[n, out, s] and sum_s w = z[n, in, s'] for a layer whose input and output are both
 pruned (w is then the product of the two windows' binaries); integers t_x, t_y <= the coverage of
 every coordinate of their role. Lexicographic: maximise the first role's t, fix it, maximise the
 other. Client 0's windows are fixed at start 0 (shifting one layer's
 windows of every client by the same amount permutes its coordinates and leaves the minima alone).
+
+Used by ``tests/test_placement.py`` and ``benchmarks/placement.py``, never by the app (nothing in
+``rabo_pruning`` imports it). scipy comes with scikit-learn, a dependency of the app
+(``scipy.optimize.milp`` needs scipy >= 1.9).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from rabo_pruning.placement import kept_units
 from tasks import LayerSpec
+
+from .coverage import kept_units
 
 
 def optimum(layers: Sequence[LayerSpec], ratios: Sequence[float], objective: str = "x-first"

@@ -1,9 +1,14 @@
-"""A closed-form bilevel problem (quadratic g and f) shared by tests and benchmarks.
+"""A closed-form bilevel problem (quadratic g and f): the reference for checking estimators.
 
     g(x, y) = 1/2 y^T A y - y^T B x            A symmetric positive definite
     f(x, y) = 1/2 ||y - c||^2 + 1/2 x^T D x
     y*(x)   = A^{-1} B x
     grad F  = D x + B^T A^{-1} (y*(x) - c)
+
+With y*(x) and the hypergradient known exactly, a new estimator can be checked against them
+(``tests/test_estimators.py``, ``tests/test_oracles.py``, ``tests/test_products.py``) and its error
+measured (``benchmarks/oracles.py``). ``x = {"x": ...}`` and ``y = {"y": ...}`` are the parameter
+dicts of :class:`bilevel.BilevelProblem`; ``BilevelProblem(q.g, q.f)`` is the problem.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-Params = dict[str, Tensor]
+from .types import Params
+
+__all__ = ["Params", "Quadratic"]
 
 
 @dataclass

