@@ -19,6 +19,7 @@ half the stability limit. Where the configured steps are already safe nothing ch
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal, get_args
 
 import torch
 
@@ -27,7 +28,8 @@ from .oracles import FiniteDifferenceProducts
 from .oracles.finite_difference import norm_of
 from .types import Params
 
-STEP_GUARDS = ("curvature", "none")
+StepGuard = Literal["curvature", "none"]
+STEP_GUARDS: tuple[StepGuard, ...] = get_args(StepGuard)
 
 
 def _dot(a: Params, b: Params) -> float:

@@ -32,8 +32,6 @@ from tasks import (
     build_task,
     client_data,
     device_data,
-    image_data,
-    make_task,
     train_coordinates,
 )
 
@@ -64,7 +62,7 @@ def query(msg: Message, context: Context) -> Message:
         if node.data_path and task.sample_params:
             raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
                              "partitions: it cannot train on a node's own data-path")
-        data = _local_data(cfg, node, config)
+        data = local_data(cfg, node, config)
         check_data(data, task.in_shape, task.layers[-1].width)
         profile = Profile(partition_id=node.partition_id, num_partitions=node.num_partitions,
                           num_examples=len(data.train))  # which bounds its train replies' num-examples
@@ -107,17 +105,16 @@ def _inject_failure(cfg: RunConfig, server_round: int, partition_id: int) -> Non
             raise RuntimeError(f"injected failure (client-failure-rate={cfg.client_failure_rate})")
 
 
-def _local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> ClientData:
+def local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> ClientData:
     """The node's own file (``data-path``), standardised like the run's dataset (the server sends
-    ``input-mean``/``input-std``; a plug-in sends none: the run dataset's, computed here), or its
-    partition of the run's dataset."""
+    ``input-mean``/``input-std``), or its partition of the run's dataset."""
     if node.data_path:
-        if "input-mean" in config and "input-std" in config:
-            norm = Normalization(float(config["input-mean"]), float(config["input-std"]))  # type: ignore[arg-type]
-            if not (math.isfinite(norm.mean) and math.isfinite(norm.std) and norm.std > 0):
-                raise ValueError(f"input-mean={norm.mean}, input-std={norm.std}: not a standardisation")
-        else:
-            norm = image_data(cfg.data_spec(num_partitions=1)).normalization
+        if "input-mean" not in config or "input-std" not in config:
+            raise ValueError("the message lacks input-mean and input-std, the standardisation of the "
+                             "run's dataset that the server sends")
+        norm = Normalization(float(config["input-mean"]), float(config["input-std"]))  # type: ignore[arg-type]
+        if not (math.isfinite(norm.mean) and math.isfinite(norm.std) and norm.std > 0):
+            raise ValueError(f"input-mean={norm.mean}, input-std={norm.std}: not a standardisation")
         return device_data(node.data_path, cfg.val_fraction, cfg.seed, node.partition_id,
                            node.num_partitions, normalization=norm)
     partition_id, num_partitions = node.partition()
@@ -125,10 +122,8 @@ def _local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> Clien
 
 
 def _task(cfg: RunConfig, config: ConfigRecord) -> BilevelTask:
-    """The task at the shape the server sent; a plug-in strategy sends none: the run's dataset."""
-    if "in-shape" in config:
-        return build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
-    return make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
+    """The task at the input shape and classes the server sent."""
+    return build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
 
 
 def _own_coordinates(task: BilevelTask, cfg: RunConfig, node: NodeConfig,
@@ -152,7 +147,7 @@ def train(msg: Message, context: Context) -> Message:
     client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)
-    data = _local_data(cfg, node, config)
+    data = local_data(cfg, node, config)
     task = _task(cfg, config)
     shape = tuple(data.train.inputs.shape[1:])
     if shape != task.in_shape:
@@ -164,7 +159,7 @@ def train(msg: Message, context: Context) -> Message:
         full_x = parts["x"]
         parts = {**parts, "x": {k: (t[own] if k in task.sample_params else t) for k, t in full_x.items()}}
     reply, metrics = local_round(
-        task, data, cfg, widths_from_config(config) or task.full_widths(), parts,
+        task, data, cfg, widths_from_config(config), parts,
         server_round=int(config["server-round"]), partition_id=client_key,
         proximal_mu=_proximal_mu(config),
     )
@@ -173,10 +168,6 @@ def train(msg: Message, context: Context) -> Message:
             merged = full_x[name].copy()
             merged[own] = reply["x"][name].detach().cpu().numpy()
             reply["x"][name] = torch.as_tensor(merged)
-    # a plug-in strategy sends no widths: the node trains the full model, and the list of held
-    # classes (read by our strategy only) would break Flower's metric averaging
-    if not widths_from_config(config):
-        metrics.pop("held-classes", None)
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
@@ -199,7 +190,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
     config = msg.content.config_records.get(CONFIG, ConfigRecord())
-    data = _local_data(cfg, node, config)
+    data = local_data(cfg, node, config)
     task = _task(cfg, config)
     parts = unpack(msg.content[ARRAYS])
     device = resolve_device(cfg.device)

@@ -21,12 +21,14 @@ from pydantic import (
 )
 
 from bilevel import EstimatorKnobs, SolverConfig
+from bilevel.oracles import Oracle
+from bilevel.step_guard import StepGuard
 from tasks import DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
 from .keys import DataKeys, OutputKeys, Rate, RoundKeys, Steps
 from .parsing import parse_model
-from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm
+from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
 
 PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
@@ -54,7 +56,7 @@ class RunConfig(DataKeys, RoundKeys, OutputKeys, EstimatorKnobs):
     # method
     strategy: str = "resource-adaptive"
     algorithm: Algorithm = "rabo"
-    hypergradient: Literal["finite-difference", "autograd"] = "finite-difference"
+    hypergradient: Oracle = "finite-difference"
     train_outer: bool = True
     num_server_rounds: Annotated[int, Field(ge=1, le=1_000_000)] = 30
     inner_steps: Steps = 5
@@ -67,8 +69,8 @@ class RunConfig(DataKeys, RoundKeys, OutputKeys, EstimatorKnobs):
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     scaler: bool = False
     masked_loss: bool = True
-    momentum_scope: Literal["covered", "all"] = "covered"
-    step_guard: Literal["curvature", "none"] = "curvature"
+    momentum_scope: MomentumScope = "covered"
+    step_guard: StepGuard = "curvature"
     # execution (output keys: OutputKeys)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
 

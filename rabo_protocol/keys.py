@@ -7,6 +7,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from rabo_pruning.aggregation import Aggregation
+from rabo_pruning.coverage import Objective
+from rabo_pruning.masks import MaskPolicyName
+
+from .presets import Capacity
+
 # sane upper bounds: a typo of a few orders of magnitude is an error, not a run that never ends
 Steps = Annotated[int, Field(ge=1, le=100_000)]
 Rate = Annotated[float, Field(gt=0, le=1e6)]
@@ -34,9 +40,9 @@ class RoundKeys(BaseModel):
     """Who trains at which ratio with which mask, and which replies count."""
 
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    mask_policy: Literal["static", "rolling", "random", "importance", "coverage", "combined"] = "coverage"
-    coverage_objective: Literal["x-first", "y-first"] = "x-first"
-    capacity: Literal["fixed", "dynamic"] = "fixed"
+    mask_policy: MaskPolicyName = "coverage"
+    coverage_objective: Objective = "x-first"
+    capacity: Capacity = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2
     min_available_nodes: PositiveInt = 2
@@ -44,7 +50,7 @@ class RoundKeys(BaseModel):
     min_successful_replies: PositiveInt = 1
     max_update_norm: PositiveFloat = 1000.0
     max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 0.0
-    aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
+    aggregation: Aggregation = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     proximal_mu: Annotated[float, Field(ge=0, le=1e6)] = 0.0

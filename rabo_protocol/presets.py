@@ -34,6 +34,14 @@ REPLY_PARTS: dict[Algorithm, tuple[str, ...]] = {a: (DIRECTION_PART[a], "y", "v"
 LOCAL_OUTER_STEPS: dict[Algorithm, bool] = {"rabo": False, "rafbo": True}
 """Whether nodes step x themselves (``outer-steps`` local steps) or leave it to the server (one)."""
 
+Capacity = Literal["fixed", "dynamic"]
+"""``fixed``: a node's ratio never changes; ``dynamic``: nodes whose ratio comes from
+``ratio-levels`` draw a level each round."""
+MomentumScope = Literal["covered", "all"]
+"""Which x coordinates RABO's heavy-ball step moves: those some client covered this round (their
+velocity is updated, the others' velocity is kept for later), or all (uncovered ones keep moving
+with their old velocity)."""
+
 Sizing = Literal["resource-adaptive", "full-model", "drop-weak"]
 """How a node's budget becomes the size it trains: its own ratio, always the full model, or the
 full model for the nodes whose budget admits it and nothing for the others."""

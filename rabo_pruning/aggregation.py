@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from .submodel import SliceIndex
 
-AGGREGATIONS = ("mean", "median", "trimmed-mean")
+Aggregation = Literal["mean", "median", "trimmed-mean"]
+AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
 
 
 class CoverageAverage:
     """Accumulates sliced client tensors into full-size sums, weights and coverage counts."""
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]],
-                 rule: Literal["mean", "median", "trimmed-mean"] = "mean", trim: float = 0.2) -> None:
+                 rule: Aggregation = "mean", trim: float = 0.2) -> None:
         if rule not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation '{rule}'; allowed: {', '.join(AGGREGATIONS)}")
         self.rule, self.trim = rule, trim

@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from tasks import LayerSpec
 
 Objective = Literal["x-first", "y-first"]
-COVERAGE_OBJECTIVES: tuple[Objective, ...] = ("x-first", "y-first")
+COVERAGE_OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 
 
 def kept_units(width: int, ratio: float) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
@@ -30,7 +30,8 @@ from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
 from .placement import place
 from .submodel import SubmodelSpec
 
-MASK_POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
+MaskPolicyName = Literal["static", "rolling", "random", "importance", "coverage", "combined"]
+MASK_POLICIES: tuple[MaskPolicyName, ...] = get_args(MaskPolicyName)
 
 
 @dataclass(frozen=True)

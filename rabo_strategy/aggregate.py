@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 from flwr.app import MetricRecord
 
-from rabo_protocol.presets import DIRECTION_PART, Algorithm
+from rabo_protocol.presets import DIRECTION_PART, Algorithm, MomentumScope
 from rabo_pruning.aggregation import CoverageAverage
 
 Parts = dict[str, dict[str, np.ndarray]]
-MOMENTUM_SCOPES = ("covered", "all")
-"""Which x coordinates RABO's heavy-ball step moves: those some client covered this round (their
-velocity is updated, the others' velocity is kept for later), or all (uncovered ones keep moving
-with their old velocity)."""
+MOMENTUM_SCOPES: tuple[MomentumScope, ...] = get_args(MomentumScope)
 
 
 def _averaged(acc: CoverageAverage, part: str, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -33,8 +31,8 @@ class OuterUpdate:
     algorithm: Algorithm
     outer_lr: float
     momentum: float = 0.0
-    scope: str = "all"
-    """``covered`` or ``all`` (:data:`MOMENTUM_SCOPES`)."""
+    scope: MomentumScope = "all"
+    """``covered`` or ``all`` (``rabo_protocol.presets.MomentumScope``)."""
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, Rec
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from rabo_protocol.presets import Sizing
+from rabo_protocol.presets import Capacity, Sizing
 from rabo_protocol.wire import CONFIG, PROFILE, decode_profile
 
 
@@ -83,7 +83,7 @@ class RoundSizer:
 
     levels: tuple[float, ...]
     sizing: Sizing = "resource-adaptive"
-    capacity: str = "fixed"
+    capacity: Capacity = "fixed"
     seed: int = 0
 
     def ratio(self, profile: NodeProfile, server_round: int) -> float | None:

@@ -23,7 +23,7 @@ import numpy as np
 from flwr.serverapp.strategy import Strategy
 
 from rabo_protocol import ConfigError, RunConfig
-from rabo_protocol.wire import task_shape_config
+from rabo_protocol.wire import task_shape_config, widths_config
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from tasks import BilevelTask, image_data
 
@@ -73,7 +73,7 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
                               "from_run_config(cfg, task)") from None
         # the built-in strategy's reply checks, for the plug-in too (server_app/validation.py)
         return ValidatedReplies(plugin, cfg.max_update_norm,
-                                client_config)
+                                {**client_config, **widths_config(task.full_widths())})
 
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:

@@ -22,6 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from rabo_protocol.wire import CONFIG
 from rabo_strategy import NodeProfile, query_profiles
 from rabo_strategy.replies import check_examples, decode
 
@@ -76,7 +77,10 @@ class ValidatedReplies(Strategy):
 
     Before a node's first train message it is queried for its profile, as the built-in strategy
     does: a node whose data is unusable is left out (its train message is not sent), and the
-    train examples it declares bound the num-examples of its replies.
+    train examples it declares bound the num-examples of its replies. Its train and evaluate
+    messages carry ``client_config`` (the model's input shape and classes, the input
+    standardisation, the full widths) as the built-in strategy's do, so nodes need no special case
+    for a plug-in.
     """
 
     def __init__(self, inner: Strategy, max_update_norm: float,
@@ -104,9 +108,14 @@ class ValidatedReplies(Strategy):
         unknown = sorted({m.metadata.dst_node_id for m in messages} - self.profiles.keys())
         self.profiles.update(query_profiles(grid, unknown, self.client_config, (1.0,), server_round,
                                             self.query_timeout))
-        messages = [m for m in messages if m.metadata.dst_node_id in self.profiles]
+        messages = [self._with_client_config(m) for m in messages if m.metadata.dst_node_id in self.profiles]
         self._sent_to = {m.metadata.dst_node_id for m in messages}
         return messages
+
+    def _with_client_config(self, msg: Message) -> Message:
+        config = msg.content.config_records.get(CONFIG, ConfigRecord())
+        msg.content[CONFIG] = ConfigRecord({**self.client_config, **dict(config.items())})
+        return msg
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -157,7 +166,8 @@ class ValidatedReplies(Strategy):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+        return [self._with_client_config(m)
+                for m in self.inner.configure_evaluate(server_round, arrays, config, grid)]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return self.inner.aggregate_evaluate(server_round, replies)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning import CoverageAverage, SliceIndex
 from server_app.inprocess import InProcessGrid
-from tasks import HyperRepresentation, split_params
-from tests.fakes import built_in_strategy
-
-TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10)
+from tests.fakes import DIGITS_TASK, built_in_strategy, initial_model, noisy_client
 
 
 def test_coverage_average_matches_hand_computation() -> None:
@@ -62,46 +58,12 @@ def test_median_and_trimmed_mean_per_coordinate_over_the_covering_clients() -> N
         CoverageAverage({"b": (2,)}, "mode")  # type: ignore[arg-type]
 
 
-def _initial() -> dict[str, dict[str, np.ndarray]]:
-    torch.manual_seed(0)
-    x, y = split_params(TASK.build_model(TASK.full_widths()), TASK.layers)
-    to_np = lambda d: {k: t.numpy() for k, t in d.items()}  # noqa: E731
-    return {"x": to_np(x), "y": to_np(y), "v": {k: np.zeros_like(t.numpy()) for k, t in y.items()}}
-
-
-def _fake_client(algorithm: str, broken: dict[int, str] | None = None):
-    """Replies with received slices + node-specific noise, num-examples = 10 * (partition + 1)."""
-    broken = broken or {}
-
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            profile = ConfigRecord({"partition-id": pid})
-            return Message(RecordDict({PROFILE: profile}), reply_to=msg)
-        if broken.get(pid) == "raise":
-            raise RuntimeError("client crashed")
-        parts = unpack(msg.content[ARRAYS])
-        rng = np.random.default_rng(pid)
-        noisy = {p: {k: a + rng.normal(size=a.shape).astype(a.dtype) for k, a in d.items()}
-                 for p, d in parts.items()}
-        if algorithm == "rabo":
-            noisy["h"] = noisy.pop("x")
-        if broken.get(pid) == "shape":
-            noisy["y"] = {k: a[:1] for k, a in noisy["y"].items()}
-        if broken.get(pid) == "nan":
-            next(iter(noisy["v"].values()))[0] = np.nan
-        metrics = MetricRecord({"num-examples": 10 * (pid + 1), "inner-loss": float(pid)})
-        return Message(RecordDict({ARRAYS: pack(noisy), METRICS: metrics}), reply_to=msg)
-
-    return client
-
-
 def _round(algorithm: str, levels: tuple[float, ...], num_nodes: int = 4,
            broken: dict[int, str] | None = None, **kwargs: float):
-    grid = InProcessGrid(_fake_client(algorithm, broken), num_nodes, {})
-    strategy = built_in_strategy(TASK.layers, algorithm=algorithm, ratio_levels=levels,
+    grid = InProcessGrid(noisy_client(algorithm, broken), num_nodes, {})
+    strategy = built_in_strategy(DIGITS_TASK.layers, algorithm=algorithm, ratio_levels=levels,
                                  outer_lr=kwargs.get("outer_lr", 0.5))
-    initial = _initial()
+    initial = initial_model(DIGITS_TASK)
     messages = list(strategy.configure_train(1, pack(initial), ConfigRecord(), grid))
     replies = list(grid.send_and_receive(messages))
     arrays, metrics = strategy.aggregate_train(1, replies)

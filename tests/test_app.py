@@ -12,8 +12,7 @@ from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from server_app.app import RunStopped, main, run
 from server_app.inprocess import InProcessGrid
-
-from .conftest import FAST_CONFIG
+from tests.fakes import FAST_CONFIG
 
 
 def _run(tmp_path: Path, num_nodes: int = 8, client=client_app, **overrides: object) -> Path:

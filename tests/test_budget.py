@@ -11,8 +11,7 @@ from rabo_protocol import parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from tasks import client_data, make_task
-
-from .conftest import FAST_CONFIG
+from tests.fakes import FAST_CONFIG
 
 
 def test_memory_budget_picks_the_largest_ratio_that_fits(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ import torch
 from sklearn.datasets import load_digits
 
 from client_app.app import app as client_app
+from client_app.app import local_data
 from rabo_protocol import parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from tasks import device_data
-
-from .conftest import FAST_CONFIG
+from tests.fakes import FAST_CONFIG
 
 
 def _write_digits(path: Path, rows: slice, shape: tuple[int, ...] = (8, 8)) -> Path:
@@ -95,7 +95,6 @@ def test_a_nodes_own_data_is_standardised_like_the_servers_test_set(tmp_path: Pa
     on another scale. Now the server sends the dataset's mean and std with the input shape."""
     from flwr.app import ConfigRecord
 
-    from client_app.app import _local_data
     from rabo_protocol import parse_node_config
     from server_app.strategies import build_strategy
     from tasks import image_data, make_task
@@ -112,11 +111,12 @@ def test_a_nodes_own_data_is_standardised_like_the_servers_test_set(tmp_path: Pa
         assert built.client_config["input-mean"] == norm.mean and built.client_config["input-std"] == norm.std
     node = parse_node_config({"data-path": str(tmp_path / "eights.npz")})
     sent = ConfigRecord({"input-mean": norm.mean, "input-std": norm.std})
-    data = _local_data(cfg, node, sent)
+    data = local_data(cfg, node, sent)
     pixels = (digits.images[eights] / 16.0).astype(np.float32)
     expected = (pixels - norm.mean) / norm.std
     got = torch.cat([data.train.inputs, data.val.inputs]).flatten().sort().values
     assert torch.allclose(got, torch.as_tensor(np.sort(expected.ravel())), atol=1e-5)
     assert abs(float(got.mean())) > 0.02  # not re-centred on the node's own mean (that gives 0)
-    # a plug-in sends no constants: the node computes the run dataset's itself
-    assert torch.equal(_local_data(cfg, node, ConfigRecord()).train.inputs, data.train.inputs)
+    # a plug-in's messages carry them too (server_app/validation.py); without them the node says so
+    with pytest.raises(ValueError, match="input-mean"):
+        local_data(cfg, node, ConfigRecord())

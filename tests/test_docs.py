@@ -20,3 +20,13 @@ def test_every_linked_file_exists() -> None:
             if not path.exists():
                 missing.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert not missing, "\n".join(missing)
+
+
+def test_every_run_config_key_has_a_row_in_the_readme_table() -> None:
+    """A key (an estimator's knob included) is documented where users look for it."""
+    from rabo_protocol import RunConfig
+
+    section = (ROOT / "README.md").read_text().split("## Configuration keys", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {key for row in rows for key in re.findall(r"`([a-z0-9-]+)`", row.split(" | ")[0])}
+    assert {f.alias for f in RunConfig.model_fields.values()} - documented == set()

@@ -31,9 +31,7 @@ from tasks import (
     train_coordinates,
 )
 from tasks.partition import partition_ratios
-from tests.fakes import built_in_strategy
-
-from .test_aggregation import _fake_client, _initial
+from tests.fakes import DIGITS_TASK, built_in_strategy, initial_model, noisy_client
 
 MLP = HyperRepresentationMLP(in_shape=(1, 28, 28), num_classes=10)
 
@@ -121,10 +119,10 @@ def test_masked_loss_leaves_the_head_rows_of_absent_classes_to_the_regulariser()
 # ------------------------------------------------------------------------------------- momentum
 @pytest.mark.parametrize("scope", ["covered", "all"])
 def test_momentum_moves_only_covered_coordinates(scope: str) -> None:
-    grid = InProcessGrid(_fake_client("rabo"), 2, {})
-    strategy = built_in_strategy(HyperRepresentation((1, 8, 8), 10).layers, algorithm="rabo",
+    grid = InProcessGrid(noisy_client("rabo"), 2, {})
+    strategy = built_in_strategy(DIGITS_TASK.layers, algorithm="rabo",
                                  ratio_levels=(0.5,), outer_lr=0.5, outer_momentum=0.9, momentum_scope=scope)
-    initial = _initial()
+    initial = initial_model(DIGITS_TASK)
     old_velocity = {k: np.ones_like(t) for k, t in initial["x"].items()}
     strategy.load_state({"velocity": old_velocity})
     messages = list(strategy.configure_train(1, pack(initial), ConfigRecord(), grid))
@@ -253,8 +251,8 @@ def test_curvature_guard_measures_lambda_max_and_caps_the_steps() -> None:
 
 # ------------------------------------------------------------------------- class-aware averaging
 def _holding(held: dict[int, object]):
-    """The fake client of test_aggregation, reporting ``held[pid]`` as its held classes."""
-    inner = _fake_client("rafbo")
+    """:func:`tests.fakes.noisy_client`, reporting ``held[pid]`` as its held classes."""
+    inner = noisy_client("rafbo")
 
     def client(msg, context):
         reply = inner(msg, context)
@@ -268,9 +266,9 @@ def _holding(held: dict[int, object]):
 
 def test_classifier_rows_are_averaged_over_the_clients_holding_the_class() -> None:
     grid = InProcessGrid(_holding({0: [0, 1], 1: [1, 2], 2: [7, 7]}), 3, {})
-    strategy = built_in_strategy(HyperRepresentation((1, 8, 8), 10).layers, algorithm="rafbo",
+    strategy = built_in_strategy(DIGITS_TASK.layers, algorithm="rafbo",
                                  ratio_levels=(1.0,), outer_lr=0.5)
-    initial = _initial()
+    initial = initial_model(DIGITS_TASK)
     replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert metrics["replies"] == 2 and metrics["failed-replies"] == 1  # [7, 7] is not a set of classes

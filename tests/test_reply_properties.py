@@ -17,19 +17,18 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.wire import ARRAYS, METRICS, pack, unpack
 from rabo_pruning import make_mask_policy
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.inprocess import InProcessGrid
 from server_app.validation import ValidatedReplies
-from tests.fakes import built_in_strategy
+from tests.fakes import SMALL_DIGITS_TASK as TASK
+from tests.fakes import built_in_strategy, fake_client, initial_model, noisy_update
 from tests.toy_strategy import NoArguments
-
-from .test_robustness import TASK, _initial
 
 DECLARED = 50
 """Every node declares 50 train examples at query time; honest replies claim 5 + partition id."""
@@ -119,9 +118,9 @@ def _faulty_reply(tensors: dict[str, np.ndarray], sent: dict[str, np.ndarray], e
     return Message(content, reply_to=msg)
 
 
-def _profile(msg: Message, pid: int, ratio: float) -> Message:
-    profile = ConfigRecord({"partition-id": pid, "resource-ratio": ratio, "num-examples": DECLARED})
-    return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+def _profile(pid: int, ratio: float) -> dict[str, Any]:
+    """What every node declares at query time."""
+    return {"partition-id": pid, "resource-ratio": ratio, "num-examples": DECLARED}
 
 
 def _flat(parts: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -133,17 +132,10 @@ def _flat(parts: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
        server_round=st.integers(1, 50), nodes=NODES)
 def test_the_built_in_strategy_takes_any_reply(
         algorithm: str, policy: str, server_round: int, nodes: list[tuple[float, Any, dict]]) -> None:
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        ratio, fault, noise = nodes[pid]
-        if msg.metadata.message_type == "query":
-            return _profile(msg, pid, ratio)
+    def train(msg: Message, pid: int) -> Message:
+        _, fault, noise = nodes[pid]
         sent = unpack(msg.content[ARRAYS])
-        rng = np.random.default_rng(pid)
-        out = {p: {k: a + rng.normal(scale=0.1, size=a.shape).astype(a.dtype) for k, a in d.items()}
-               for p, d in sent.items()}
-        if algorithm == "rabo":
-            out["h"] = {k: rng.normal(size=a.shape).astype(a.dtype) for k, a in out.pop("x").items()}
+        out = noisy_update(sent, pid, algorithm)
         return _faulty_reply(_flat(out), _flat(sent), 5 + pid, fault, noise, msg)
 
     def strategy() -> ResourceAdaptiveBilevel:
@@ -151,8 +143,8 @@ def test_the_built_in_strategy_takes_any_reply(
                                  ratio_levels=(1.0,), outer_lr=0.5, max_update_norm=MAX_NORM,
                                  min_train_nodes=1, min_available_nodes=1)
 
-    grid = InProcessGrid(client, len(nodes), {})
-    initial = _initial()
+    grid = InProcessGrid(fake_client(lambda pid: _profile(pid, nodes[pid][0]), train), len(nodes), {})
+    initial = initial_model(TASK)
     built_in = strategy()
     replies = list(grid.send_and_receive(built_in.configure_train(server_round, pack(initial),
                                                                   ConfigRecord(), grid)))
@@ -176,17 +168,14 @@ def test_the_built_in_strategy_takes_any_reply(
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(nodes=NODES)
 def test_a_wrapped_plugin_takes_any_reply(nodes: list[tuple[float, Any, dict]]) -> None:
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
+    def train(msg: Message, pid: int) -> Message:
         _, fault, noise = nodes[pid]
-        if msg.metadata.message_type == "query":
-            return _profile(msg, pid, 1.0)
         sent = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
         out = {k: a + np.float32(0.01 * (pid + 1)) for k, a in sent.items()}
         return _faulty_reply(out, sent, 5 + pid, fault, noise, msg)
 
-    initial = {k: a.numpy() for k, a in pack(_initial()).items()}
-    grid = InProcessGrid(client, len(nodes), {})
+    initial = {k: a.numpy() for k, a in pack(initial_model(TASK)).items()}
+    grid = InProcessGrid(fake_client(lambda pid: _profile(pid, 1.0), train), len(nodes), {})
     plugin = NoArguments()
     plugin.min_train_nodes = plugin.min_available_nodes = 1
     wrapped = ValidatedReplies(plugin, MAX_NORM)

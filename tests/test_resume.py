@@ -15,8 +15,7 @@ from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from server_app.app import RunStopped, main, run
 from server_app.inprocess import InProcessGrid
-
-from .conftest import FAST_CONFIG
+from tests.fakes import FAST_CONFIG
 
 
 class CrashingGrid(InProcessGrid):

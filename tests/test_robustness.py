@@ -10,44 +10,36 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client_app.app import app as client_app
+from client_app.app import local_data
 from rabo_protocol import parse_run_config
-from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
+from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning import make_mask_policy
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
-from tasks import HyperRepresentation, split_params
-from tests.fakes import built_in_strategy
+from tests.fakes import (
+    FAST_CONFIG,
+    SMALL_DIGITS_TASK,
+    ClientFn,
+    built_in_strategy,
+    fake_client,
+    initial_model,
+    noisy_update,
+    profile_reply,
+    train_reply,
+)
 
-from .conftest import FAST_CONFIG
-
-TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, conv1=4, conv2=6, fc1=8)
-
-def _initial() -> dict[str, dict[str, np.ndarray]]:
-    import torch
-
-    torch.manual_seed(0)
-    x, y = split_params(TASK.build_model(TASK.full_widths()), TASK.layers)
-    return {"x": {k: t.numpy() for k, t in x.items()}, "y": {k: t.numpy() for k, t in y.items()},
-            "v": {k: np.zeros_like(t.numpy()) for k, t in y.items()}}
+TASK = SMALL_DIGITS_TASK
 
 
-def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay: dict[int, float]):
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            profile = ConfigRecord({"partition-id": pid, "resource-ratio": ratios[pid]})
-            return Message(RecordDict({PROFILE: profile}), reply_to=msg)
+def _client(algorithm: str, ratios: list[float], garbage: dict[int, str],
+            delay: dict[int, float]) -> ClientFn:
+    def train(msg: Message, pid: int) -> Message:
         time.sleep(delay.get(pid, 0.0))
         kind = garbage.get(pid)
         if kind == "raise":
             raise RuntimeError("client crashed")
-        parts = unpack(msg.content[ARRAYS])
-        rng = np.random.default_rng(pid)
-        out = {p: {k: a + rng.normal(scale=0.1, size=a.shape).astype(a.dtype) for k, a in d.items()}
-               for p, d in parts.items()}
-        if algorithm == "rabo":
-            out["h"] = {k: rng.normal(size=a.shape).astype(a.dtype) for k, a in out.pop("x").items()}
+        out = noisy_update(unpack(msg.content[ARRAYS]), pid, algorithm)
         name = next(iter(out["y"]))
         if kind == "nan":
             out["y"][name].flat[0] = np.nan
@@ -55,13 +47,11 @@ def _client(algorithm: str, ratios: list[float], garbage: dict[int, str], delay:
             sent = unpack(msg.content[ARRAYS])
             out = {p: {k: sent.get(p, {}).get(k, 0) - 40.0 * (a - sent.get(p, {}).get(k, 0)) if p != "h"
                        else -40.0 * a for k, a in d.items()} for p, d in out.items()}
-        records: dict = {ARRAYS: pack(out)}
         # every client also claims the server's own round figures (they must not stick)
-        records[METRICS] = MetricRecord({"num-examples": 5 + pid, "failed-replies": -10.0,
-                                         "replies": 1e9, "node-id": 7.0})
-        return Message(RecordDict(records), reply_to=msg)
+        return train_reply(msg, out, {"num-examples": 5 + pid, "failed-replies": -10.0,
+                                      "replies": 1e9, "node-id": 7.0})
 
-    return client
+    return fake_client(lambda pid: {"partition-id": pid, "resource-ratio": ratios[pid]}, train)
 
 
 def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
@@ -75,7 +65,7 @@ def _strategy(algorithm: str, policy: str = "random", seed: int = 5,
 def test_stragglers_past_the_round_timeout_are_dropped() -> None:
     grid = InProcessGrid(_client("rafbo", [1.0] * 3, {}, {1: 0.3}), 3, {})
     strategy = _strategy("rafbo")
-    messages = strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)
+    messages = strategy.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)
     replies = list(grid.send_and_receive(messages, timeout=0.1))
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and metrics["replies"] == 2 and metrics["failed-replies"] == 1
@@ -84,7 +74,8 @@ def test_stragglers_past_the_round_timeout_are_dropped() -> None:
 def test_too_few_successful_replies_skip_the_round() -> None:
     grid = InProcessGrid(_client("rabo", [1.0] * 4, {0: "raise", 1: "nan"}, {}), 4, {})
     strategy = _strategy("rabo", min_successful_replies=3)
-    replies = grid.send_and_receive(strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid))
+    messages = strategy.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)
+    replies = grid.send_and_receive(messages)
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is None and metrics["skipped"] == 1 and metrics["replies"] == 2
 
@@ -115,9 +106,9 @@ def test_a_node_replying_twice_counts_once() -> None:
     grid = InProcessGrid(_client("rafbo", [1.0] * 2, {}, {}), 2, {})
     strategy = _strategy("rafbo")
     replies = list(grid.send_and_receive(
-        strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)))
+        strategy.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)))
     once, _ = strategy.aggregate_train(1, replies)
-    list(strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid))
+    list(strategy.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid))
     twice, metrics = strategy.aggregate_train(1, replies + replies[:1])
     assert metrics["replies"] == 2
     for key in once:
@@ -128,8 +119,7 @@ def test_a_profile_with_list_values_leaves_the_node_out() -> None:
     """Was an uncaught TypeError in the profile query (issue 12, row 4)."""
     def client(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
-        profile = {"partition-id": pid, "resource-ratio": [0.5, 0.25] if pid == 0 else 1.0}
-        return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+        return profile_reply(msg, {"partition-id": pid, "resource-ratio": [0.5, 0.25] if pid == 0 else 1.0})
 
     grid = InProcessGrid(client, 2, {})
     strategy = _strategy("rafbo")
@@ -150,11 +140,7 @@ def test_too_few_nodes_stop_the_run_instead_of_waiting_forever() -> None:
 def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path) -> None:
     """clients.csv has rows for accepted replies only; a NaN metric and a client's claim on the
     server's figures (failed-replies, node-id) are dropped, and the run completes (rows 2 and 7)."""
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            return Message(RecordDict({PROFILE: ConfigRecord({"partition-id": pid, "resource-ratio": 1.0})}),
-                           reply_to=msg)
+    def train(msg: Message, pid: int) -> Message:
         out = unpack(msg.content[ARRAYS])
         if pid == 0:  # rejected: NaN tensor
             name = next(iter(out["y"]))
@@ -163,8 +149,9 @@ def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path
                    "node-id": 7.0, "round": 99.0, "bytes-up": -1.0}
         if pid != 2:
             metrics["resource-ratio"] = 1.0  # node 2 reports no ratio (a plug-in's client may not)
-        return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord(metrics)}), reply_to=msg)
+        return train_reply(msg, out, metrics)
 
+    client = fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train)
     config = {**FAST_CONFIG, "num-server-rounds": 2, "results-dir": str(tmp_path), "algorithm": "rafbo"}
     run_dir = run(InProcessGrid(client, 3, config), parse_run_config(config))
     rows = json.loads((run_dir / "metrics.json").read_text())
@@ -184,11 +171,7 @@ def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
     skipped and counted, and the model is the average of the other replies."""
     import torch
 
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            profile = {"partition-id": pid, "num-examples": 10}
-            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+    def train(msg: Message, pid: int) -> Message:
         arrays = msg.content.array_records["arrays"]
         out = {k: a.numpy() + 0.01 * (pid + 1) for k, a in arrays.items()}
         if pid == 0:
@@ -199,6 +182,7 @@ def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
         return Message(RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 10})}),
                        reply_to=msg)
 
+    client = fake_client(lambda pid: {"partition-id": pid, "num-examples": 10}, train)
     config = {**FAST_CONFIG, "num-server-rounds": 2, "results-dir": str(tmp_path),
               "strategy": "tests.toy_strategy:ToyAverage", "min-train-nodes": 4, "min-available-nodes": 4}
     run_dir = run(InProcessGrid(client, 4, config), parse_run_config(config))
@@ -239,7 +223,7 @@ def test_robust_aggregation_and_the_relative_bound_stop_one_attacker() -> None:
     """One of 5 full-size clients sends its update reversed and 40x larger, under the absolute
     max-update-norm. The mean follows it; the median stays near the honest clients' average; the
     relative bound (update RMS above 3x the round's median) rejects it (issue 12, row 5)."""
-    initial = _initial()
+    initial = initial_model(TASK)
     grid = InProcessGrid(_client("rafbo", [1.0] * 5, {4: "attack"}, {}), 5, {})
 
     def aggregate(**kwargs: object) -> tuple[dict, MetricRecord]:
@@ -272,18 +256,14 @@ def test_num_examples_are_bounded_by_what_the_node_declared() -> None:
     (issue 12, row 5): it is now refused, for the built-in strategy and a wrapped plug-in."""
     from server_app.validation import check_reply
 
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            profile = {"partition-id": pid, "resource-ratio": 1.0, "num-examples": 20}
-            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+    def train(msg: Message, pid: int) -> Message:
         out = {p: {k: a + 0.1 for k, a in d.items()} for p, d in unpack(msg.content[ARRAYS]).items()}
-        metrics = MetricRecord({"num-examples": 20 if pid else 20_000})
-        return Message(RecordDict({ARRAYS: pack(out), METRICS: metrics}), reply_to=msg)
+        return train_reply(msg, out, {"num-examples": 20 if pid else 20_000})
 
+    client = fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0, "num-examples": 20}, train)
     grid = InProcessGrid(client, 3, {})
     strategy = _strategy("rafbo")
-    messages = strategy.configure_train(1, pack(_initial()), ConfigRecord(), grid)
+    messages = strategy.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)
     assert {p.num_examples for p in strategy.profiles.values()} == {20}
     _, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
     assert (metrics["replies"], metrics["failed-replies"]) == (2, 1)
@@ -303,21 +283,18 @@ def test_the_relative_bound_compares_replies_at_the_same_ratio() -> None:
     Compared with the replies at their own ratio they pass, and a 10x reply at that ratio does not."""
     scale = {0: 1.0, 1: 1.0, 2: 1.0, 3: 4.0, 4: 4.0, 5: 40.0}  # partition -> update size
 
-    def client(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "query":
-            profile = {"partition-id": pid, "resource-ratio": 1.0 if pid < 3 else 0.125}
-            return Message(RecordDict({PROFILE: ConfigRecord(profile)}), reply_to=msg)
+    def train(msg: Message, pid: int) -> Message:
         rng = np.random.default_rng(pid)
         out = {p: {k: a + (scale[pid] * 0.01 * rng.choice([-1, 1], size=a.shape)).astype(a.dtype)
                    for k, a in d.items()} for p, d in unpack(msg.content[ARRAYS]).items()}
-        return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord({"num-examples": 5})}),
-                       reply_to=msg)
+        return train_reply(msg, out, {"num-examples": 5})
 
+    client = fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0 if pid < 3 else 0.125},
+                         train)
     strategy = _strategy("rafbo", "static", max_update_norm_ratio=3.0)
     for rnd, nodes in ((1, 5), (2, 5), (3, 6)):  # the 1/8 nodes' history builds up, then an attacker
         grid = InProcessGrid(client, nodes, {})
-        messages = strategy.configure_train(rnd, pack(_initial()), ConfigRecord(), grid)
+        messages = strategy.configure_train(rnd, pack(initial_model(TASK)), ConfigRecord(), grid)
         _, metrics = strategy.aggregate_train(rnd, list(grid.send_and_receive(messages)))
         assert metrics["replies"] == 5 and metrics["failed-replies"] == (nodes - 5)
     assert strategy.state()["rms-history"].keys() == {"1.0", "0.125"}
@@ -325,7 +302,6 @@ def test_the_relative_bound_compares_replies_at_the_same_ratio() -> None:
 
 def test_the_client_app_declares_its_train_examples_when_queried() -> None:
     """The bound of num-examples comes from the node itself: its train split's size."""
-    from client_app.app import _local_data
     from rabo_protocol import parse_node_config
     from server_app.app import initial_arrays
     from server_app.strategies import build_strategy
@@ -335,6 +311,6 @@ def test_the_client_app_declares_its_train_examples_when_queried() -> None:
     grid = InProcessGrid(client_app, 3, FAST_CONFIG | {"partitioner": "dirichlet"})
     strategy.ensure_profiles(grid, sorted(grid.get_node_ids()), 1)
     declared = {node: p.num_examples for node, p in strategy.profiles.items()}
-    sizes = {node: len(_local_data(cfg, parse_node_config(ctx.node_config), ConfigRecord()).train)
+    sizes = {node: len(local_data(cfg, parse_node_config(ctx.node_config), ConfigRecord()).train)
              for node, ctx in grid.contexts.items()}
     assert declared == sizes and len(set(sizes.values())) > 1

@@ -11,8 +11,7 @@ from client_app.app import app as client_app
 from rabo_protocol import ConfigError, parse_run_config
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
-
-from .conftest import FAST_CONFIG
+from tests.fakes import FAST_CONFIG
 
 
 def test_tensorboard_gets_every_metric_of_every_round_and_the_config(tmp_path: Path) -> None:

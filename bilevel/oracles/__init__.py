@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from .autograd import AutogradProducts
 from .base import ProductOracle, Products
 from .finite_difference import SCHEMES, FiniteDifferenceProducts, Scheme
 
-ORACLES = ("finite-difference", "autograd")
+Oracle = Literal["finite-difference", "autograd"]
+ORACLES: tuple[Oracle, ...] = get_args(Oracle)
 
 
 def make_oracle(name: str, fd_alpha: float = 1e-2, fd_scheme: Scheme = "central") -> ProductOracle:
@@ -17,5 +20,5 @@ def make_oracle(name: str, fd_alpha: float = 1e-2, fd_scheme: Scheme = "central"
     raise ValueError(f"unknown hypergradient oracle '{name}'; allowed: {', '.join(ORACLES)}")
 
 
-__all__ = ["ORACLES", "SCHEMES", "AutogradProducts", "FiniteDifferenceProducts", "ProductOracle", "Products",
-           "Scheme", "make_oracle"]
+__all__ = ["ORACLES", "SCHEMES", "AutogradProducts", "FiniteDifferenceProducts", "Oracle", "ProductOracle",
+           "Products", "Scheme", "make_oracle"]
