@@ -9,8 +9,9 @@ One outer iteration at x:
 4. direction:                    h = grad_x f - H_xy v
 
 v is warm-started from the incoming v (the previous round's solution), so few linear steps suffice
-once x moves slowly. The products H_yy v, H_xy v come from a ``ProductOracle``: differences of
-first-order gradients ("finite-difference", no second-order graph) or double backward ("autograd").
+once x moves slowly (``v_warm_start = False`` starts from v = 0 instead). The products H_yy v, H_xy
+v come from a ``ProductOracle``: differences of first-order gradients ("finite-difference", no
+second-order graph) or double backward ("autograd").
 
 Minibatches (``batch``): every inner step draws a fresh training minibatch. With ``fixed`` (the
 default), steps 3 and 4 share one more training minibatch: its features (for a task with a feature
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
+import torch
 from pydantic import Field, model_validator
 from torch.func import grad_and_value
 
@@ -47,6 +49,9 @@ class AIDKnobs(Knobs):
     v_batch: VBatch = "fixed"
     """"fixed" (the v-solve and H_xy v on one training minibatch) or "fresh" (a new minibatch for
     every product; gd only)."""
+    v_warm_start: bool = True
+    """Start the linear solve from the received v (true) or from v = 0 every round (false: a cold
+    start, as FedNest's Neumann series; it shows what the warm start is worth)."""
 
     @model_validator(mode="after")
     def _cg_needs_one_matrix(self) -> AIDKnobs:
@@ -61,6 +66,7 @@ class AIDEstimator:
     oracle: ProductOracle
     solver: Solver = "gd"
     batch: VBatch = "fixed"
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -74,7 +80,8 @@ class AIDEstimator:
     @classmethod
     def from_knobs(cls, oracle: str, knobs: AIDKnobs) -> AIDEstimator:
         """AID with the ``oracle`` products ("finite-difference" or "autograd")."""
-        return cls(make_oracle(oracle, knobs.fd_alpha, knobs.fd_scheme), knobs.v_solver, knobs.v_batch)
+        return cls(make_oracle(oracle, knobs.fd_alpha, knobs.fd_scheme), knobs.v_solver, knobs.v_batch,
+                   knobs.v_warm_start)
 
     def own_steps(self, cfg: SolverConfig) -> int:
         return cfg.v_steps + 1  # the linear solve, then the direction
@@ -85,6 +92,8 @@ class AIDEstimator:
     ) -> tuple[Params, Params, Params, dict[str, float]]:
         y, inner_loss = inner_descent(problem, cfg, x, y, next_train)
         (grad_x_f, grad_y_f), outer_loss = grad_and_value(problem.f, argnums=(0, 1))(x, y, next_val())
+        if not self.warm_start:
+            v = {k: torch.zeros_like(t) for k, t in v.items()}
         if self.batch == "fixed":
             products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
             v = solve(self.solver, products.hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
