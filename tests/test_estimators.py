@@ -232,3 +232,24 @@ def test_fedprox_pulls_rafbos_local_outer_steps_toward_the_received_x() -> None:
     assert moved(0.0) == float((rafbo_local(problem, est, plain, x, y0, v0, NO_BATCH, NO_BATCH).x["x"]
                                 - x["x"]).norm()) > 0
     assert moved(2.0) < 0.8 * moved(0.0)
+
+
+@pytest.mark.parametrize("name", ["finite-difference", "autograd"])
+def test_aid_cold_start_solves_from_zero(name: str) -> None:
+    """v-warm-start=false: the received v is ignored (the result equals a warm start from v = 0),
+    and with few solve steps a good received v is worth something: the warm start from the exact
+    solution is closer to the exact hypergradient."""
+    q, problem, x = _setup()
+    y_star = {"y": q.y_star(x["x"])}
+    exact = q.hypergradient(x["x"])
+    cfg = SolverConfig(inner_steps=0, v_steps=2, v_lr=0.4)
+    grad_y_f = grad(problem.f, argnums=1)(x, y_star, None)
+    v_exact = {"y": torch.linalg.solve(q.A, grad_y_f["y"])}  # H_yy v = grad_y f
+    cold = make_estimator(name, v_warm_start=False)
+    warm = make_estimator(name)
+    _, v_cold, h_cold, _ = cold(problem, cfg, x, y_star, v_exact, NO_BATCH, NO_BATCH, step=0)
+    _, v_zero, h_zero, _ = warm(problem, cfg, x, y_star, _zeros(), NO_BATCH, NO_BATCH, step=0)
+    _, _, h_warm, _ = warm(problem, cfg, x, y_star, v_exact, NO_BATCH, NO_BATCH, step=0)
+    torch.testing.assert_close(v_cold["y"], v_zero["y"], rtol=0, atol=0)
+    torch.testing.assert_close(h_cold["x"], h_zero["x"], rtol=0, atol=0)
+    assert _rel(h_warm["x"], exact) < 1e-6 < _rel(h_cold["x"], exact)
