@@ -106,11 +106,13 @@ class ResourceAdaptiveBilevel(Strategy):
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         parsed: list[tuple[int, Sent, Parsed]] = []
         failures: dict[int, str] = {}
+        replied: set[int] = set()
         for msg in replies:
             node = msg.metadata.src_node_id
-            if node in failures or any(node == p[0] for p in parsed):  # count each node at most once
+            if node in replied:  # count each node at most once
                 log(WARNING, "round %d: second reply of node %d ignored", server_round, node)
                 continue
+            replied.add(node)
             try:
                 sent = self._sent.get(node)
                 values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
@@ -125,7 +127,7 @@ class ResourceAdaptiveBilevel(Strategy):
             failures[parsed[i][0]] = reason
         accepted = [item for item in parsed if item[0] not in failures]
         accepted.sort(key=lambda item: (item[1].client_key, item[0]))  # partition order: seeded sums
-        for node in self._sent.keys() - {n for n, *_ in parsed} - failures.keys():
+        for node in self._sent.keys() - replied:
             failures[node] = "no reply before the round timeout"
         for node, reason in sorted(failures.items()):
             log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, reason)
