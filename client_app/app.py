@@ -158,8 +158,12 @@ def train(msg: Message, context: Context) -> Message:
     if own is not None:  # a plug-in strategy sent every sample's weight: train on this node's own
         full_x = parts["x"]
         parts = {**parts, "x": {k: (t[own] if k in task.sample_params else t) for k, t in full_x.items()}}
+    widths = widths_from_config(config)
+    if missing := [layer.name for layer in task.layers if layer.name not in widths]:
+        raise ValueError(f"the train message lacks the widths of layers {missing} (width.<layer>, "
+                         "which the server sends with every train message)")
     reply, metrics = local_round(
-        task, data, cfg, widths_from_config(config), parts,
+        task, data, cfg, widths, parts,
         server_round=int(config["server-round"]), partition_id=client_key,
         proximal_mu=_proximal_mu(config),
     )
