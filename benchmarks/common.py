@@ -69,8 +69,10 @@ class Job:
 
 def curve_of(result: Run) -> list[dict[str, float]]:
     """Per round: test accuracy, the mean accuracy on the upper half of the classes (the weak
-    clients' classes in a budget-correlated split), cumulative client GFLOPs and MB sent + received,
-    and the round's coverage (C_x*, C_y*, share of x trained) and detection F1 (hyper-cleaning)."""
+    clients' classes in a budget-correlated or separated split), the lowest per-class accuracy,
+    the per-class accuracy and centred logit (lists by class), cumulative client GFLOPs and MB sent
+    + received, and the round's coverage (C_x*, C_y*, share of x trained), detection F1
+    (hyper-cleaning) and share of clipped RAFBO steps."""
     curve, flops, traffic = [], 0, 0
     for row in result.rows:
         flops += row.get("client-flops", 0)
@@ -79,9 +81,16 @@ def curve_of(result: Run) -> list[dict[str, float]]:
         upper = [row[f"class-accuracy-{c}"] for c in classes if c >= (max(classes) + 1) // 2]
         curve.append({"round": row["round"], "accuracy": row["test-accuracy"],
                       "upper-classes-accuracy": statistics.mean(upper) if upper else float("nan"),
+                      "lower-classes-accuracy": statistics.mean(
+                          row[f"class-accuracy-{c}"] for c in classes if c < (max(classes) + 1) // 2)
+                      if classes else float("nan"),
+                      "min-class-accuracy": min((row[f"class-accuracy-{c}"] for c in classes),
+                                                default=float("nan")),
+                      "class-accuracy": [row[f"class-accuracy-{c}"] for c in classes],
+                      "class-logit": [row.get(f"class-logit-{c}", float("nan")) for c in classes],
                       "gflops": flops / 1e9, "mb": traffic / 2**20,
                       **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction",
-                                   "detection-f1")
+                                   "detection-f1", "outer-steps-clipped")
                          if k in row}})
     return curve
 

@@ -41,13 +41,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "dirichlet-0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3},
     "shards-2": {"partitioner": "shards", "shards-per-client": 2},
     "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9},
+    "separated": {"partitioner": "separated"},
 }
 # task -> (config, clients, clients sampled per round)
 TASKS: dict[str, tuple[dict[str, Any], int, int]] = {
     "cnn": ({"task": "hyper-representation"}, 10, 10),
     "mlp": ({"task": "hyper-representation-mlp"}, 100, 10),
 }
-BEFORE = {"scaler": False, "masked-loss": False, "momentum-scope": "all", "step-guard": "none",
+BEFORE = {"scaler": False, "absent-class-weight": 1.0, "head-rows": "covered",
+          "momentum-scope": "all", "step-guard": "none",
           "mask-policy": "static"}
 """The remedies of issue 10 switched off: the settings every earlier result in docs/results.md used."""
 METHODS: dict[str, dict[str, Any]] = {

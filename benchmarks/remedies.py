@@ -25,16 +25,18 @@ from typing import Any
 from common import Job, run_parallel, write_table
 from heterogeneity import SCENARIOS, TASKS
 
-ALL: dict[str, Any] = {"algorithm": "rabo", "step-guard": "curvature", "masked-loss": True,
+MASKED = {"absent-class-weight": 0.0, "head-rows": "holders"}
+PLAIN = {"absent-class-weight": 1.0, "head-rows": "covered"}
+ALL: dict[str, Any] = {"algorithm": "rabo", "step-guard": "curvature", **MASKED,
                        "momentum-scope": "covered", "scaler": False, "mask-policy": "static"}
-NONE: dict[str, Any] = {**ALL, "step-guard": "none", "masked-loss": False, "momentum-scope": "all"}
+NONE: dict[str, Any] = {**ALL, "step-guard": "none", **PLAIN, "momentum-scope": "all"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "all": ALL,
     "all, masks combined": {**ALL, "mask-policy": "combined"},
     "all, masks coverage": {**ALL, "mask-policy": "coverage"},
     "all, masks rolling": {**ALL, "mask-policy": "rolling"},
     "without step-guard": {**ALL, "step-guard": "none"},
-    "without masked-loss": {**ALL, "masked-loss": False},
+    "without masked-loss": {**ALL, **PLAIN},
     "without momentum-scope=covered": {**ALL, "momentum-scope": "all"},
     "with scaler": {**ALL, "scaler": True},
     "all, rafbo": {**ALL, "algorithm": "rafbo"},

@@ -12,7 +12,7 @@ from bilevel import make_estimator, rabo_local, rafbo_local
 from rabo_protocol import RunConfig
 from rabo_protocol.device import resolve_device
 from rabo_protocol.presets import DIRECTION_PART, LOCAL_OUTER_STEPS
-from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, held_classes
+from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, class_counts, logit_offsets
 
 from .profiling import measure
 from .sampling import MinibatchSampler, seeded_generator
@@ -22,11 +22,16 @@ def _tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> Params:
     return {k: torch.as_tensor(np.array(a, dtype=np.float32), device=device) for k, a in arrays.items()}
 
 
-def with_held_classes(data: ClientData, num_classes: int) -> ClientData:
-    """``data`` whose batches carry the mask of the classes the client holds (train and validation
-    labels together), so that its losses are the masked cross-entropy."""
-    mask = held_classes(torch.cat([data.train.labels, data.val.labels]), num_classes)
-    return ClientData(train=replace(data.train, label_mask=mask), val=replace(data.val, label_mask=mask))
+def with_label_prior(data: ClientData, num_classes: int, cfg: RunConfig) -> ClientData:
+    """``data`` whose batches carry the client's label prior as logit offsets (``tasks.class_prior``:
+    ``absent-class-weight``, ``logit-adjustment``), counted over its train and validation labels
+    together (both losses see both); ``data`` itself for plain cross-entropy."""
+    counts = class_counts(torch.cat([data.train.labels, data.val.labels]), num_classes)
+    offset = logit_offsets(counts, cfg.absent_class_weight, cfg.logit_adjustment)
+    if offset is None:
+        return data
+    return ClientData(train=replace(data.train, logit_offset=offset),
+                      val=replace(data.val, logit_offset=offset))
 
 
 def local_round(
@@ -42,8 +47,8 @@ def local_round(
     model = task.build_model(widths).to(device)
     if cfg.scaler:
         OutputScaler(model, task.layers, widths)
-    if cfg.masked_loss:
-        data = with_held_classes(data, task.layers[-1].width)
+    num_classes = task.layers[-1].width
+    data = with_label_prior(data, num_classes, cfg)
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
     solver = cfg.solver_config(proximal_mu)
@@ -70,8 +75,8 @@ def local_round(
         metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1)})
     if memory:
         metrics["peak-memory-mb"] = cost.peak_bytes / 2**20
-    if data.train.label_mask is not None:  # the server averages each class's head row over its holders
-        metrics["held-classes"] = torch.nonzero(data.train.label_mask).flatten().tolist()
+    if cfg.head_rows != "covered":  # the server weights each class's head row by these
+        metrics["class-counts"] = class_counts(data.train.labels, num_classes).tolist()
     direction = DIRECTION_PART[cfg.algorithm]
     first = result.h if direction == "h" else result.x
     assert first is not None

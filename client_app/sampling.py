@@ -37,4 +37,4 @@ class MinibatchSampler:
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
         return Batch(self.data.inputs[idx], self.data.labels[idx], ids=idx,
-                     label_mask=self.data.label_mask).to(self.device)
+                     logit_offset=self.data.logit_offset).to(self.device)

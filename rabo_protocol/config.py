@@ -26,19 +26,19 @@ from bilevel.step_guard import StepGuard
 from tasks import DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
-from .keys import DataKeys, OutputKeys, Rate, RoundKeys, Steps
+from .keys import ClassKeys, DataKeys, OutputKeys, Rate, RoundKeys, Steps
 from .parsing import parse_model
 from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
 
 PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
-class RunConfig(DataKeys, RoundKeys, OutputKeys, EstimatorKnobs):
+class RunConfig(DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
 
     The estimators' own knobs (``fd-alpha``, ``neumann-steps``, ...) and their checks are inherited
     from the estimator modules (``bilevel.EstimatorKnobs``), the data, round and output keys from
-    :class:`DataKeys`, :class:`RoundKeys` and :class:`OutputKeys`.
+    :class:`DataKeys`, :class:`RoundKeys`, :class:`ClassKeys` and :class:`OutputKeys`.
 
     The keys of ``rabo_protocol.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
     strategy's) default; the field defaults below are the global ones (hyper-representation's).
@@ -68,9 +68,9 @@ class RunConfig(DataKeys, RoundKeys, OutputKeys, EstimatorKnobs):
     outer_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     scaler: bool = False
-    masked_loss: bool = True
     momentum_scope: MomentumScope = "covered"
     step_guard: StepGuard = "curvature"
+    outer_trust_region: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     # execution (output keys: OutputKeys)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
 
@@ -146,7 +146,7 @@ class RunConfig(DataKeys, RoundKeys, OutputKeys, EstimatorKnobs):
             inner_steps=self.inner_steps, v_steps=self.v_steps,
             outer_steps=self.outer_steps if LOCAL_OUTER_STEPS[self.algorithm] else 1,
             inner_lr=self.inner_lr, v_lr=self.v_lr, outer_lr=self.outer_lr, step_guard=self.step_guard,
-            proximal_mu=proximal_mu,
+            outer_trust_region=self.outer_trust_region, proximal_mu=proximal_mu,
         )
 
     @property

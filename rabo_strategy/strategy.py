@@ -21,7 +21,7 @@ from tasks import LayerSpec
 from .aggregate import OuterUpdate, round_metrics
 from .messages import Sent, train_messages
 from .profiles import NodeProfile, RoundSizer, query_profiles
-from .replies import Parsed, RmsBound, held_rows_only, parse_reply
+from .replies import Parsed, RmsBound, class_rows, parse_reply
 from .sampling import NodeSampling
 
 Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
@@ -54,7 +54,7 @@ class ResourceAdaptiveBilevel(Strategy):
                  mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0) -> None:
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
-        self.layers, self.algorithm, self.owned = layers, cfg.algorithm, owned
+        self.layers, self.algorithm, self.owned, self.head_rows = layers, cfg.algorithm, owned, cfg.head_rows
         self.mask_policy = mask_policy or make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective)
         self.sizer = RoundSizer(cfg.ratio_levels, PRESETS[cfg.strategy].sizing, cfg.capacity, cfg.seed)
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
@@ -63,13 +63,12 @@ class ResourceAdaptiveBilevel(Strategy):
         self.rms_bound = RmsBound(cfg.max_update_norm_ratio)
         self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
-        self.client_config = dict(client_config or {})
-        self.query_timeout = query_timeout
+        self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
         self.profiles: dict[int, NodeProfile] = {}
         self.accepted_ratios: dict[int, float] = {}
         """Node -> the ratio it trained at, for the replies the last ``aggregate_train`` accepted."""
         self._owned: dict[int, dict[str, np.ndarray]] = {}
-        self._sent: dict[int, Sent] = {}
+        self._sent: dict[int, Sent] = {}  # this round's train messages, by node
         self._global: dict[str, dict[str, np.ndarray]] = {}
 
     def summary(self) -> None:
@@ -105,11 +104,12 @@ class ResourceAdaptiveBilevel(Strategy):
         parts = REPLY_PARTS[self.algorithm]
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         parsed: list[tuple[int, Sent, Parsed]] = []
+        row_weights: dict[int, dict[str, np.ndarray]] = {}
         failures: dict[int, str] = {}
-        replied: set[int] = set()
+        replied: set[int] = set()  # nodes counted once each
         for msg in replies:
             node = msg.metadata.src_node_id
-            if node in replied:  # count each node at most once
+            if node in replied:
                 log(WARNING, "round %d: second reply of node %d ignored", server_round, node)
                 continue
             replied.add(node)
@@ -117,8 +117,8 @@ class ResourceAdaptiveBilevel(Strategy):
                 sent = self._sent.get(node)
                 values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
                 assert sent is not None
-                if "held-classes" in metrics:
-                    values, index = held_rows_only(values, index, metrics["held-classes"], self.layers[-1])
+                values, index, row_weights[node] = class_rows(values, index, metrics, self.layers[-1],
+                                                              self.head_rows)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failures[node] = f"{type(err).__name__}: {err}"
                 continue
@@ -134,8 +134,8 @@ class ResourceAdaptiveBilevel(Strategy):
 
         shapes = {f"{part}:{name}": t.shape for part, full in reference.items() for name, t in full.items()}
         acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
-        for _, _, (values, index, metrics, _) in accepted:
-            acc.add(values, index, float(metrics["num-examples"]))  # type: ignore[arg-type]
+        for node, _, (values, index, metrics, _) in accepted:
+            acc.add(values, index, float(metrics["num-examples"]), row_weights[node])  # type: ignore[arg-type]
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
         x_part = DIRECTION_PART[self.algorithm]
         metrics = round_metrics(acc, [f"{x_part}:{k}" for k in self._global["x"]],

@@ -12,9 +12,9 @@ from .base import (
     Params,
     bilevel_problem,
     cross_entropy,
-    held_classes,
     split_params,
 )
+from .class_prior import class_counts, logit_offsets
 from .datasets import Normalization
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
@@ -56,7 +56,7 @@ def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
 
 __all__ = [
     "TASKS", "Batch", "BilevelTask", "FeatureSplit", "OutputScaler", "bilevel_problem", "cross_entropy",
-    "held_classes", "build_task", "ClientData",
+    "class_counts", "logit_offsets", "build_task", "ClientData",
     "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
     "corrupted_mask", "device_data", "Normalization",

@@ -58,14 +58,14 @@ class Batch:
     inputs: Tensor
     labels: Tensor
     ids: Tensor | None = None
-    label_mask: Tensor | None = None
-    """Optional bool (num_classes,): the classes the client holds. When set, the losses are the
-    masked cross-entropy over these classes only (:func:`cross_entropy`)."""
+    logit_offset: Tensor | None = None
+    """Optional float (num_classes,): the client's label prior in its losses, added to the logits
+    by :func:`cross_entropy` (``tasks.class_prior``: masked, restricted or adjusted softmax)."""
 
     def to(self, device: torch.device) -> Batch:
         ids = None if self.ids is None else self.ids.to(device)
-        mask = None if self.label_mask is None else self.label_mask.to(device)
-        return Batch(self.inputs.to(device), self.labels.to(device), ids, mask)
+        offset = None if self.logit_offset is None else self.logit_offset.to(device)
+        return Batch(self.inputs.to(device), self.labels.to(device), ids, offset)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -169,19 +169,12 @@ def bilevel_problem(task: BilevelTask, model: nn.Module) -> BilevelProblem:
 
 
 def cross_entropy(logits: Tensor, batch: Batch, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of ``logits`` against ``batch.labels``; with ``batch.label_mask``, the masked
-    cross-entropy of HeteroFL / FedRolex under label skew: the softmax runs over the held classes
-    only, so a client never pushes down the logits of classes it has no samples of."""
-    if batch.label_mask is not None:
-        logits = logits.masked_fill(~batch.label_mask, torch.finfo(logits.dtype).min)
+    """Cross-entropy of ``logits`` against ``batch.labels``; with ``batch.logit_offset`` b, the
+    cross-entropy of ``logits + b``: the client's label prior (``tasks.class_prior``; b = -1e9 on a
+    class removes it from the softmax, the masked cross-entropy of HeteroFL / FedRolex)."""
+    if batch.logit_offset is not None:
+        logits = logits + batch.logit_offset.to(logits.dtype)
     return F.cross_entropy(logits, batch.labels, reduction=reduction)
-
-
-def held_classes(labels: Tensor, num_classes: int) -> Tensor:
-    """The bool mask (num_classes,) of the classes present in ``labels``."""
-    mask = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
-    mask[labels] = True
-    return mask
 
 
 class OutputScaler:

@@ -24,12 +24,16 @@ from .base import Batch, LayerSpec, Params, cross_entropy
 
 def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     """``test-accuracy``, ``test-loss`` (cross-entropy) and, per class c present in ``labels``,
-    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew)."""
+    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew) and
+    ``class-logit-c``, the mean over all samples of logit c minus the mean logit (the head's bias
+    toward class c: calibration, as against recall)."""
     correct = logits.argmax(dim=1) == labels
     metrics = {"test-accuracy": float(correct.float().mean()),
                "test-loss": float(F.cross_entropy(logits, labels))}
+    centred = (logits - logits.mean(dim=1, keepdim=True)).mean(dim=0)
     for c in torch.unique(labels).tolist():
         metrics[f"class-accuracy-{c}"] = float(correct[labels == c].float().mean())
+        metrics[f"class-logit-{c}"] = float(centred[c])
     return metrics
 
 

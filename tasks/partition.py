@@ -29,7 +29,7 @@ from .datasets import ImageData, load_images
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
-PARTITIONERS = ("iid", "dirichlet", "shards", "budget-correlated")
+PARTITIONERS = ("iid", "dirichlet", "shards", "budget-correlated", "separated")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class DataSpec:
     shards_per_client: int = 2
     """shards: label shards per client."""
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    """budget-correlated: partition i's resource ratio is ``ratio_levels[i % len]`` (the rule the
+    """budget-correlated, separated: partition i's resource ratio is ``ratio_levels[i % len]`` (the rule the
     server applies to nodes that declare no ratio)."""
     budget_correlation: float = 0.9
     """budget-correlated: probability that a sample lives on a client of its class's home group."""

@@ -1,4 +1,5 @@
-"""The flwr-datasets partitioners of the ``partitioner`` key, and the budget-correlated one.
+"""The flwr-datasets partitioners of the ``partitioner`` key, and the budget-correlated one
+(``separated``: the budget-correlated split at correlation 1, where the groups never meet).
 
 Imported only where a partition is built: flwr-datasets imports HF datasets, pandas and pyarrow.
 """
@@ -76,8 +77,9 @@ def make_partitioner(spec: DataSpec, ratios: tuple[float, ...]) -> Partitioner:
                                 num_shards_per_partition=spec.shards_per_client, shuffle=True,
                                 seed=spec.seed)
     if spec.partitioner == "budget-correlated":
-        return BudgetCorrelatedPartitioner(ratios, spec.budget_correlation,
-                                           seed=spec.seed)
+        return BudgetCorrelatedPartitioner(ratios, spec.budget_correlation, seed=spec.seed)
+    if spec.partitioner == "separated":  # the groups never meet
+        return BudgetCorrelatedPartitioner(ratios, 1.0, seed=spec.seed)
     if spec.partitioner == "dirichlet":
         return DirichletPartitioner(
             num_partitions=spec.num_partitions, partition_by="label",

@@ -94,7 +94,7 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
                                      "'random', 'importance', 'coverage' or 'combined'"),
         ({"partitioner": "pathological"}, "'partitioner' = 'pathological': Input should be 'iid', "
-                                          "'dirichlet', 'shards' or 'budget-correlated'"),
+                                          "'dirichlet', 'shards', 'budget-correlated' or 'separated'"),
         ({"budget-correlation": 1.5}, "'budget-correlation' = 1.5: Input should be less than or equal to 1"),
         ({"shards-per-client": 0}, "'shards-per-client' = 0: Input should be greater than or equal to 1"),
         ({"momentum-scope": "some"}, "'momentum-scope' = 'some': Input should be 'covered' or 'all'"),

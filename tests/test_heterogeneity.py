@@ -1,6 +1,6 @@
 """The remedies for heterogeneous budgets and data: each key's mechanics, checked by hand.
 
-Scaler (HeteroFL), masked cross-entropy, momentum on covered coordinates, the combined mask
+Scaler (HeteroFL), momentum on covered coordinates, the combined mask
 policy, and the ``shards`` and ``budget-correlated`` partitioners.
 """
 
@@ -9,25 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from flwr.app import ConfigRecord
 
-from client_app.local import with_held_classes
-from rabo_protocol.wire import ARRAYS, METRICS, pack, unpack
+from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning import make_mask_policy
 from rabo_pruning.masks import RoundClient, kept_units
 from server_app.inprocess import InProcessGrid
 from tasks import (
-    Batch,
-    ClientData,
     DataSpec,
     HyperRepresentation,
     HyperRepresentationMLP,
     OutputScaler,
     client_data,
-    cross_entropy,
     num_train_samples,
-    split_params,
     train_coordinates,
 )
 from tasks.partition import partition_ratios
@@ -83,37 +77,6 @@ def test_scaler_leaves_the_full_model_alone_and_can_be_removed() -> None:
     assert scaler.active and not torch.allclose(sub(inputs), before)
     scaler.remove()
     torch.testing.assert_close(sub(inputs), before)
-
-
-# ------------------------------------------------------------------------------------ masked CE
-def test_masked_cross_entropy_ignores_absent_classes() -> None:
-    logits = torch.randn(6, 10, requires_grad=True)
-    labels = torch.tensor([2, 5, 2, 7, 5, 7])
-    mask = torch.zeros(10, dtype=torch.bool)
-    mask[[2, 5, 7]] = True
-    loss = cross_entropy(logits, Batch(torch.zeros(6, 1), labels, label_mask=mask))
-    # the softmax over the held classes only: CE of the three columns, relabelled 0, 1, 2
-    expected = F.cross_entropy(logits[:, [2, 5, 7]], torch.tensor([0, 1, 0, 2, 1, 2]))
-    torch.testing.assert_close(loss, expected)
-    (grad,) = torch.autograd.grad(loss, logits)
-    assert torch.all(grad[:, ~mask] == 0) and torch.all(grad[:, mask].abs().sum(0) > 0)
-    unmasked = cross_entropy(logits, Batch(torch.zeros(6, 1), labels))
-    torch.testing.assert_close(unmasked, F.cross_entropy(logits, labels))
-
-
-def test_masked_loss_leaves_the_head_rows_of_absent_classes_to_the_regulariser() -> None:
-    task = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10, mu=0.0)
-    torch.manual_seed(0)
-    model = task.build_model(task.full_widths())
-    x, y = split_params(model, task.layers)
-    labels = torch.tensor([0, 1, 1, 0])
-    batch = Batch(torch.randn(4, 1, 8, 8), labels)
-    data = with_held_classes(ClientData(train=batch, val=batch), num_classes=10)
-    assert data.train.label_mask.tolist() == [True, True] + [False] * 8
-    y = {k: t.requires_grad_() for k, t in y.items()}
-    grads = torch.autograd.grad(task.inner_loss(model, x, y, data.train), list(y.values()))
-    for grad in grads:  # head.weight and head.bias: rows 2..9 untouched, rows 0, 1 trained
-        assert torch.all(grad[2:] == 0) and torch.all(grad[:2].abs().sum() > 0)
 
 
 # ------------------------------------------------------------------------------------- momentum
@@ -249,40 +212,3 @@ def test_curvature_guard_measures_lambda_max_and_caps_the_steps() -> None:
     assert guarded(off, problem, x, y, lambda: None) == (off, {})
 
 
-# ------------------------------------------------------------------------- class-aware averaging
-def _holding(held: dict[int, object]):
-    """:func:`tests.fakes.noisy_client`, reporting ``held[pid]`` as its held classes."""
-    inner = noisy_client("rafbo")
-
-    def client(msg, context):
-        reply = inner(msg, context)
-        pid = int(context.node_config["partition-id"])
-        if msg.metadata.message_type == "train" and pid in held:
-            reply.content.metric_records[METRICS]["held-classes"] = held[pid]
-        return reply
-
-    return client
-
-
-def test_classifier_rows_are_averaged_over_the_clients_holding_the_class() -> None:
-    grid = InProcessGrid(_holding({0: [0, 1], 1: [1, 2], 2: [7, 7]}), 3, {})
-    strategy = built_in_strategy(DIGITS_TASK.layers, algorithm="rafbo",
-                                 ratio_levels=(1.0,), outer_lr=0.5)
-    initial = initial_model(DIGITS_TASK)
-    replies = list(grid.send_and_receive(strategy.configure_train(1, pack(initial), ConfigRecord(), grid)))
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    assert metrics["replies"] == 2 and metrics["failed-replies"] == 1  # [7, 7] is not a set of classes
-    new = unpack(arrays)
-    got = {int(r.metadata.src_node_id) - 1000: unpack(r.content[ARRAYS]) for r in replies}
-    for part in ("y", "v"):
-        for name in ("head.weight", "head.bias"):
-            a, b, old = got[0][part][name], got[1][part][name], initial[part][name]
-            expected = old.copy()
-            expected[0], expected[2] = a[0], b[2]  # one holder each
-            expected[1] = (10 * a[1] + 20 * b[1]) / 30  # both hold class 1: num-examples 10 and 20
-            np.testing.assert_allclose(new[part][name], expected, rtol=1e-5, atol=1e-6)
-    # x is not class-indexed: averaged over both clients as usual
-    np.testing.assert_allclose(new["x"]["conv1.bias"],
-                               (10 * got[0]["x"]["conv1.bias"] + 20 * got[1]["x"]["conv1.bias"]) / 30,
-                               rtol=1e-5, atol=1e-6)
-    assert metrics["coverage-y-min"] == 0  # classes 3..9: nobody holds them, nobody trained them

@@ -37,6 +37,8 @@ class SolverConfig:
     """"curvature": cap inner_lr and v_lr at 1 / lambda_max(H_yy) each outer step (bilevel.step_guard)."""
     guard_steps: int = 3
     """Power iterations of the curvature estimate."""
+    outer_trust_region: float = 0.0
+    """RAFBO: each local outer step is at most this times ||x_0|| long, x_0 the received x (0: off)."""
     proximal_mu: float = 0.0
     """FedProx: each local outer step also pulls x toward the x the round started from,
     x <- x - outer_lr * (h + proximal_mu * (x - x_0)). RAFBO only (RABO takes no local x step)."""

