@@ -70,7 +70,7 @@ class Job:
 def curve_of(result: Run) -> list[dict[str, float]]:
     """Per round: test accuracy, the mean accuracy on the upper half of the classes (the weak
     clients' classes in a budget-correlated or separated split), the lowest per-class accuracy,
-    the per-class accuracy and centred logit (lists by class), cumulative client GFLOPs and MB sent
+    the per-class accuracy, centred logit and its scale (lists by class), cumulative client GFLOPs and MB sent
     + received, and the round's coverage (C_x*, C_y*, share of x trained), detection F1
     (hyper-cleaning) and share of clipped RAFBO steps."""
     curve, flops, traffic = [], 0, 0
@@ -88,6 +88,7 @@ def curve_of(result: Run) -> list[dict[str, float]]:
                                                 default=float("nan")),
                       "class-accuracy": [row[f"class-accuracy-{c}"] for c in classes],
                       "class-logit": [row.get(f"class-logit-{c}", float("nan")) for c in classes],
+                      "class-logit-scale": [row.get(f"class-logit-scale-{c}", float("nan")) for c in classes],
                       "gflops": flops / 1e9, "mb": traffic / 2**20,
                       **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction",
                                    "detection-f1", "outer-steps-clipped")

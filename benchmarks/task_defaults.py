@@ -35,7 +35,8 @@ TASKS: dict[str, tuple[dict[str, Any], int]] = {
 }
 GRID: dict[str, dict[str, tuple[Any, ...]]] = {
     "hyper-representation": {"algorithm": ("rabo", "rafbo"), "mu": (1e-3, 1e-2),
-                             "outer-lr": (0.03, 0.1, 0.3), "v-lr": (0.03, 0.1, 0.3), "v-steps": (5, 10)},
+                             "outer-lr": (0.03, 0.1, 0.3), "v-lr": (0.03, 0.1, 0.3), "v-steps": (5, 10),
+                             "mask-policy": ("coverage", "static"), "outer-trust-region": (0.0, 0.2)},
     "hyper-cleaning": {"algorithm": ("rabo", "rafbo"), "mu": (1e-3, 1e-2, 3e-2),
                        "outer-lr": (10.0, 30.0, 100.0, 300.0), "v-lr": (0.02, 0.1, 0.3),
                        "v-steps": (5, 10, 20)},

@@ -55,7 +55,7 @@ class RunConfig(DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     mu: Annotated[float, Field(ge=0, le=1e6)] = 1e-3
     # method
     strategy: str = "resource-adaptive"
-    algorithm: Algorithm = "rabo"
+    algorithm: Algorithm = "rafbo"
     hypergradient: Oracle = "finite-difference"
     train_outer: bool = True
     num_server_rounds: Annotated[int, Field(ge=1, le=1_000_000)] = 30
@@ -70,7 +70,7 @@ class RunConfig(DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     scaler: bool = False
     momentum_scope: MomentumScope = "covered"
     step_guard: StepGuard = "curvature"
-    outer_trust_region: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    outer_trust_region: Annotated[float, Field(ge=0, le=1e6)] = 0.2
     # execution (output keys: OutputKeys)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
 

@@ -83,7 +83,7 @@ class ClassKeys(BaseModel):
 
     absent_class_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
     logit_adjustment: Annotated[float, Field(ge=0, le=10)] = 0.0
-    head_rows: HeadRows = "holders"
+    head_rows: HeadRows = "covered"
 
 
 class OutputKeys(BaseModel):

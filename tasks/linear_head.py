@@ -24,16 +24,20 @@ from .base import Batch, LayerSpec, Params, cross_entropy
 
 def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     """``test-accuracy``, ``test-loss`` (cross-entropy) and, per class c present in ``labels``,
-    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew) and
-    ``class-logit-c``, the mean over all samples of logit c minus the mean logit (the head's bias
-    toward class c: calibration, as against recall)."""
+    ``class-accuracy-c`` (recall: which classes the model has learned, e.g. under label skew), and,
+    of the centred logit of class c (logit c minus the sample's mean logit) over all samples, its
+    mean ``class-logit-c`` (the head's bias toward c) and its root mean square
+    ``class-logit-scale-c`` (how loud c's logit is: a row fitted at a smaller width and read at the
+    full one is louder than the rest)."""
     correct = logits.argmax(dim=1) == labels
     metrics = {"test-accuracy": float(correct.float().mean()),
                "test-loss": float(F.cross_entropy(logits, labels))}
-    centred = (logits - logits.mean(dim=1, keepdim=True)).mean(dim=0)
+    centred = logits - logits.mean(dim=1, keepdim=True)
+    bias, scale = centred.mean(dim=0), centred.square().mean(dim=0).sqrt()
     for c in torch.unique(labels).tolist():
         metrics[f"class-accuracy-{c}"] = float(correct[labels == c].float().mean())
-        metrics[f"class-logit-{c}"] = float(centred[c])
+        metrics[f"class-logit-{c}"] = float(bias[c])
+        metrics[f"class-logit-scale-{c}"] = float(scale[c])
     return metrics
 
 
