@@ -116,6 +116,9 @@ def summarise(curves: dict[tuple[Any, ...], list[dict[str, float]]], tasks: list
                     "lower-classes-accuracy": statistics.mean(r[-1]["lower-classes-accuracy"]
                                                               for r in method_runs),
                     "min-class-accuracy": statistics.mean(r[-1]["min-class-accuracy"] for r in method_runs),
+                    "logit-scale-5-9-over-0-4": statistics.mean(
+                        statistics.mean(r[-1]["class-logit-scale"][5:])
+                        / statistics.mean(r[-1]["class-logit-scale"][:5]) for r in method_runs),
                     "client-GFLOPs": method_runs[0][-1]["gflops"],
                     "MB": statistics.mean(r[-1]["mb"] for r in method_runs), "target": target,
                     "rounds-to-target": None, "GFLOPs-to-target": None, "MB-to-target": None,

@@ -17,6 +17,7 @@ MNIST, ratios 1, 1/2, 1/4, 1/8 by partition id; the CNN with 10 clients, the MLP
 round).
 
     python benchmarks/label_skew.py                       # 4 panels x 20 runs, 20 rounds, seed 0
+    python benchmarks/label_skew.py --mask-policy static --losses masked+covered --name label-skew-static
     python benchmarks/label_skew.py --scenarios separated --tasks cnn --rounds 10
 """
 
@@ -44,8 +45,10 @@ TRUST_REGION = 0.2
 METHODS: dict[str, dict[str, Any]] = {
     "rabo": {"algorithm": "rabo"},
     "rafbo": {"algorithm": "rafbo", "outer-trust-region": TRUST_REGION},
-    "full-model": {"strategy": "full-model", "outer-trust-region": TRUST_REGION},
+    "full-model": {"strategy": "full-model", "algorithm": "rafbo", "outer-trust-region": TRUST_REGION},
 }
+"""The full model runs RAFBO (the CNN's default algorithm; label-skew.csv, run before the defaults
+changed, has the full model with RABO, the default algorithm then)."""
 EXTRA: dict[tuple[str, str], dict[str, Any]] = {
     ("masked+holders", "rafbo, no trust region"): {"algorithm": "rafbo", "outer-trust-region": 0.0},
     ("masked+covered", "rafbo, no trust region"): {"algorithm": "rafbo", "outer-trust-region": 0.0},
@@ -65,14 +68,16 @@ def main() -> None:
     parser.add_argument("--tasks", default="cnn,mlp")
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated subset of LOSSES")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of METHODS")
+    parser.add_argument("--mask-policy", default="coverage", help="the resource-adaptive runs' mask policy")
     parser.add_argument("--name", default="label-skew")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     losses = [loss for loss in LOSSES if loss in args.losses.split(",")]
-    base = {"num-server-rounds": args.rounds, "profile": False, "mask-policy": "coverage",
+    base = {"num-server-rounds": args.rounds, "profile": False, "mask-policy": args.mask_policy,
             "step-guard": "curvature", "momentum-scope": "covered", "scaler": False}
     runs = {(loss, method): {**LOSSES[loss], **overrides} for loss in losses
-            for method, overrides in METHODS.items()}
+            for method, overrides in METHODS.items() if method in args.methods.split(",")}
     runs |= {key: {**LOSSES[key[0]], **overrides} for key, overrides in EXTRA.items() if key[0] in losses}
     jobs = []
     for task in args.tasks.split(","):
@@ -118,16 +123,36 @@ def main() -> None:
                     " / ".join(k): v for k, v in EXTRA.items()}, "scenarios": args.scenarios,
                  "workers": args.workers, "seconds": time.perf_counter() - start,
                  "load-average": os.getloadavg()})
-    write_curves(args.name, curves)
+    plot(args.name, curves, [(t, sc) for t in args.tasks.split(",") for sc in args.scenarios.split(",")],
+         list(runs))
 
 
-def write_curves(name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]]) -> None:
-    """Every run's per-round curve (accuracy, per-class accuracy and logits) as JSON."""
-    from common import RESULTS
+def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]], panels: list[tuple[str, str]],
+         runs: list[tuple[str, str]]) -> None:
+    """Per panel, per run: accuracy on classes 0-4 (solid) and 5-9 (dashed), and the ratio of their
+    logit scales (bottom row), by round (seed 0)."""
+    import matplotlib.pyplot as plt
+    from common import figure_path, method_style
 
-    from server_app.results import write_json
-
-    write_json(RESULTS / f"{name}-curves.json", [{"key": list(k), "curve": c} for k, c in curves.items()])
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7), squeeze=False, sharex=True)
+    for j, (task, scenario) in enumerate(panels):
+        for k, (loss, method) in enumerate(runs):
+            curve = curves[(task, scenario, loss, method, 0)]
+            rounds = [p["round"] for p in curve]
+            style = {key: v for key, v in method_style(k).items() if key != "linestyle"}
+            axes[0][j].plot(rounds, [p["lower-classes-accuracy"] for p in curve], label=f"{method}, {loss}",
+                            **style)
+            axes[0][j].plot(rounds, [p["upper-classes-accuracy"] for p in curve], linestyle="--", **style)
+            axes[1][j].plot(rounds, [statistics.mean(p["class-logit-scale"][5:])
+                                     / statistics.mean(p["class-logit-scale"][:5]) for p in curve], **style)
+        axes[0][j].set(title=f"{task}, {scenario}", ylim=(0, 1))
+        axes[1][j].set(xlabel="round", yscale="log")
+    axes[0][0].set_ylabel("accuracy: classes 0-4 (solid), 5-9 (dashed)")
+    axes[1][0].set_ylabel("logit scale, classes 5-9 / 0-4")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(figure_path(name), dpi=90)
+    print(f"written: {figure_path(name)}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ RUNS = [("full-model", "plain"), ("full-model", "masked+holders"), ("rabo", "pla
         ("rafbo", "masked+holders"), ("rafbo", "masked+covered")]
 
 
+FULL_MODEL = {"full-model": {"algorithm": "rabo"}}
+"""The probe's full model runs RABO (label-skew-probe.csv was measured so)."""
+
+
 class RecordingGrid(InProcessGrid):
     """The in-process grid, keeping every (train message, reply) pair it delivers."""
 
@@ -132,7 +136,8 @@ def one(key: tuple[str, str, str, str], rounds: int) -> tuple[tuple[str, ...], d
     task, scenario, method, loss = key
     task_config, clients, per_round = TASKS[task]
     config = {"num-server-rounds": rounds, "profile": False, **task_config, **SCENARIOS[scenario],
-              **LOSSES[loss], **METHODS[method], "seed": 0, "fraction-train": per_round / clients,
+              **LOSSES[loss], **METHODS[method], **FULL_MODEL.get(method, {}), "seed": 0,
+              "fraction-train": per_round / clients,
               "min-train-nodes": per_round}
     with tempfile.TemporaryDirectory() as tmp:
         result = run_inprocess(config, clients, Path(tmp))

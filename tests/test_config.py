@@ -47,11 +47,14 @@ def test_task_defaults_fill_what_the_user_left_unset_and_the_user_wins() -> None
                             "algorithm": "rabo"})
     assert (cfg.outer_lr, cfg.mu, cfg.algorithm) == (30.0, row["mu"], "rabo")
     assert cfg.sources["outer-lr"] == "user" and cfg.sources["mu"] == "task default"
-    # the hyper-representation tasks run on the global defaults; nothing to announce
-    for task in ("hyper-representation", "hyper-representation-mlp"):
-        cfg = parse_run_config({**_pyproject(), "task": task})
-        assert cfg.to_flat() | {"task": "hyper-representation"} == RunConfig().to_flat()
-        assert cfg.describe_defaults() is None
+    # the CNN runs on the global defaults (nothing to announce); the MLP differs in two keys
+    cfg = parse_run_config({**_pyproject(), "task": "hyper-representation"})
+    assert cfg.to_flat() == RunConfig().to_flat() and cfg.describe_defaults() is None
+    cfg = parse_run_config({**_pyproject(), "task": "hyper-representation-mlp"})
+    differing = {"task": "hyper-representation-mlp", "algorithm": "rabo", "mask-policy": "static"}
+    assert cfg.to_flat() == RunConfig().to_flat() | differing
+    assert cfg.describe_defaults().endswith("applied: algorithm=rabo, mask-policy=static "
+                                            "(an explicit value wins; rabo_protocol/defaults.py)")
     # plug-in strategies get RAFBO (they average models); an explicit rabo is refused, not changed
     cfg = parse_run_config({**_pyproject(), "strategy": "tests.toy_strategy:ToyAverage"})
     assert cfg.algorithm == "rafbo" and cfg.sources["algorithm"] == "strategy default"

@@ -17,7 +17,8 @@ TASK = HyperRepresentation(in_shape=(1, 28, 28), num_classes=10)
 
 
 def _cost(ratio: float) -> dict[str, float]:
-    cfg = parse_run_config({"inner-steps": 2, "v-steps": 2, "batch-size": 32, "device": "cpu"})
+    cfg = parse_run_config({"algorithm": "rabo", "inner-steps": 2, "v-steps": 2, "batch-size": 32,
+                            "device": "cpu"})
     gen = torch.Generator().manual_seed(0)
     data = ClientData(
         train=Batch(torch.randn(64, 1, 28, 28, generator=gen), torch.randint(0, 10, (64,), generator=gen)),

@@ -40,7 +40,7 @@ METRIC_VALUES = st.one_of(
     st.lists(st.integers(-100, 100), max_size=3), st.lists(st.floats(allow_nan=True), max_size=3))
 NOISE = st.dictionaries(
     st.one_of(st.sampled_from(SERVER_KEYS), st.text("abcdefg-", min_size=1, max_size=6)),
-    METRIC_VALUES, max_size=4).map(lambda d: {k: v for k, v in d.items() if k != "held-classes"})
+    METRIC_VALUES, max_size=4).map(lambda d: {k: v for k, v in d.items() if k != "class-counts"})
 FAULTS = st.one_of(
     st.tuples(st.just("examples"), st.one_of(
         st.integers(-(2**70), 0), st.floats(max_value=0.0), st.sampled_from([math.nan, math.inf]),
