@@ -78,12 +78,12 @@ def curve_of(result: Run) -> list[dict[str, float]]:
         flops += row.get("client-flops", 0)
         traffic += row.get("bytes-down", 0) + row.get("bytes-up", 0)
         classes = sorted(int(k.rsplit("-", 1)[1]) for k in row if k.startswith("class-accuracy-"))
-        upper = [row[f"class-accuracy-{c}"] for c in classes if c >= (max(classes) + 1) // 2]
+        half = (max(classes) + 1) // 2 if classes else 0
+        upper = [row[f"class-accuracy-{c}"] for c in classes if c >= half]
+        lower = [row[f"class-accuracy-{c}"] for c in classes if c < half]
         curve.append({"round": row["round"], "accuracy": row["test-accuracy"],
                       "upper-classes-accuracy": statistics.mean(upper) if upper else float("nan"),
-                      "lower-classes-accuracy": statistics.mean(
-                          row[f"class-accuracy-{c}"] for c in classes if c < (max(classes) + 1) // 2)
-                      if classes else float("nan"),
+                      "lower-classes-accuracy": statistics.mean(lower) if lower else float("nan"),
                       "min-class-accuracy": min((row[f"class-accuracy-{c}"] for c in classes),
                                                 default=float("nan")),
                       "class-accuracy": [row[f"class-accuracy-{c}"] for c in classes],

@@ -79,7 +79,7 @@ QUICK_METHODS = (*CORE, "full-model, plain CE")
 
 def redundant(task: str, method: str) -> bool:
     """Whether ``method`` only repeats the task's defaults (``rabo`` on a task whose default is RABO)."""
-    defaults = {**TASK_DEFAULTS.get(TASKS[task][0]["task"], {})}
+    defaults = TASK_DEFAULTS.get(TASKS[task][0]["task"], {})
     overrides = METHODS[method]
     return bool(overrides) and "strategy" not in overrides and all(
         defaults.get(k) == v for k, v in overrides.items())

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import run_inprocess, write_table
+from common import curve_of, run_inprocess, write_table
 from flwr.app import ConfigRecord
 from heterogeneity import SCENARIOS, TASKS
 from label_skew import LOSSES, METHODS
@@ -40,6 +40,7 @@ from rabo_protocol.wire import ARRAYS, pack, unpack
 from server_app.inprocess import InProcessGrid
 from server_app.strategies import build_strategy
 from tasks import Batch, client_data, holdout_set, make_task
+from tasks.partition import partition_ratios
 
 RUNS = [("full-model", "plain"), ("full-model", "masked+holders"), ("rabo", "plain"),
         ("rabo", "masked+holders"), ("rabo", "masked+covered"), ("rafbo", "plain"),
@@ -105,6 +106,7 @@ def who_moves_what(config: dict[str, Any], model: dict[str, dict[str, np.ndarray
     rows of classes 0-4 and 5-9 and of its x direction."""
     cfg = parse_run_config({**config, "num-server-rounds": 1})
     task = make_task(cfg.task, cfg.data_spec(num_nodes), cfg.mu)
+    budgets = partition_ratios(cfg.data_spec(num_nodes))
     grid = RecordingGrid(client_app, num_nodes, {**config, "num-server-rounds": 1})
     strategy = build_strategy(cfg, task)
     messages = list(strategy.configure_train(1, pack(model), ConfigRecord(), grid))
@@ -115,8 +117,8 @@ def who_moves_what(config: dict[str, Any], model: dict[str, dict[str, np.ndarray
             continue
         sent, got = unpack(message.content[ARRAYS]), unpack(reply.content[ARRAYS])
         partition = message.metadata.dst_node_id - 1000  # the in-process grid's node ids
-        budget = cfg.ratio_levels[partition % len(cfg.ratio_levels)]  # the data group, whatever trains
-        name = "full-size" if budget == max(cfg.ratio_levels) else "smaller"
+        budget = budgets[partition]  # the data group, whatever the strategy trains
+        name = "full-size" if budget == max(budgets) else "smaller"
         group = groups.setdefault(name, {"lower": [], "upper": [], "x": []})
         dy = got["y"]["head.weight"] - sent["y"]["head.weight"]
         group["lower"].append(float(np.sqrt(np.mean(dy[:5] ** 2))))
@@ -143,14 +145,14 @@ def one(key: tuple[str, str, str, str], rounds: int) -> tuple[tuple[str, ...], d
         result = run_inprocess(config, clients, Path(tmp))
         run_dir = next(Path(tmp).iterdir())
         saved = torch.load(run_dir / "model.pt", weights_only=True)["parts"]
-    last = result.rows[-1]
+    last = curve_of(result)[-1]
     row: dict[str, Any] = {
         "task": task, "scenario": scenario, "method": method, "loss": loss,
-        "final-accuracy": last["test-accuracy"],
-        "classes-0-4": statistics.mean(last[f"class-accuracy-{c}"] for c in range(5)),
-        "classes-5-9": statistics.mean(last[f"class-accuracy-{c}"] for c in range(5, 10)),
-        "logit-gap-5-9-minus-0-4": statistics.mean(last[f"class-logit-{c}"] for c in range(5, 10))
-        - statistics.mean(last[f"class-logit-{c}"] for c in range(5)),
+        "final-accuracy": last["accuracy"],
+        "classes-0-4": last["lower-classes-accuracy"],
+        "classes-5-9": last["upper-classes-accuracy"],
+        "logit-gap-5-9-minus-0-4": statistics.mean(last["class-logit"][5:])
+        - statistics.mean(last["class-logit"][:5]),
     }
     row |= probe(task_config["task"], config, saved, clients)
     model = {p: {k: v.numpy() for k, v in saved[p].items()} for p in ("x", "y", "v")}
