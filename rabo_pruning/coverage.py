@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 
 from tasks import LayerSpec
+from tasks.structure import Block, Structure, as_structure
 
 Objective = Literal["x-first", "y-first"]
 COVERAGE_OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
@@ -38,31 +38,16 @@ def kept_units(width: int, ratio: float) -> int:
     return max(1, math.ceil(ratio * width - 1e-9))
 
 
-@dataclass(frozen=True)
-class Block:
-    """The weight matrix of one layer, as far as coverage goes.
-
-    ``out`` / ``inp``: position among the prunable layers of the layer's output side / of the
-    previous layer feeding it, or ``None`` when that side keeps every unit.
-    """
-
-    role: str
-    out: int | None
-    inp: int | None
-    rows: int  # output units of the layer (the multiplicity of an input-only block's entries)
+def blocks(network: Structure | Sequence[LayerSpec]) -> tuple[Block, ...]:
+    """The coverage blocks of a network (:meth:`tasks.structure.Structure.blocks`)."""
+    return as_structure(network).blocks()
 
 
-def blocks(layers: Sequence[LayerSpec]) -> list[Block]:
-    prunable = {layer.name: p for p, layer in enumerate(x for x in layers if x.prunable)}
-    out: list[Block] = []
-    for i, layer in enumerate(layers):
-        previous = layers[i - 1] if i > 0 else None
-        out.append(Block(layer.role, prunable.get(layer.name),
-                         prunable.get(previous.name) if previous is not None else None, layer.width))
-    return out
+def _widths(network: Structure | Sequence[LayerSpec]) -> list[int]:
+    return [group.width for group in as_structure(network).groups]
 
 
-def coverage_bounds(layers: Sequence[LayerSpec], ratios: Sequence[float]) -> tuple[int, int]:
+def coverage_bounds(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float]) -> tuple[int, int]:
     """Upper bounds on (C_x*, C_y*) over every choice of kept units (windows or arbitrary sets).
 
     A coordinate of a layer with pruned outputs and pruned inputs is covered sum_i k_i k'_i times in
@@ -72,7 +57,7 @@ def coverage_bounds(layers: Sequence[LayerSpec], ratios: Sequence[float]) -> tup
     of clients. Role x's bound is the smallest over its layers; a role without layers gets the
     number of clients.
     """
-    widths = [layer.width for layer in layers if layer.prunable]
+    widths = _widths(layers)
     kept = [[kept_units(w, r) for w in widths] for r in ratios]
     bound = {"x": len(ratios), "y": len(ratios)}
     for block in blocks(layers):
@@ -93,10 +78,10 @@ def window(width: int, keep: int, start: int) -> np.ndarray:
     return np.sort((start + np.arange(keep)) % width)
 
 
-def coverage_of(layers: Sequence[LayerSpec], ratios: Sequence[float], kept: Sequence[Sequence[np.ndarray]]
+def coverage_of(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], kept: Sequence[Sequence[np.ndarray]]
                 ) -> tuple[int, int]:
     """(C_x*, C_y*) of any kept-unit sets: ``kept[client][p]`` = units of the p-th prunable layer."""
-    widths = [layer.width for layer in layers if layer.prunable]
+    widths = _widths(layers)
     n = len(ratios)
     low = {"x": n, "y": n}
     for block in blocks(layers):

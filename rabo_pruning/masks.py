@@ -1,14 +1,16 @@
 """Mask policies: which output units of each prunable layer every sampled client keeps in a round.
 
 A policy sees the whole round (the sampled clients and their ratios, the current global
-parameters) and returns one :class:`SubmodelSpec` per client. Each layer keeps
+parameters) and returns one :class:`SubmodelSpec` per client. It works on the unit groups of the
+network's :class:`~tasks.structure.Structure` (a layer chain's prunable layers, or the coupled
+channel groups of any network) and never on the architecture: each group keeps
 ``ceil(ratio * width)`` units.
 
 - ``static``     (HeteroFL): the leading units, always the same.
 - ``rolling``    (FedRolex): a window that shifts by one unit per round (wrapping around).
 - ``random``     (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
-- ``importance``: units drawn with probability proportional to their squared norm (row of the weight
-  matrix and bias) in the current global model, a different draw per client and round.
+- ``importance``: units drawn with probability proportional to their squared norm (for a layer: its
+  row of the weight matrix and bias; for a coupled group: every coordinate the unit owns) in the current global model, a different draw per client and round.
 - ``coverage``   (ours): staggered windows placed so that the minimum number of clients covering any
   coordinate (C_x*, C_y*, which govern the convergence rate) is as large as the round's budgets
   allow, in the order ``coverage-objective`` names. See :class:`CoveragePolicy`.
@@ -25,6 +27,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from tasks import LayerSpec
+from tasks.structure import Structure, as_structure
 
 from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
 from .placement import place
@@ -42,32 +45,35 @@ class RoundClient:
     ratio: float
 
 
+Network = Structure | Sequence[LayerSpec]
+
+
 class MaskPolicy(Protocol):
-    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+    def __call__(self, layers: Network, clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
         """One spec per client (same order); ``params`` = the global x and y by parameter name."""
         ...
 
 
-def _prunable(layers: tuple[LayerSpec, ...]) -> list[tuple[int, LayerSpec]]:
-    return [(i, layer) for i, layer in enumerate(layers) if layer.prunable]
-
-
 class _PerLayerPolicy:
-    """A policy whose choice for one client and layer ignores the other clients."""
+    """A policy whose choice for one client and group ignores the other clients."""
+
+    needs_energy = False
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+               energy: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+    def __call__(self, layers: Network, clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
+        structure = as_structure(layers)
+        groups = list(enumerate(structure.groups))
+        energy = {i: structure.unit_energy(i, params) if self.needs_energy else None for i, _ in groups}
         return [
             SubmodelSpec(kept={
-                layer.name: self.choose(i, layer.width, kept_units(layer.width, c.ratio), server_round,
-                                        c.key, params.get(f"{layer.name}.weight"),
-                                        params.get(f"{layer.name}.bias"))
-                for i, layer in _prunable(layers)
+                group.name: self.choose(i, group.width, kept_units(group.width, c.ratio), server_round,
+                                        c.key, energy[i])
+                for i, group in groups
             })
             for c in clients
         ]
@@ -75,13 +81,13 @@ class _PerLayerPolicy:
 
 class StaticPolicy(_PerLayerPolicy):
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+               energy: np.ndarray | None) -> np.ndarray:
         return np.arange(keep)
 
 
 class RollingPolicy(_PerLayerPolicy):
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+               energy: np.ndarray | None) -> np.ndarray:
         start = (server_round - 1) % width
         return np.sort((start + np.arange(keep)) % width)
 
@@ -91,7 +97,7 @@ class RandomPolicy(_PerLayerPolicy):
     seed: int
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+               energy: np.ndarray | None) -> np.ndarray:
         rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
         return np.sort(rng.choice(width, size=keep, replace=False))
 
@@ -99,23 +105,20 @@ class RandomPolicy(_PerLayerPolicy):
 @dataclass(frozen=True)
 class ImportancePolicy(_PerLayerPolicy):
     """Units drawn by importance: unit u of a layer is drawn with probability proportional to its
-    importance, the squared L2 norm of its row of the weight matrix and its bias entry in the
-    current global model (a unit's share of the layer's energy), without replacement, seeded by
+    importance, the squared L2 norm of its coordinates (a layer's row of the weight matrix and its
+    bias entry; :meth:`~tasks.structure.Structure.unit_energy`) in the current global model (a unit's share of the layer's energy), without replacement, seeded by
     (seed, round, client, layer). Units of larger norm are kept more often, and every client of a
     round gets its own draw, so the small clients do not all lock onto the same units (the
     deterministic top-k did: every client of a ratio kept the same units every round)."""
 
     seed: int
+    needs_energy = True
 
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
-               weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
-        if weight is None:
-            raise ValueError(f"importance masks need the weights of prunable layer {layer_index}")
+               energy: np.ndarray | None) -> np.ndarray:
+        assert energy is not None
         if keep >= width:
             return np.arange(width)
-        energy = np.sum(np.square(weight.reshape(width, -1), dtype=np.float64), axis=1)
-        if bias is not None:
-            energy = energy + np.square(bias.astype(np.float64))
         # a unit of zero norm keeps a tiny chance: the draw needs `keep` units of positive weight
         energy = np.where(np.isfinite(energy), energy, 0.0) + 1e-12 * (float(np.nanmax(energy)) or 1.0)
         rng = np.random.default_rng([self.seed, server_round, client_key, layer_index])
@@ -146,18 +149,19 @@ class CoveragePolicy:
     nested = False
     """CombinedPolicy: the largest clients keep leading windows, the others fixed staggered ones."""
 
-    def __call__(self, layers: tuple[LayerSpec, ...], clients: Sequence[RoundClient], server_round: int,
+    def __call__(self, layers: Network, clients: Sequence[RoundClient], server_round: int,
                  params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
         if not clients:  # e.g. drop-weak in a round that sampled no full-size client
             return []
         order = sorted(range(len(clients)), key=lambda n: (-clients[n].ratio, clients[n].key))
         ratios = [clients[n].ratio for n in order]
-        prunable = [layer for layer in layers if layer.prunable]
+        structure = as_structure(layers)
+        prunable = structure.groups
         keep = np.array([[kept_units(layer.width, r) for layer in prunable] for r in ratios], dtype=np.int64)
         pinned = None
         if self.nested and len(ratios) > 0:
             pinned = keep == keep.max(axis=0, keepdims=True)
-        placement = place(layers, ratios, self.objective, pinned)
+        placement = place(structure, ratios, self.objective, pinned)
         shift = 0 if self.nested else server_round - 1
         kept: list[dict[str, np.ndarray]] = [{} for _ in clients]
         for row, n in enumerate(order):
@@ -201,7 +205,7 @@ def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-fi
     return policies[name]
 
 
-def submodel_spec(layers: tuple[LayerSpec, ...], ratio: float, policy: MaskPolicy | None = None,
+def submodel_spec(layers: Network, ratio: float, policy: MaskPolicy | None = None,
                   server_round: int = 1, client_key: int = 0,
                   params: Mapping[str, np.ndarray] | None = None) -> SubmodelSpec:
     """The spec of one client alone (``static`` unless another policy is given)."""

@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from tasks import LayerSpec
+from tasks.structure import Structure, as_structure
 
 from .coverage import COVERAGE_OBJECTIVES, Objective, coverage_bounds, coverage_of, kept_units, window
 from .search import WindowSearch
@@ -89,7 +90,7 @@ def _random_start(search: WindowSearch, rng: np.random.Generator) -> None:
 
 
 @lru_cache(maxsize=256)
-def _place(layers: tuple[LayerSpec, ...], ratios: tuple[float, ...], objective: Objective,
+def _place(layers: Structure, ratios: tuple[float, ...], objective: Objective,
            pinned: tuple[tuple[bool, ...], ...]) -> Placement:
     bounds = coverage_bounds(layers, ratios)
     target = bounds if objective == "x-first" else (bounds[1], bounds[0])
@@ -115,7 +116,7 @@ def _place(layers: tuple[LayerSpec, ...], ratios: tuple[float, ...], objective: 
     return Placement(starts_array, c)
 
 
-def place(layers: Sequence[LayerSpec], ratios: Sequence[float], objective: Objective = "x-first",
+def place(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], objective: Objective = "x-first",
           pinned: np.ndarray | None = None) -> Placement:
     """Window starts for clients of ``ratios`` (one row per client, one column per prunable layer).
 
@@ -125,8 +126,8 @@ def place(layers: Sequence[LayerSpec], ratios: Sequence[float], objective: Objec
     if objective not in COVERAGE_OBJECTIVES:
         raise ValueError(f"unknown coverage objective '{objective}'; "
                          f"allowed: {', '.join(COVERAGE_OBJECTIVES)}")
-    n_prunable = sum(layer.prunable for layer in layers)
+    n_prunable = len(as_structure(layers).groups)
     pins = (np.zeros((len(ratios), n_prunable), dtype=bool) if pinned is None
             else np.asarray(pinned, dtype=bool))
-    return _place(tuple(layers), tuple(float(r) for r in ratios), objective,
+    return _place(as_structure(layers), tuple(float(r) for r in ratios), objective,
                   tuple(tuple(bool(v) for v in row) for row in pins))

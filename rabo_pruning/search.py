@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from tasks import LayerSpec
+from tasks.structure import Structure
 
-from .coverage import Block, Objective, blocks, kept_units
+from .coverage import Block, Objective, as_structure, blocks, kept_units
 
 Score = tuple[int, ...]
 
@@ -29,9 +30,9 @@ def _all_windows(width: int, keep: int) -> np.ndarray:
 class WindowSearch:
     """Coverage counts of a partial placement and the best-response move of one window."""
 
-    def __init__(self, layers: Sequence[LayerSpec], ratios: Sequence[float], objective: Objective,
+    def __init__(self, layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], objective: Objective,
                  pinned: np.ndarray) -> None:
-        self.widths = [layer.width for layer in layers if layer.prunable]
+        self.widths = [group.width for group in as_structure(layers).groups]
         self.blocks = [b for b in blocks(layers) if b.out is not None or b.inp is not None]
         self.n = len(ratios)
         self.roles = ("x", "y") if objective == "x-first" else ("y", "x")

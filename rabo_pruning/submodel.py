@@ -1,72 +1,78 @@
 """Dual pruning: which coordinates of x, y (and v) a client's submodel holds.
 
-A :class:`SubmodelSpec` lists, for each prunable layer, the kept output units, and, for per-sample
+A :class:`SubmodelSpec` lists, for each prunable unit group, the kept units, and, for per-sample
 parameters (one entry per training sample, e.g. hyper-cleaning's sample weights), the global
-coordinates the client owns. The index of every
-parameter follows from the task's layer list: a weight keeps its layer's output units on dim 0 and
-the previous layer's output units (expanded by ``in_expand``) on dim 1; non-prunable layers keep
-all outputs (the classifier keeps every class). Slicing gives a dense, physically smaller tensor;
-scattering puts it back at the same coordinates.
+coordinates the client owns. The index of every tensor follows from the network's
+:class:`~tasks.structure.Structure` (a layer chain, or the coupled groups of any network); groups
+a spec does not name keep every unit. Slicing gives a dense, physically smaller tensor; scattering
+puts it back at the same coordinates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tasks import LayerSpec
+from tasks.structure import Structure, as_structure
 
 
 @dataclass(frozen=True)
 class SliceIndex:
-    """Kept indices on dim 0 (``out``) and, for weights, dim 1 (``inp``)."""
+    """Kept indices on dim 0 (``out``), dim 1 (``inp``) and the dims after (``rest``); ``None``
+    keeps the whole dim."""
 
-    out: np.ndarray
+    out: np.ndarray | None
     inp: np.ndarray | None = None
+    rest: tuple[np.ndarray | None, ...] = ()
+
+    @property
+    def dims(self) -> tuple[np.ndarray | None, ...]:
+        return (self.out, self.inp, *self.rest) if self.inp is not None or self.rest else (self.out,)
 
     def take(self, array: np.ndarray) -> np.ndarray:
-        part = array[self.out]
-        return part if self.inp is None else part[:, self.inp]
+        part = array
+        for axis, kept in enumerate(self.dims):
+            if kept is not None:
+                part = np.take(part, kept, axis=axis)
+        return part
+
+    def _grid(self, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        dims = self.dims + (None,) * (len(shape) - len(self.dims))
+        return np.ix_(*(np.arange(n) if kept is None else kept for kept, n in zip(dims, shape, strict=True)))
 
     def add_into(self, target: np.ndarray, values: np.ndarray) -> None:
         """``target[slice] += values`` (indices are unique, so this is exact)."""
-        if self.inp is None:
-            target[self.out] += values
-        else:
-            target[self.out[:, None], self.inp[None, :]] += values
+        target[self._grid(target.shape)] += values
 
     def shape(self, full_shape: tuple[int, ...]) -> tuple[int, ...]:
-        kept = (len(self.out),) if self.inp is None else (len(self.out), len(self.inp))
-        return kept + tuple(full_shape[len(kept):])
+        dims = self.dims + (None,) * (len(full_shape) - len(self.dims))
+        return tuple(n if kept is None else len(kept) for kept, n in zip(dims, full_shape, strict=True))
+
+
+def slice_index(dims: Sequence[np.ndarray | None]) -> SliceIndex:
+    return SliceIndex(dims[0], dims[1] if len(dims) > 1 else None, tuple(dims[2:]))
 
 
 @dataclass(frozen=True)
 class SubmodelSpec:
-    """A client's submodel: the kept output units of each prunable layer."""
+    """A client's submodel: the kept units of each prunable group."""
 
     kept: Mapping[str, np.ndarray]
     owned: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Per-sample parameter name -> the global coordinates of the client's samples, in its order."""
 
-    def widths(self, layers: tuple[LayerSpec, ...]) -> dict[str, int]:
-        return {layer.name: len(self.kept.get(layer.name, range(layer.width))) for layer in layers}
+    def widths(self, network: Structure | Sequence[LayerSpec]) -> dict[str, int]:
+        """The widths a client builds its submodel at (every group's, the unpruned ones' full)."""
+        full = as_structure(network).full_widths()
+        return {name: len(self.kept[name]) if name in self.kept else width for name, width in full.items()}
 
-    def indices(
-        self, layers: tuple[LayerSpec, ...], shapes: Mapping[str, tuple[int, ...]]
-    ) -> dict[str, SliceIndex]:
-        """SliceIndex of every parameter ``{layer}.weight`` / ``{layer}.bias`` and per-sample one."""
+    def indices(self, network: Structure | Sequence[LayerSpec],
+                shapes: Mapping[str, tuple[int, ...]]) -> dict[str, SliceIndex]:
+        """SliceIndex of every tensor of ``shapes`` and of every per-sample parameter."""
         index = {name: SliceIndex(np.asarray(coords)) for name, coords in self.owned.items()}
-        previous: np.ndarray | None = None
-        for layer in layers:
-            out = self.kept.get(layer.name, np.arange(layer.width))
-            if previous is None:  # the first layer reads the raw input: all of it
-                inp = np.arange(shapes[f"{layer.name}.weight"][1])
-            else:
-                inp = (previous[:, None] * layer.in_expand + np.arange(layer.in_expand)).ravel()
-            index[f"{layer.name}.weight"] = SliceIndex(out, inp)
-            if layer.has_bias:
-                index[f"{layer.name}.bias"] = SliceIndex(out)
-            previous = out
+        dims = as_structure(network).dims(self.kept, shapes)
+        index.update({name: slice_index(d) for name, d in dims.items() if name in shapes})
         return index

@@ -10,7 +10,7 @@ from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, Rec
 
 from rabo_protocol.wire import ARRAYS, CONFIG, pack, widths_config
 from rabo_pruning.submodel import SliceIndex, SubmodelSpec
-from tasks import LayerSpec
+from tasks.structure import Structure
 
 from .profiles import NodeProfile
 
@@ -30,7 +30,7 @@ class Sent:
 
 
 def train_messages(
-    layers: tuple[LayerSpec, ...], parts: Mapping[str, Mapping[str, np.ndarray]],
+    layers: Structure, parts: Mapping[str, Mapping[str, np.ndarray]],
     training: Sequence[tuple[NodeProfile, float]], specs: Sequence[SubmodelSpec],
     owned: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
     server_round: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
@@ -17,6 +17,7 @@ from rabo_protocol.wire import pack, unpack
 from rabo_pruning import CoverageAverage, make_mask_policy
 from rabo_pruning.masks import MaskPolicy, RoundClient
 from tasks import LayerSpec
+from tasks.structure import Structure, as_structure
 
 from .aggregate import OuterUpdate, round_metrics
 from .messages import Sent, train_messages
@@ -41,7 +42,7 @@ class ResourceAdaptiveBilevel(Strategy):
     sampling, the reply checks and the per-coordinate ``aggregation``.
 
     Args:
-        layers: the task's layer list (defines every slice).
+        layers: ``task.structure`` (its unit groups define every slice) or a layer list.
         cfg: the run config.
         owned: the per-sample coordinates of a node (for tasks with per-sample x).
         client_config: sent to every node with each query and train message.
@@ -49,19 +50,19 @@ class ResourceAdaptiveBilevel(Strategy):
         query_timeout: seconds to wait for node profiles.
     """
 
-    def __init__(self, layers: tuple[LayerSpec, ...], cfg: RunConfig, *, owned: Owned = _no_owned,
+    def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *, owned: Owned = _no_owned,
                  client_config: Mapping[str, ConfigRecordValues] | None = None,
                  mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0) -> None:
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
-        self.layers, self.algorithm, self.owned, self.head_rows = layers, cfg.algorithm, owned, cfg.head_rows
+        self.structure, self.algorithm, self.owned = as_structure(layers), cfg.algorithm, owned
         self.mask_policy = mask_policy or make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective)
         self.sizer = RoundSizer(cfg.ratio_levels, PRESETS[cfg.strategy].sizing, cfg.capacity, cfg.seed)
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
         self.rms_bound = RmsBound(cfg.max_update_norm_ratio)
-        self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
+        self.aggregation, self.trim_fraction, self.head_rows = cfg.aggregation, cfg.trim_fraction, cfg.head_rows
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
         self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
         self.profiles: dict[int, NodeProfile] = {}
@@ -90,9 +91,9 @@ class ResourceAdaptiveBilevel(Strategy):
         training = [(p, r) for p in sorted((self.profiles[n] for n in nodes if n in self.profiles),
                                            key=lambda p: (p.client_key, p.node_id))
                     if (r := self.sizer.ratio(p, server_round)) is not None]
-        specs = self.mask_policy(self.layers, [RoundClient(p.client_key, r) for p, r in training],
+        specs = self.mask_policy(self.structure, [RoundClient(p.client_key, r) for p, r in training],
                                  server_round, params)
-        messages, self._sent = train_messages(self.layers, self._global, training, specs, self._owned,
+        messages, self._sent = train_messages(self.structure, self._global, training, specs, self._owned,
                                               {**self.client_config, **dict(config.items())}, server_round)
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
             len(list(grid.get_node_ids())), sorted(s.ratio for s in self._sent.values()))
@@ -117,7 +118,7 @@ class ResourceAdaptiveBilevel(Strategy):
                 sent = self._sent.get(node)
                 values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
                 assert sent is not None
-                values, index, row_weights[node] = class_rows(values, index, metrics, self.layers[-1],
+                values, index, row_weights[node] = class_rows(values, index, metrics, self.structure.classifier,
                                                               self.head_rows)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failures[node] = f"{type(err).__name__}: {err}"

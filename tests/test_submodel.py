@@ -69,13 +69,13 @@ def test_submodel_is_physically_smaller_and_computes_the_kept_units() -> None:
 def test_mask_policies() -> None:
     static, rolling = make_mask_policy("static", 0).choose, make_mask_policy("rolling", 0).choose
     random_a, random_b = make_mask_policy("random", 0).choose, make_mask_policy("random", 1).choose
-    np.testing.assert_array_equal(static(0, 16, 4, 5, 2, None, None), [0, 1, 2, 3])
-    np.testing.assert_array_equal(rolling(0, 16, 4, 1, 2, None, None), [0, 1, 2, 3])
-    np.testing.assert_array_equal(rolling(0, 16, 4, 15, 2, None, None), [0, 1, 14, 15])  # wraps around
-    draw = random_a(0, 16, 4, 3, 2, None, None)
-    np.testing.assert_array_equal(draw, random_a(0, 16, 4, 3, 2, None, None))
-    assert not np.array_equal(draw, random_a(0, 16, 4, 4, 2, None, None))  # per round
-    assert not np.array_equal(draw, random_b(0, 16, 4, 3, 2, None, None))  # per seed
+    np.testing.assert_array_equal(static(0, 16, 4, 5, 2, None), [0, 1, 2, 3])
+    np.testing.assert_array_equal(rolling(0, 16, 4, 1, 2, None), [0, 1, 2, 3])
+    np.testing.assert_array_equal(rolling(0, 16, 4, 15, 2, None), [0, 1, 14, 15])  # wraps around
+    draw = random_a(0, 16, 4, 3, 2, None)
+    np.testing.assert_array_equal(draw, random_a(0, 16, 4, 3, 2, None))
+    assert not np.array_equal(draw, random_a(0, 16, 4, 4, 2, None))  # per round
+    assert not np.array_equal(draw, random_b(0, 16, 4, 3, 2, None))  # per seed
     assert [kept_units(16, r) for r in (1, 0.5, 0.25, 0.125, 0.01)] == [16, 8, 4, 2, 1]
     with pytest.raises(ValueError, match="allowed: static, rolling, random, importance, coverage"):
         make_mask_policy("dropout", 0)
