@@ -63,7 +63,7 @@ def query(msg: Message, context: Context) -> Message:
             raise ValueError(f"task '{cfg.task}' learns one weight per sample of the run's dataset "
                              "partitions: it cannot train on a node's own data-path")
         data = local_data(cfg, node, config)
-        check_data(data, task.in_shape, task.layers[-1].width)
+        check_data(data, task.in_shape, task.num_classes)
         profile = Profile(partition_id=node.partition_id, num_partitions=node.num_partitions,
                           num_examples=len(data.train))  # which bounds its train replies' num-examples
         if isinstance(node.resource_ratio, float):
@@ -123,7 +123,7 @@ def local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> Client
 
 def _task(cfg: RunConfig, config: ConfigRecord) -> BilevelTask:
     """The task at the input shape and classes the server sent."""
-    return build_task(cfg.task, *task_shape_from_config(config), cfg.mu)
+    return build_task(cfg.task, *task_shape_from_config(config), cfg.mu, **cfg.task_options())
 
 
 def _own_coordinates(task: BilevelTask, cfg: RunConfig, node: NodeConfig,
@@ -159,8 +159,8 @@ def train(msg: Message, context: Context) -> Message:
         full_x = parts["x"]
         parts = {**parts, "x": {k: (t[own] if k in task.sample_params else t) for k, t in full_x.items()}}
     widths = widths_from_config(config)
-    if missing := [layer.name for layer in task.layers if layer.name not in widths]:
-        raise ValueError(f"the train message lacks the widths of layers {missing} (width.<layer>, "
+    if missing := [name for name in task.full_widths() if name not in widths]:
+        raise ValueError(f"the train message lacks the widths of groups {missing} (width.<group>, "
                          "which the server sends with every train message)")
     reply, metrics = local_round(
         task, data, cfg, widths, parts,

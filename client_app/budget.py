@@ -24,7 +24,7 @@ def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio
     probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True,
                                    "profile_memory": True})
     # the server's own submodel rule, so the profile matches the real submodel
-    widths = submodel_spec(task.layers, ratio).widths(task.layers)
+    widths = submodel_spec(task.structure, ratio).widths(task.structure)
     x, y = task.init_params(widths, len(data.train))
     parts = {"x": x, "y": y, "v": {k: torch.ones_like(t) for k, t in y.items()}}
     numpy_parts = {p: {k: t.numpy() for k, t in d.items()} for p, d in parts.items()}

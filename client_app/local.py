@@ -46,8 +46,8 @@ def local_round(
     device = resolve_device(cfg.device)
     model = task.build_model(widths).to(device)
     if cfg.scaler:
-        OutputScaler(model, task.layers, widths)
-    num_classes = task.layers[-1].width
+        OutputScaler(model, task.structure, widths)
+    num_classes = task.num_classes
     data = with_label_prior(data, num_classes, cfg)
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)

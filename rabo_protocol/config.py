@@ -7,9 +7,8 @@ what is allowed, instead of a traceback from deep inside or a silently wrong run
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     ConfigDict,
@@ -26,14 +25,12 @@ from bilevel.step_guard import StepGuard
 from tasks import DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
-from .keys import ClassKeys, DataKeys, OutputKeys, Rate, RoundKeys, Steps
+from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, RoundKeys, Steps, TaskKeys
 from .parsing import parse_model
 from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
 
-PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
-
-class RunConfig(DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
+class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
 
     The estimators' own knobs (``fd-alpha``, ``neumann-steps``, ...) and their checks are inherited
@@ -50,8 +47,6 @@ class RunConfig(DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
 
     # problem (data keys: DataKeys)
-    task: Literal["hyper-representation", "hyper-representation-mlp", "hyper-cleaning"] = (
-        "hyper-representation")
     mu: Annotated[float, Field(ge=0, le=1e6)] = 1e-3
     # method
     strategy: str = "resource-adaptive"

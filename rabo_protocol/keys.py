@@ -3,6 +3,7 @@ results go. (The estimators' keys come from their own modules, ``bilevel.Estimat
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -10,8 +11,13 @@ from pydantic import BaseModel, Field, field_validator
 from rabo_pruning.aggregation import Aggregation, HeadRows
 from rabo_pruning.coverage import Objective
 from rabo_pruning.masks import MaskPolicyName
+from tasks import TASKS
+from tasks.network import NormStats
 
 from .presets import Capacity
+
+PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+"""``package.module:name``: a plug-in strategy or task."""
 
 # sane upper bounds: a typo of a few orders of magnitude is an error, not a run that never ends
 Steps = Annotated[int, Field(ge=1, le=100_000)]
@@ -106,3 +112,27 @@ class OutputKeys(BaseModel):
                 raise ValueError("names a tracker twice")
             return names
         return value
+
+
+class TaskKeys(BaseModel):
+    """The task, and the keys of the tasks on real architectures (``hyper-representation-resnet``,
+    ``-vit``, and plug-in tasks, which receive them in their ``tasks.TaskRequest``)."""
+
+    task: str = "hyper-representation"
+    """A built-in task (:data:`tasks.TASKS`) or ``package.module:factory``."""
+    norm_stats: NormStats = "batch"
+    resnet_depth: Literal[18, 20, 32, 44, 56] = 20
+    resnet_width: Annotated[int, Field(ge=1, le=1024)] = 16
+
+    @field_validator("task")
+    @classmethod
+    def _check_task(cls, value: str) -> str:
+        if value not in TASKS and not PLUGIN_PATH.fullmatch(value):
+            raise ValueError(f"must be one of {', '.join(TASKS)} or the import path of your own task "
+                             "factory, 'package.module:factory'")
+        return value
+
+    def task_options(self) -> dict[str, object]:
+        """The keys a task factory receives besides the data's shape (``tasks.TaskRequest``)."""
+        return {"norm_stats": self.norm_stats, "resnet_depth": self.resnet_depth,
+                "resnet_width": self.resnet_width}

@@ -78,8 +78,8 @@ def window(width: int, keep: int, start: int) -> np.ndarray:
     return np.sort((start + np.arange(keep)) % width)
 
 
-def coverage_of(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], kept: Sequence[Sequence[np.ndarray]]
-                ) -> tuple[int, int]:
+def coverage_of(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float],
+                kept: Sequence[Sequence[np.ndarray]]) -> tuple[int, int]:
     """(C_x*, C_y*) of any kept-unit sets: ``kept[client][p]`` = units of the p-th prunable layer."""
     widths = _widths(layers)
     n = len(ratios)

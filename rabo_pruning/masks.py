@@ -10,7 +10,8 @@ channel groups of any network) and never on the architecture: each group keeps
 - ``rolling``    (FedRolex): a window that shifts by one unit per round (wrapping around).
 - ``random``     (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
 - ``importance``: units drawn with probability proportional to their squared norm (for a layer: its
-  row of the weight matrix and bias; for a coupled group: every coordinate the unit owns) in the current global model, a different draw per client and round.
+  row of the weight matrix and bias; for a coupled group: every coordinate the unit owns) in the
+  current global model, a different draw per client and round.
 - ``coverage``   (ours): staggered windows placed so that the minimum number of clients covering any
   coordinate (C_x*, C_y*, which govern the convergence rate) is as large as the round's budgets
   allow, in the order ``coverage-objective`` names. See :class:`CoveragePolicy`.
@@ -106,7 +107,8 @@ class RandomPolicy(_PerLayerPolicy):
 class ImportancePolicy(_PerLayerPolicy):
     """Units drawn by importance: unit u of a layer is drawn with probability proportional to its
     importance, the squared L2 norm of its coordinates (a layer's row of the weight matrix and its
-    bias entry; :meth:`~tasks.structure.Structure.unit_energy`) in the current global model (a unit's share of the layer's energy), without replacement, seeded by
+    bias entry; :meth:`~tasks.structure.Structure.unit_energy`) in the current global model (a
+    unit's share of the group's energy), without replacement, seeded by
     (seed, round, client, layer). Units of larger norm are kept more often, and every client of a
     round gets its own draw, so the small clients do not all lock onto the same units (the
     deterministic top-k did: every client of a ratio kept the same units every round)."""

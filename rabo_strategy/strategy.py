@@ -37,9 +37,8 @@ class ResourceAdaptiveBilevel(Strategy):
     """Sends each sampled node the slices of x, y, v for its ratio; averages per coordinate.
 
     Every setting comes from the validated run config ``cfg`` (README, "Configuration keys"):
-    ``algorithm``, ``strategy`` (a built-in preset: its sizing), ``ratio-levels``, ``capacity``,
-    ``mask-policy``, the outer step (``outer-lr``, ``outer-momentum``, ``momentum-scope``), node
-    sampling, the reply checks and the per-coordinate ``aggregation``.
+    ``algorithm``, ``strategy`` (its sizing), ``ratio-levels``, ``capacity``, ``mask-policy``, the
+    outer step (``outer-*``, ``momentum-scope``), sampling, reply checks, ``aggregation``.
 
     Args:
         layers: ``task.structure`` (its unit groups define every slice) or a layer list.
@@ -56,13 +55,14 @@ class ResourceAdaptiveBilevel(Strategy):
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
         self.structure, self.algorithm, self.owned = as_structure(layers), cfg.algorithm, owned
+        self.head_rows = cfg.head_rows
         self.mask_policy = mask_policy or make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective)
         self.sizer = RoundSizer(cfg.ratio_levels, PRESETS[cfg.strategy].sizing, cfg.capacity, cfg.seed)
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
         self.rms_bound = RmsBound(cfg.max_update_norm_ratio)
-        self.aggregation, self.trim_fraction, self.head_rows = cfg.aggregation, cfg.trim_fraction, cfg.head_rows
+        self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
         self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
         self.profiles: dict[int, NodeProfile] = {}
@@ -118,8 +118,8 @@ class ResourceAdaptiveBilevel(Strategy):
                 sent = self._sent.get(node)
                 values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
                 assert sent is not None
-                values, index, row_weights[node] = class_rows(values, index, metrics, self.structure.classifier,
-                                                              self.head_rows)
+                values, index, row_weights[node] = class_rows(
+                    values, index, metrics, self.structure.classifier, self.head_rows)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failures[node] = f"{type(err).__name__}: {err}"
                 continue

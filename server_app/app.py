@@ -46,7 +46,7 @@ def main(grid: Grid, context: Context) -> None:
 
 def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
     """The seeded full model as (x, y, v = 0) and the task."""
-    task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu)
+    task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu, **cfg.task_options())
     torch.manual_seed(cfg.seed)
     x, y = task.init_params(task.full_widths(), task.num_samples)
     return pack({"x": x, "y": y, "v": {k: torch.zeros_like(t) for k, t in y.items()}}), task

@@ -59,7 +59,7 @@ def load_plugin(path: str) -> type[Strategy]:
 def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
     """The Strategy of ``cfg.strategy`` for ``task``."""
     norm = image_data(cfg.data_spec(num_partitions=1)).normalization
-    client_config = task_shape_config(task.in_shape, task.layers[-1].width, norm.mean, norm.std)
+    client_config = task_shape_config(task.in_shape, task.num_classes, norm.mean, norm.std)
     if cfg.is_plugin:
         cls = load_plugin(cfg.strategy)
         factory = getattr(cls, "from_run_config", None)
@@ -83,4 +83,4 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
                              f"'{cfg.task}' has per-sample parameters and needs partitioned data")
         return task.owned_indices(profile.partition_id, profile.num_partitions)
 
-    return ResourceAdaptiveBilevel(task.layers, cfg, owned=owned, client_config=client_config)
+    return ResourceAdaptiveBilevel(task.structure, cfg, owned=owned, client_config=client_config)

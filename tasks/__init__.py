@@ -18,6 +18,7 @@ from .class_prior import class_counts, logit_offsets
 from .datasets import Normalization
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
+from .network import BackboneTask, NetworkTask
 from .node_data import device_data
 from .partition import (
     DataSpec,
@@ -28,34 +29,32 @@ from .partition import (
     num_train_samples,
     train_coordinates,
 )
-
-TASKS = ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
+from .registry import TASKS, TaskRequest, backbone_task, task_factory
+from .structure import Structure
 
 
 def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: float,
-               spec: DataSpec | None = None) -> BilevelTask:
-    """The task ``name`` for inputs of ``in_shape`` (C, H, W) and ``num_classes`` classes.
+               spec: DataSpec | None = None, **options: object) -> BilevelTask:
+    """The task ``name`` (built-in or ``package.module:factory``) for inputs of ``in_shape``
+    (C, H, W) and ``num_classes`` classes; ``options`` are the other :class:`TaskRequest` fields
+    (``norm_stats``, ``resnet_depth``, ``resnet_width``).
 
     Clients call it without ``spec``; the server-side methods of a task with per-sample
     parameters (``num_samples``, ``owned_indices``, ``evaluate``) need it: see :func:`make_task`.
     """
-    if name == "hyper-representation":
-        return HyperRepresentation(in_shape=in_shape, num_classes=num_classes, mu=mu)
-    if name == "hyper-representation-mlp":
-        return HyperRepresentationMLP(in_shape=in_shape, num_classes=num_classes, mu=mu)
-    if name == "hyper-cleaning":
-        return HyperCleaning(in_shape=in_shape, num_classes=num_classes, mu=mu, spec=spec)
-    raise ValueError(f"unknown task '{name}'; allowed: {', '.join(TASKS)}")
+    request = TaskRequest(tuple(in_shape), num_classes, mu, spec, **options)  # type: ignore[arg-type]
+    return task_factory(name)(request)
 
 
-def make_task(name: str, spec: DataSpec, mu: float) -> BilevelTask:
+def make_task(name: str, spec: DataSpec, mu: float, **options: object) -> BilevelTask:
     """The task ``name`` sized for the dataset of ``spec`` (and knowing its global train set)."""
     data = image_data(spec)
-    return build_task(name, data.shape, data.num_classes, mu, spec)
+    return build_task(name, data.shape, data.num_classes, mu, spec, **options)
 
 
 __all__ = [
-    "TASKS", "Batch", "BilevelTask", "FeatureSplit", "OutputScaler", "bilevel_problem", "cross_entropy",
+    "TASKS", "BackboneTask", "NetworkTask", "Structure", "TaskRequest", "backbone_task", "task_factory",
+    "Batch", "BilevelTask", "FeatureSplit", "OutputScaler", "bilevel_problem", "cross_entropy",
     "class_counts", "logit_offsets", "build_task", "ClientData",
     "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",

@@ -1,16 +1,17 @@
 """The interface every bilevel task implements.
 
-A task describes its network as an ordered list of :class:`LayerSpec` (forward order), builds
-that network at any widths, and defines the inner loss g and the outer loss f. Everything the
-server needs for dual pruning (which layers shrink, how inputs follow the previous layer) is read
-from the layer list; no code anywhere branches on a model's name.
+A task gives its network's :class:`~tasks.structure.Structure` (the unit groups a submodel keeps or
+drops: a layer chain described by :class:`LayerSpec`, or derived from any ``nn.Module`` by
+:mod:`tasks.graph`), builds that network at any widths, and defines the inner loss g and the outer
+loss f. Everything the server needs for dual pruning is read from the structure; no code anywhere
+branches on a model's name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -82,9 +83,14 @@ class ClientData:
 class BilevelTask(Protocol):
     """What the client, the server and the tests need from a task."""
 
-    layers: tuple[LayerSpec, ...]
     in_shape: tuple[int, int, int]
     """(channels, height, width) of one input."""
+    num_classes: int
+
+    @property
+    def structure(self) -> Any:
+        """The network's :class:`~tasks.structure.Structure` (its prunable unit groups)."""
+        ...
 
     @property
     def sample_params(self) -> tuple[str, ...]:
@@ -101,7 +107,7 @@ class BilevelTask(Protocol):
         ...
 
     def full_widths(self) -> dict[str, int]:
-        """Widths of the full (unpruned) model."""
+        """Widths of the full (unpruned) model, by unit group (or layer)."""
         ...
 
     def init_params(self, widths: Mapping[str, int], num_samples: int) -> tuple[Params, Params]:
@@ -115,7 +121,7 @@ class BilevelTask(Protocol):
         ...
 
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
-        """A dense network whose layer ``name`` has ``widths[name]`` output units."""
+        """A dense network whose group (or layer) ``name`` has ``widths[name]`` units."""
         ...
 
     def inner_loss(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> Tensor:
@@ -183,17 +189,20 @@ class OutputScaler:
     A layer that keeps ``k`` of ``W`` output units feeds a next layer whose pre-activations sum
     ``k`` instead of ``W`` terms, about ``k / W`` of the full model's scale; multiplying the
     outputs by ``W / k`` restores it, so a submodel's logits have the full model's scale. Applied
-    as forward hooks on the prunable layers (any task, any model), removed by :meth:`remove`; the
-    full model (``k = W``) is unchanged, so evaluation needs nothing.
+    as forward hooks on the module that owns each prunable group's units (a layer chain's layer, a
+    graph group's root), removed by :meth:`remove`; the full model (``k = W``) is unchanged, so
+    evaluation needs nothing. A normalization layer after the group undoes it.
     """
 
-    def __init__(self, model: nn.Module, layers: tuple[LayerSpec, ...], widths: Mapping[str, int]) -> None:
+    def __init__(self, model: nn.Module, network: Any, widths: Mapping[str, int]) -> None:
+        """``network``: the task's structure (or a layer list); ``widths``: the submodel's."""
         self._handles = []
-        for layer in layers:
-            kept = widths.get(layer.name, layer.width)
-            if layer.prunable and kept < layer.width:
-                scale = layer.width / kept
-                module = getattr(model, layer.name)
+        groups = network.groups if hasattr(network, "groups") else [la for la in network if la.prunable]
+        for group in groups:
+            kept = widths.get(group.name, group.width)
+            if kept < group.width:
+                scale = group.width / kept
+                module = model.get_submodule(group.name)
                 self._handles.append(module.register_forward_hook(
                     lambda _module, _inputs, output, scale=scale: output * scale))
 

@@ -104,7 +104,6 @@ class GraphStructure:
                  roles: Mapping[str, Role], classifier: LayerSpec) -> None:
         self.groups, self.classifier = groups, classifier
         self._layouts, self._roles = dict(layouts), dict(roles)
-        self._position = {group.name: p for p, group in enumerate(groups)}
 
     def full_widths(self) -> dict[str, int]:
         return {group.name: group.width for group in self.groups}

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .base import Batch, LayerSpec, Params, cross_entropy
+from .structure import Structure, as_structure
 
 
 def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
@@ -60,6 +61,11 @@ class LinearHeadTask:
                         batch: Batch) -> Tensor:
         """g given the features: the task's own (with :meth:`ridge`)."""
         raise NotImplementedError
+
+    @property
+    def structure(self) -> Structure:
+        """The network's unit groups: its layer chain."""
+        return as_structure(self.layers)
 
     def full_widths(self) -> dict[str, int]:
         """Widths of the full (unpruned) model."""

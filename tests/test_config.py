@@ -92,8 +92,9 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"fd-alpha": 5.0}, "'fd-alpha' = 5.0: Input should be less than or equal to 1"),
         ({"seed": 2**40}, "'seed' = 1099511627776: Input should be less than or equal to 4294967295"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
-        ({"task": "cleaning"}, "'task' = 'cleaning': Input should be 'hyper-representation', "
-                               "'hyper-representation-mlp' or 'hyper-cleaning'"),
+        ({"task": "cleaning"}, "'task' = 'cleaning': must be one of hyper-representation, "
+                               "hyper-representation-mlp, hyper-cleaning, hyper-representation-resnet, "
+                               "hyper-representation-vit or the import path of your own task factory"),
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
                                      "'random', 'importance', 'coverage' or 'combined'"),
         ({"partitioner": "pathological"}, "'partitioner' = 'pathological': Input should be 'iid', "

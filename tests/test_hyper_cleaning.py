@@ -56,7 +56,8 @@ def _forward_by_hand(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor],
 
 
 def test_registry_and_interface() -> None:
-    assert TASKS == ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning")
+    assert tuple(TASKS) == ("hyper-representation", "hyper-representation-mlp", "hyper-cleaning",
+                           "hyper-representation-resnet", "hyper-representation-vit")
     client_side = build_task("hyper-cleaning", (1, 8, 8), 10, MU)
     assert isinstance(client_side, HyperCleaning) and client_side.spec is None
     assert isinstance(TASK, HyperCleaning) and TASK.spec == SPEC and TASK.mu == MU

@@ -6,7 +6,7 @@ from bilevel.estimators.aid import AIDKnobs
 from bilevel.estimators.base import Knobs
 from bilevel.estimators.f2sa import F2SAKnobs
 from rabo_protocol.config import RunConfig
-from rabo_protocol.keys import OutputKeys, RoundKeys
+from rabo_protocol.keys import OutputKeys, RoundKeys, TaskKeys
 from rabo_protocol.node import NodeConfig
 from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import Placement
@@ -20,10 +20,13 @@ Knobs.model_config, RunConfig.model_config, NodeConfig.model_config
 AIDKnobs._cg_needs_one_matrix, F2SAKnobs._max_at_least_first
 RunConfig._task_defaults, RunConfig._check_strategy, RunConfig._check_combinations
 RoundKeys._parse_levels, RoundKeys._check_levels, OutputKeys._parse_loggers
-NodeConfig._ratio_or_auto, NodeConfig._partition_in_range
+NodeConfig._ratio_or_auto, NodeConfig._partition_in_range, TaskKeys._check_task
 # torch: nn.Module.forward is called by Module.__call__; numpy: flags.writeable is set, not read
 HyperCleaning.forward, HyperRepresentation.forward
 _.forward, _.writeable  # noqa: F821 - vulture matches attribute names on any object
+# torch modules read these attributes in their forward (a layer replaced, batch statistics on)
+_.fc, _.maxpool, _.conv_proj, _.heads, _.track_running_stats  # noqa: F821
+_.running_mean, _.running_var, _.num_batches_tracked  # noqa: F821
 # Flower: the Grid protocol's task identity, set for messages built outside a running app
 _.task_id  # noqa: F821
 # public utilities for tests and benchmarks: the in-process grid, the exact placement optimum,

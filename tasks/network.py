@@ -1,0 +1,179 @@
+"""Hyper-representation on any network: x = a backbone (any ``nn.Module`` from images to features),
+y = a linear head on its features.
+
+    g(x, y) = CE(head_y(phi_x(train inputs)), train labels) + mu * ||y||^2   (strongly convex in y)
+    f(x, y) = CE(head_y(phi_x(val inputs)), val labels)
+
+The unit groups come from the network itself (:mod:`tasks.graph`); a submodel is the full network
+pruned by the same library to the widths the server sent, so a client trains an ordinary small
+dense network. Batch normalization follows ``norm_stats`` (:data:`NormStats`).
+
+Example: a task around your own backbone (``task='my_package.my_module:task'``)::
+
+    >>> from torch import nn
+    >>> def backbone(in_shape):
+    ...     return nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+    ...                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> task = BackboneTask((1, 28, 28), 10, factory=backbone)
+    >>> [(g.name, g.width) for g in task.structure.groups]
+    [('backbone.0', 8)]
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import Batch, LayerSpec, Params, cross_entropy
+from .graph import GraphStructure, derive_structure, prune
+from .linear_head import LinearHeadTask, classification_metrics
+
+NormStats = Literal["batch", "recalibrate"]
+"""Batch normalization under partial training (any other normalization has no statistics):
+
+- ``batch`` (HeteroFL's static BN): batch statistics in local training and at evaluation; no
+  running statistics exist, so none are sent or averaged (a unit's statistics depend on which
+  inputs a submodel kept, so averaging them across widths mixes different quantities).
+- ``recalibrate``: batch statistics in local training; before each evaluation the server computes
+  the global model's running statistics on the inputs it holds (its held-out set, labels unused)
+  and evaluates with them, as a deployed model would.
+"""
+HEAD = "head"
+
+
+class FeatureHead(nn.Module):
+    """``backbone`` (images -> features), a parameter-free layer norm, then a linear ``head``.
+
+    The normalization gives the head features of unit scale at every width and depth (a
+    ResNet-20's pooled features reach a norm of 75 after two rounds), so one inner learning rate
+    suits every ratio and network, and the finite-difference products stay accurate at the default
+    ``fd-alpha`` (their error grows with the curvature of g in y, which grows with the features).
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, inputs: Tensor, *, features_only: bool = False) -> Tensor:
+        features = self.backbone(inputs)
+        features = F.layer_norm(features, features.shape[1:])
+        return features if features_only else self.head(features)
+
+
+def _batch_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm on batch statistics (no running statistics)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+    return model
+
+
+@dataclass(frozen=True)
+class NetworkTask(LinearHeadTask):
+    """The task on ``backbone(in_shape)``; subclasses define :meth:`backbone`."""
+
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    mu: float = 1e-3
+    norm_stats: NormStats = "batch"
+
+    def backbone(self) -> nn.Module:
+        """The x network: images (N, *in_shape) -> features (N, D)."""
+        raise NotImplementedError
+
+    @property
+    def sample_params(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def num_samples(self) -> int:
+        return 0
+
+    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+        return {}
+
+    def example(self) -> Tensor:
+        return torch.zeros(2, *self.in_shape)
+
+    def full_model(self) -> nn.Module:
+        """The full network, seeded by the caller (``torch.manual_seed``)."""
+        backbone = self.backbone()
+        with torch.no_grad():
+            feature_dim = backbone.eval()(self.example()).shape[1]
+        return FeatureHead(backbone, feature_dim, self.num_classes)
+
+    @cached_property
+    def structure(self) -> GraphStructure:  # type: ignore[override]
+        return _structure(self)
+
+    def full_widths(self) -> dict[str, int]:
+        return self.structure.full_widths()
+
+    def build_model(self, widths: Mapping[str, int]) -> nn.Module:
+        """The full network pruned to the leading ``widths[g]`` units of each group."""
+        return _batch_statistics(copy.deepcopy(_pruned(self, tuple(sorted(widths.items())))))
+
+    def init_params(self, widths: Mapping[str, int], num_samples: int = 0) -> tuple[Params, Params]:
+        model = prune(self.full_model(), self.example(), {g: np.arange(w) for g, w in widths.items()})
+        params = {k: p.detach().clone() for k, p in model.named_parameters()}
+        return ({k: t for k, t in params.items() if not k.startswith(f"{HEAD}.")},
+                {k: t for k, t in params.items() if k.startswith(f"{HEAD}.")})
+
+    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
+        return functional_call(model, x, (batch.inputs,), {"features_only": True}, strict=False)
+
+    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
+                        batch: Batch) -> Tensor:
+        return cross_entropy(self.head_logits(y, features), batch) + self.ridge(y)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
+        if self.norm_stats == "batch":
+            return super().evaluate(model, x, y, batch)
+        calibrated = self.full_model().to(batch.inputs.device)
+        for module in calibrated.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # the cumulative average over the calibration batches
+        calibrated.train()
+        for inputs in batch.inputs.split(256):
+            functional_call(calibrated, {**x, **y}, (inputs,), strict=False)
+        logits = functional_call(calibrated.eval(), {**x, **y}, (batch.inputs,), strict=False)
+        return classification_metrics(logits, batch.labels)
+
+
+@lru_cache(maxsize=8)
+def _structure(task: NetworkTask) -> GraphStructure:
+    torch.manual_seed(0)
+    return derive_structure(task.full_model(), task.example(),
+                            lambda name: "y" if name.startswith(f"{HEAD}.") else "x",
+                            LayerSpec(HEAD, "y", task.num_classes, prunable=False))
+
+
+@lru_cache(maxsize=16)
+def _pruned(task: NetworkTask, widths: tuple[tuple[str, int], ...]) -> nn.Module:
+    """The network at ``widths`` (its parameter values are never used: the client loads its own)."""
+    return prune(task.full_model(), task.example(), {g: np.arange(w) for g, w in widths})
+
+
+@dataclass(frozen=True)
+class BackboneTask(NetworkTask):
+    """A :class:`NetworkTask` around your own ``factory(in_shape) -> nn.Module`` (the backbone)."""
+
+    factory: Callable[[tuple[int, int, int]], nn.Module] | None = None
+
+    def backbone(self) -> nn.Module:
+        if self.factory is None:
+            raise ValueError("BackboneTask needs factory=<a function from in_shape to the backbone>")
+        return self.factory(self.in_shape)
