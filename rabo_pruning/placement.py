@@ -26,13 +26,13 @@ it, :func:`coverage_of`, :func:`kept_units` and :func:`window` are re-exported h
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from tasks import LayerSpec
-from tasks.structure import Structure, as_structure
+from tasks.structure import Block, Structure, as_structure
 
 from .coverage import COVERAGE_OBJECTIVES, Objective, coverage_bounds, coverage_of, kept_units, window
 from .search import WindowSearch
@@ -116,6 +116,43 @@ def _place(layers: Structure, ratios: tuple[float, ...], objective: Objective,
     return Placement(starts_array, c)
 
 
+SEARCH_ELEMENTS = 2**20
+"""A best-response move scores every start of a window against a block's pair counts at once
+(starts x out units x in units); a network whose largest such product exceeds this is placed on
+its groups coarsened to :data:`COARSE_WIDTH` units each (one coarse unit = W / 32 consecutive
+units), then the starts are scaled back. Layer chains of the built-in tasks stay exact (at most
+64 x 32 x 64); a ResNet-18 block (512 x 512 x 512) would need 1 GB per move."""
+COARSE_WIDTH = 32
+
+
+class _Coarse:
+    """A structure's groups at most :data:`COARSE_WIDTH` wide (its blocks unchanged), to place on."""
+
+    def __init__(self, structure: Structure) -> None:
+        self.groups = tuple(replace(g, width=min(g.width, COARSE_WIDTH)) for g in structure.groups)
+        self.classifier, self._blocks = structure.classifier, structure.blocks()
+
+    def full_widths(self) -> dict[str, int]:
+        return {g.name: g.width for g in self.groups}
+
+    def blocks(self) -> tuple[Block, ...]:
+        return self._blocks
+
+    def dims(self, kept: object, shapes: object) -> dict[str, tuple[np.ndarray | None, ...]]:
+        raise TypeError("a coarsened structure is only placed on, never sliced")
+
+    def unit_energy(self, group: int, params: object) -> np.ndarray:
+        raise TypeError("a coarsened structure is only placed on, never sliced")
+
+
+@lru_cache(maxsize=16)
+def _search_structure(structure: Structure) -> Structure:
+    widths = [g.width for g in structure.groups]
+    size = max((widths[b.out] * widths[b.inp] * max(widths[b.out], widths[b.inp])
+                for b in structure.blocks() if b.out is not None and b.inp is not None), default=0)
+    return structure if size <= SEARCH_ELEMENTS else _Coarse(structure)
+
+
 def place(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], objective: Objective = "x-first",
           pinned: np.ndarray | None = None) -> Placement:
     """Window starts for clients of ``ratios`` (one row per client, one column per prunable layer).
@@ -126,8 +163,16 @@ def place(layers: Structure | Sequence[LayerSpec], ratios: Sequence[float], obje
     if objective not in COVERAGE_OBJECTIVES:
         raise ValueError(f"unknown coverage objective '{objective}'; "
                          f"allowed: {', '.join(COVERAGE_OBJECTIVES)}")
-    n_prunable = len(as_structure(layers).groups)
-    pins = (np.zeros((len(ratios), n_prunable), dtype=bool) if pinned is None
+    structure = as_structure(layers)
+    search = _search_structure(structure)
+    pins = (np.zeros((len(ratios), len(structure.groups)), dtype=bool) if pinned is None
             else np.asarray(pinned, dtype=bool))
-    return _place(as_structure(layers), tuple(float(r) for r in ratios), objective,
-                  tuple(tuple(bool(v) for v in row) for row in pins))
+    placement = _place(search, tuple(float(r) for r in ratios), objective,
+                       tuple(tuple(bool(v) for v in row) for row in pins))
+    if search is structure:
+        return placement
+    full = np.array([g.width for g in structure.groups])
+    coarse = np.array([g.width for g in search.groups])
+    starts = placement.starts * full // coarse
+    starts.flags.writeable = False
+    return Placement(starts, placement.coverage)

