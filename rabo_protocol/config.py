@@ -148,7 +148,8 @@ class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorK
     def run_name(self) -> str:
         """Names the results directory: strategy, algorithm, estimator, masks, capacity, seed."""
         strategy = self.strategy.rsplit(":", 1)[-1] if self.is_plugin else self.strategy
-        return (f"{self.task.replace(':', '.')}-{strategy}-{self.algorithm}-{self.estimator}-{self.mask_policy}-"
+        task = self.task.replace(":", ".")
+        return (f"{task}-{strategy}-{self.algorithm}-{self.estimator}-{self.mask_policy}-"
                 f"{self.capacity}-seed{self.seed}")
 
     def data_spec(self, num_partitions: int) -> DataSpec:

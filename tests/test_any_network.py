@@ -19,9 +19,9 @@ from rabo_pruning import make_mask_policy
 from rabo_pruning.masks import RoundClient
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
-from tasks import Batch, BackboneTask, build_task
-from tasks.graph import UnsupportedNetwork, derive_structure, prune
+from tasks import BackboneTask, Batch, build_task
 from tasks.base import LayerSpec
+from tasks.graph import UnsupportedNetwork, derive_structure, prune
 from tests.fakes import FAST_CONFIG
 from tests.networks import BACKBONES, task
 

