@@ -18,6 +18,8 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
     python benchmarks/architectures.py                    # 20 rounds, 3 seeds
     python benchmarks/architectures.py --seeds 2 --rounds 10
     python benchmarks/architectures.py --quick            # cost table, then 1 seed, 5 rounds, sklearn digits
+    python benchmarks/architectures.py --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
+        --methods "full-model,resource-adaptive,resource-adaptive, static masks,resource-adaptive, rabo"
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
 SCENARIOS = {"iid": {"partitioner": "iid"},
              "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9}}
 METHODS = {"resource-adaptive": {}, "resource-adaptive, recalibrate": {"norm-stats": "recalibrate"},
-           "full-model": {"strategy": "full-model"}, "drop-weak": {"strategy": "drop-weak"}}
+           "full-model": {"strategy": "full-model"}, "drop-weak": {"strategy": "drop-weak"},
+           # variants for the causes (``--methods``): nested masks, RABO, both
+           "resource-adaptive, static masks": {"mask-policy": "static"},
+           "resource-adaptive, rabo": {"algorithm": "rabo"},
+           "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"}}
+CORE = ("resource-adaptive", "resource-adaptive, recalibrate", "full-model", "drop-weak")
 
 
 def cost_table() -> list[dict[str, Any]]:
@@ -83,10 +90,11 @@ def cost_table() -> list[dict[str, Any]]:
 Curves = dict[tuple[Any, ...], list[dict[str, float]]]
 
 
-def summarise(curves: Curves, seeds: list[int]) -> list[dict[str, Any]]:
+def summarise(curves: Curves, seeds: list[int], scenarios: list[str], methods: list[str]
+              ) -> list[dict[str, Any]]:
     table = []
-    for scenario in SCENARIOS:
-        runs = {m: [curves[(scenario, m, s)] for s in seeds] for m in METHODS}
+    for scenario in scenarios:
+        runs = {m: [curves[(scenario, m, s)] for s in seeds] for m in methods}
         target = 0.9 * statistics.mean(r[-1]["accuracy"] for r in runs["full-model"])
         for method, method_runs in runs.items():
             finals = [r[-1]["accuracy"] for r in method_runs]
@@ -109,6 +117,8 @@ def summarise(curves: Curves, seeds: list[int]) -> list[dict[str, Any]]:
 
 def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = {(r["scenario"], r["method"]): r for r in table}
+    if not all((s, m) in rows for s in SCENARIOS for m in CORE):
+        return []  # a subset of the grid: no targets
     checks = []
     for method in ("resource-adaptive", "resource-adaptive, recalibrate"):
         ra, full = rows[("iid", method)], rows[("iid", "full-model")]
@@ -130,10 +140,10 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-def plot(curves: Curves, seeds: list[int], name: str) -> None:
-    fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(9, 7), squeeze=False)
-    for j, scenario in enumerate(SCENARIOS):
-        for method in METHODS:
+def plot(curves: Curves, seeds: list[int], name: str, scenarios: list[str], methods: list[str]) -> None:
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(4.5 * len(scenarios), 7), squeeze=False)
+    for j, scenario in enumerate(scenarios):
+        for method in methods:
             runs = [curves[(scenario, method, s)] for s in seeds]
             mean = [statistics.mean(r[i]["accuracy"] for r in runs) for i in range(len(runs[0]))]
             axes[0][j].plot([p["round"] for p in runs[0]], mean, label=method)
@@ -152,24 +162,29 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--methods", default=",".join(CORE), help=f"of: {', '.join(METHODS)}")
+    parser.add_argument("--name", default=None, help="results name (default: architectures)")
+    parser.add_argument("--skip-cost", action="store_true", help="no cost table (part 1)")
     args = parser.parse_args()
+    scenarios, methods = args.scenarios.split(","), args.methods.split(",")
     start = time.time()
     torch.set_num_threads(args.workers)
-    cost = cost_table()
-    name = "architectures-quick" if args.quick else "architectures"
+    name = args.name or ("architectures-quick" if args.quick else "architectures")
     meta = {"load-average": os.getloadavg(),
             "command": " ".join(["benchmarks/architectures.py", *sys.argv[1:]])}
-    write_table(f"{name}-cost", cost, meta)
+    if not args.skip_cost:
+        write_table(f"{name}-cost", cost_table(), meta)
     base = {"task": "hyper-representation-resnet", "profile": True, "profile-memory": False,
             "num-server-rounds": 5 if args.quick else args.rounds}
     if args.quick:
         base["dataset"] = "sklearn-digits"
     seeds = [0] if args.quick else list(range(args.seeds))
     jobs = [Job((scenario, method, seed), {**base, **keys, **overrides, "seed": seed}, 10)
-            for scenario, keys in SCENARIOS.items() for method, overrides in METHODS.items()
-            for seed in seeds]
+            for scenario, keys in SCENARIOS.items() if scenario in scenarios
+            for method, overrides in METHODS.items() if method in methods for seed in seeds]
     curves = run_parallel(jobs, args.workers)
-    table = summarise(curves, seeds)
+    table = summarise(curves, seeds, scenarios, methods)
     checks = check_targets(table)
     for row in table:
         print(f"{row['scenario']:18s} {row['method']:32s} {100 * row['final-accuracy-mean']:5.1f} % "
@@ -179,8 +194,9 @@ def main() -> None:
         print(f"{check['result']}  {check['method']}: {check['target']}: {check['measured']}")
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg()}
     write_table(name, table, meta)
-    write_table(f"{name}-targets", checks, meta)
-    plot(curves, seeds, name)
+    if checks:
+        write_table(f"{name}-targets", checks, meta)
+    plot(curves, seeds, name, scenarios, methods)
 
 
 if __name__ == "__main__":
