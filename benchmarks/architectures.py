@@ -34,7 +34,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import Job, figure_path, run_parallel, write_table
+from common import Job, run_parallel, save_figure, write_table
 
 from client_app.local import local_round
 from rabo_protocol import parse_run_config
@@ -151,9 +151,7 @@ def plot(curves: Curves, seeds: list[int], name: str, scenarios: list[str], meth
         axes[0][j].set(title=f"ResNet-20, {scenario}", xlabel="round", ylabel="test accuracy", ylim=(0, 1))
         axes[1][j].set(xlabel="client GFLOPs (cumulative)", ylabel="test accuracy", ylim=(0, 1))
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=100)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, name)
 
 
 def main() -> None:

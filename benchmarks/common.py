@@ -199,6 +199,13 @@ def figure_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
+def save_figure(fig: Any, name: str) -> None:
+    """Lay out ``fig`` and write it to ``benchmarks/results/<name>.png``."""
+    fig.tight_layout()
+    fig.savefig(figure_path(name), dpi=100)
+    print(f"written: {figure_path(name)}")
+
+
 def median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
     """Median wall time of each call; the calls take turns, so load changes hit all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in calls}

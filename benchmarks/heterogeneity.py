@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, figure_path, run_parallel, write_table
+from common import RESULTS, Job, run_parallel, save_figure, write_table
 
 from rabo_protocol.defaults import TASK_DEFAULTS
 
@@ -186,9 +186,7 @@ def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, float]]], tasks
             ax.xaxis.get_major_locator().set_params(integer=True)
         axes[i][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=100)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, name)
 
 
 def main() -> None:

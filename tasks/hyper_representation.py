@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -73,22 +72,11 @@ class HyperRepresentation(LinearHeadTask):
             LayerSpec("head", "y", self.num_classes, prunable=False),
         )
 
-    @property
-    def sample_params(self) -> tuple[str, ...]:
-        return ()
-
-    @property
-    def num_samples(self) -> int:
-        return 0
-
     def build_model(self, widths: Mapping[str, int]) -> nn.Module:
         return ConvNet(self.in_shape, widths, self.num_classes)
 
     def init_params(self, widths: Mapping[str, int], num_samples: int = 0) -> tuple[Params, Params]:
         return split_params(self.build_model(widths), self.layers)
-
-    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
-        return {}
 
     # The feature split (bilevel.split): x is the network up to the features, y the linear head.
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:

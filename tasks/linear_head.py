@@ -14,6 +14,7 @@ split (:class:`~tasks.base.FeatureSplit`) from them.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,8 +51,19 @@ class LinearHeadTask:
     """
 
     layers: tuple[LayerSpec, ...]
-    sample_params: tuple[str, ...]
     mu: float
+
+    @property
+    def sample_params(self) -> tuple[str, ...]:
+        """No per-sample parameters (a task with them overrides these three)."""
+        return ()
+
+    @property
+    def num_samples(self) -> int:
+        return 0
+
+    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+        return {}
 
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
         """phi_x(batch): the task's own."""

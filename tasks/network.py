@@ -92,17 +92,6 @@ class NetworkTask(LinearHeadTask):
         """The x network: images (N, *in_shape) -> features (N, D)."""
         raise NotImplementedError
 
-    @property
-    def sample_params(self) -> tuple[str, ...]:
-        return ()
-
-    @property
-    def num_samples(self) -> int:
-        return 0
-
-    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
-        return {}
-
     def example(self) -> Tensor:
         return torch.zeros(2, *self.in_shape)
 
