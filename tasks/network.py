@@ -144,18 +144,22 @@ class NetworkTask(LinearHeadTask):
         return classification_metrics(logits, batch.labels)
 
 
+# Both caches draw a network of their own without touching the caller's random state: whether
+# they hit must not change the next draw (a run's initial model, in a process that ran others).
 @lru_cache(maxsize=8)
 def _structure(task: NetworkTask) -> GraphStructure:
-    torch.manual_seed(0)
-    return derive_structure(task.full_model(), task.example(),
-                            lambda name: "y" if name.startswith(f"{HEAD}.") else "x",
-                            LayerSpec(HEAD, "y", task.num_classes, prunable=False))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return derive_structure(task.full_model(), task.example(),
+                                lambda name: "y" if name.startswith(f"{HEAD}.") else "x",
+                                LayerSpec(HEAD, "y", task.num_classes, prunable=False))
 
 
 @lru_cache(maxsize=16)
 def _pruned(task: NetworkTask, widths: tuple[tuple[str, int], ...]) -> nn.Module:
     """The network at ``widths`` (its parameter values are never used: the client loads its own)."""
-    return prune(task.full_model(), task.example(), {g: np.arange(w) for g, w in widths})
+    with torch.random.fork_rng(devices=[]):
+        return prune(task.full_model(), task.example(), {g: np.arange(w) for g, w in widths})
 
 
 @dataclass(frozen=True)

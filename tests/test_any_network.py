@@ -108,3 +108,21 @@ def test_a_task_factory_by_import_path() -> None:
     assert sorted(g.width for g in net.structure.groups) == [128, 256, 256, 256, 256]
     with pytest.raises(ValueError, match="does not import"):
         build_task("tests.no_such_module:task", (3, 32, 32), 10, 1e-3)
+
+
+def test_the_initial_model_does_not_depend_on_what_is_cached() -> None:
+    """Deriving the structure or building a submodel draws no number from the caller's generator:
+    a run's initial model is the same whether its process derived the structure before or not."""
+    from tasks import network
+
+    net = build_task("hyper-representation-resnet", (1, 8, 8), 10, 1e-3)
+
+    def initial() -> dict[str, torch.Tensor]:
+        torch.manual_seed(3)
+        net.build_model({g.name: 1 for g in net.structure.groups})
+        return net.init_params(net.full_widths())[0]
+
+    network._structure.cache_clear(), network._pruned.cache_clear()
+    cold = initial()
+    warm = initial()
+    assert all(torch.equal(cold[k], warm[k]) for k in cold)
