@@ -15,7 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
-from rabo_pruning import make_mask_policy
+from rabo_pruning import MASK_POLICIES, make_mask_policy
+from rabo_pruning.coverage import coverage_bounds, coverage_of, kept_units
 from rabo_pruning.masks import RoundClient
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
@@ -126,3 +127,25 @@ def test_the_initial_model_does_not_depend_on_what_is_cached() -> None:
     cold = initial()
     warm = initial()
     assert all(torch.equal(cold[k], warm[k]) for k in cold)
+
+
+@pytest.mark.parametrize("policy", MASK_POLICIES)
+def test_every_mask_policy_keeps_whole_groups_within_the_coverage_bounds(policy: str) -> None:
+    """On a ResNet's coupled groups (residual adds, BatchNorms): every policy keeps ceil(r W) units
+    of every group, and the round's (C_x*, C_y*) never exceeds the bounds."""
+    net = build_task("hyper-representation-resnet", (1, 8, 8), 10, 1e-3)
+    structure = net.structure
+    torch.manual_seed(0)
+    params = {k: v.numpy() for part in net.init_params(net.full_widths()) for k, v in part.items()}
+    ratios = [1.0, 0.5, 0.25, 0.125, 0.5, 0.25]
+    clients = [RoundClient(key, r) for key, r in enumerate(ratios)]
+    specs = make_mask_policy(policy, 0)(structure, clients, 2, params)
+    for spec, ratio in zip(specs, ratios, strict=True):
+        assert {g.name: len(spec.kept[g.name]) for g in structure.groups} == {
+            g.name: kept_units(g.width, ratio) for g in structure.groups}
+    kept = [[spec.kept[g.name] for g in structure.groups] for spec in specs]
+    bound = coverage_bounds(structure, ratios)
+    reached = coverage_of(structure, ratios, kept)
+    assert reached[0] <= bound[0] and reached[1] <= bound[1]
+    if policy == "coverage":
+        assert reached == bound  # both bounds reached here
