@@ -46,9 +46,13 @@ def main(grid: Grid, context: Context) -> None:
 
 def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
     """The seeded full model as (x, y, v = 0) and the task."""
-    task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu, **cfg.task_options())
+    try:  # a plug-in task that does not import, a network whose channels cannot be pruned
+        task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu, **cfg.task_options())
+        widths = task.full_widths()
+    except ValueError as err:
+        raise ConfigError(f"invalid run config: 'task' = {cfg.task!r}: {err}") from None
     torch.manual_seed(cfg.seed)
-    x, y = task.init_params(task.full_widths(), task.num_samples)
+    x, y = task.init_params(widths, task.num_samples)
     return pack({"x": x, "y": y, "v": {k: torch.zeros_like(t) for k, t in y.items()}}), task
 
 

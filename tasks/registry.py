@@ -65,9 +65,9 @@ def task_factory(name: str) -> TaskFactory:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"task '{name}': module '{module_name}' does not import ({err}); install it "
+        raise ValueError(f"module '{module_name}' does not import ({err}); install it "
                          "or put it on PYTHONPATH where the server and the nodes run") from err
     factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise ValueError(f"task '{name}': '{module_name}' has no callable '{attribute}'")
+        raise ValueError(f"module '{module_name}' has no callable '{attribute}'")
     return factory

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from client_app.app import app as client_app
-from rabo_protocol import parse_run_config
+from rabo_protocol import ConfigError, parse_run_config
 from rabo_pruning import MASK_POLICIES, make_mask_policy
 from rabo_pruning.coverage import coverage_bounds, coverage_of, kept_units
 from rabo_pruning.masks import RoundClient
@@ -109,6 +109,11 @@ def test_a_task_factory_by_import_path() -> None:
     assert sorted(g.width for g in net.structure.groups) == [128, 256, 256, 256, 256]
     with pytest.raises(ValueError, match="does not import"):
         build_task("tests.no_such_module:task", (3, 32, 32), 10, 1e-3)
+    # a run with it stops before any round with one message naming the key (no traceback)
+    run_config = {**FAST_CONFIG, "task": "tests.no_such_module:task"}
+    with pytest.raises(ConfigError, match="'task' = 'tests.no_such_module:task': module "
+                                          "'tests.no_such_module' does not import"):
+        run(InProcessGrid(client_app, 2, run_config), parse_run_config(run_config))
 
 
 def test_the_initial_model_does_not_depend_on_what_is_cached() -> None:
