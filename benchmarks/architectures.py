@@ -19,7 +19,8 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
     python benchmarks/architectures.py --seeds 2 --rounds 10
     python benchmarks/architectures.py --quick            # cost table, then 1 seed, 5 rounds, sklearn digits
     python benchmarks/architectures.py --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
-        --methods "full-model,resource-adaptive,resource-adaptive, static masks,resource-adaptive, rabo"
+        --scenarios budget-correlated \
+        --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, rabo"
 """
 
 from __future__ import annotations
@@ -161,11 +162,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--methods", default=",".join(CORE), help=f"of: {', '.join(METHODS)}")
+    parser.add_argument("--methods", default=";".join(CORE), help=f"';'-separated, of: {'; '.join(METHODS)}")
     parser.add_argument("--name", default=None, help="results name (default: architectures)")
     parser.add_argument("--skip-cost", action="store_true", help="no cost table (part 1)")
     args = parser.parse_args()
-    scenarios, methods = args.scenarios.split(","), args.methods.split(",")
+    scenarios, methods = args.scenarios.split(","), args.methods.split(";")
+    if unknown := sorted(set(methods) - set(METHODS)) + sorted(set(scenarios) - set(SCENARIOS)):
+        parser.error(f"unknown methods or scenarios {unknown}")
     start = time.time()
     torch.set_num_threads(args.workers)
     name = args.name or ("architectures-quick" if args.quick else "architectures")
