@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, cross_entropy, split_params
+from .base import LayerSpec, Params, split_params
 from .linear_head import LinearHeadTask
 
 
@@ -77,16 +76,6 @@ class HyperRepresentation(LinearHeadTask):
 
     def init_params(self, widths: Mapping[str, int], num_samples: int = 0) -> tuple[Params, Params]:
         return split_params(self.build_model(widths), self.layers)
-
-    # The feature split (bilevel.split): x is the network up to the features, y the linear head.
-    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
-        """phi(x; batch): the features the head reads (they do not depend on y)."""
-        return functional_call(model, x, (batch.inputs,), {"features_only": True}, strict=False)
-
-    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
-                        batch: Batch) -> Tensor:
-        """g given the features: CE of the linear head + mu ||y||^2."""
-        return cross_entropy(self.head_logits(y, features), batch) + self.ridge(y)
 
 
 class SingleHiddenLayerMLP(nn.Module):

@@ -7,9 +7,11 @@ metrics are the same for every task:
     f(x, y) = CE(head_y(phi_x(val inputs)), val labels)
 
 and the inner loss adds the ridge term mu ||y||^2 that makes g strongly convex in y. A task
-implements ``layers``, ``sample_params``, ``build_model``, ``features`` and ``inner_head_loss``;
-:class:`LinearHeadTask` derives the rest of :class:`~tasks.base.BilevelTask` and of the feature
-split (:class:`~tasks.base.FeatureSplit`) from them.
+implements ``layers`` (or ``structure``) and ``build_model``, whose model returns its features with
+``features_only=True``; it overrides ``features`` / ``inner_head_loss`` (and the per-sample
+parameters) only where they differ, as hyper-cleaning does. :class:`LinearHeadTask` derives
+the rest of :class:`~tasks.base.BilevelTask` and of the feature split
+(:class:`~tasks.base.FeatureSplit`) from them.
 """
 
 from __future__ import annotations
@@ -66,13 +68,13 @@ class LinearHeadTask:
         return {}
 
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
-        """phi_x(batch): the task's own."""
-        raise NotImplementedError
+        """phi_x(batch): the model's ``features_only`` output at x (it does not depend on y)."""
+        return functional_call(model, x, (batch.inputs,), {"features_only": True}, strict=False)
 
     def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
                         batch: Batch) -> Tensor:
-        """g given the features: the task's own (with :meth:`ridge`)."""
-        raise NotImplementedError
+        """g given the features: CE of the linear head + mu ||y||^2."""
+        return cross_entropy(self.head_logits(y, features), batch) + self.ridge(y)
 
     @property
     def structure(self) -> Structure:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .base import Batch, LayerSpec, Params, cross_entropy
+from .base import Batch, LayerSpec, Params
 from .graph import GraphStructure, derive_structure, prune
 from .linear_head import LinearHeadTask, classification_metrics
 
@@ -120,13 +120,6 @@ class NetworkTask(LinearHeadTask):
         params = {k: p.detach().clone() for k, p in model.named_parameters()}
         return ({k: t for k, t in params.items() if not k.startswith(f"{HEAD}.")},
                 {k: t for k, t in params.items() if k.startswith(f"{HEAD}.")})
-
-    def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:
-        return functional_call(model, x, (batch.inputs,), {"features_only": True}, strict=False)
-
-    def inner_head_loss(self, model: nn.Module, x: Params, y: Params, features: Tensor,
-                        batch: Batch) -> Tensor:
-        return cross_entropy(self.head_logits(y, features), batch) + self.ridge(y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
