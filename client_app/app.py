@@ -26,14 +26,17 @@ from rabo_protocol.wire import (
     widths_from_config,
 )
 from tasks import (
+    Batch,
     BilevelTask,
     ClientData,
     Normalization,
     build_task,
     client_data,
     device_data,
+    holdout_set,
     train_coordinates,
 )
+from tasks.network import running_statistics, with_statistics
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
@@ -121,6 +124,18 @@ def local_data(cfg: RunConfig, node: NodeConfig, config: ConfigRecord) -> Client
     return client_data(cfg.data_spec(num_partitions), partition_id)
 
 
+def node_test_data(cfg: RunConfig, node: NodeConfig, data: ClientData) -> Batch:
+    """What a node evaluates on. A partition of the run's dataset: the run's held-out test samples
+    of the classes its train split holds (HeteroFL's and FedRolex's "local" accuracy: the node's
+    label distribution, on data no client trained on). A node's own ``data-path``: its
+    validation split (the outer problem's data, held out from the inner one only)."""
+    if node.data_path:
+        return data.val
+    test = holdout_set(cfg.data_spec(node.partition()[1]))
+    keep = torch.isin(test.labels, torch.unique(data.train.labels))
+    return Batch(test.inputs[keep], test.labels[keep])
+
+
 def _task(cfg: RunConfig, config: ConfigRecord) -> BilevelTask:
     """The task at the input shape and classes the server sent."""
     return build_task(cfg.task, *task_shape_from_config(config), cfg.mu, **cfg.task_options())
@@ -187,10 +202,14 @@ def _proximal_mu(config: ConfigRecord) -> float:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Federated evaluation, for strategies that ask for it (Flower's FedAvg and the like; the
-    built-in strategies evaluate on the server): the received full model on this node's
-    validation split. Replies ``eval-loss`` (the outer loss f_i, the objective the bilevel problem
-    minimises), ``eval-accuracy`` and ``num-examples``."""
+    """Evaluation on the node: the received model on this node's test data (:func:`node_test_data`).
+    The built-in
+    strategies send the submodel the node deploys (its widths in the message, ``node-eval-every``);
+    a message without widths (Flower's FedAvg and the like) holds the full model. BatchNorm
+    statistics (``norm-stats``): those sent with the model (part s, ``recalibrate``), else with
+    ``local`` the node's own, computed on its train inputs, else batch statistics. Replies
+    ``eval-loss`` (the outer loss f_i, the objective the bilevel problem minimises),
+    ``eval-accuracy`` and ``num-examples``."""
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
     config = msg.content.config_records.get(CONFIG, ConfigRecord())
@@ -200,10 +219,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     device = resolve_device(cfg.device)
     x, y = ({k: torch.as_tensor(np.asarray(t), device=device) for k, t in parts[p].items()}
             for p in ("x", "y"))
-    model = task.build_model(task.full_widths()).to(device)
-    batch = data.val.to(device)
+    widths = widths_from_config(config) or task.full_widths()
+    model = task.build_model(widths).to(device)
+    if "s" in parts:
+        model = with_statistics(model, {k: torch.as_tensor(t) for k, t in parts["s"].items()})
+    elif cfg.norm_stats == "local":
+        model = with_statistics(model, running_statistics(model, {**x, **y}, data.train.inputs.to(device)))
+    batch = node_test_data(cfg, node, data).to(device)
     with torch.no_grad():
         loss = float(task.outer_loss(model, x, y, batch))
-    metrics = {"num-examples": len(data.val), "eval-loss": loss,
+    metrics = {"num-examples": len(batch), "eval-loss": loss,
                "eval-accuracy": float(task.accuracy(model, x, y, batch))}
     return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -61,6 +61,9 @@ class RoundKeys(BaseModel):
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     proximal_mu: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    node_eval_every: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    """Every this many rounds (and at the last), each node evaluates the submodel it would deploy
+    on its own validation split (0: never; the server's test set is evaluated every round)."""
 
     @field_validator("ratio_levels", mode="before")
     @classmethod

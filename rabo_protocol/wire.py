@@ -5,6 +5,9 @@ Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x,
 ``input-std``) plus ``server-round`` and ``width.{layer}`` for every layer. Train reply: ``arrays``
 with parts ``presets.REPLY_PARTS[algorithm]`` ((h, y, v) for RABO, h = hypergradient shaped like x;
 (x, y, v) for RAFBO) and ``metrics`` with ``num-examples``.
+Evaluate instruction (``node-eval-every``): ``arrays`` = the slices of x and y of the submodel the
+node deploys (part s: its BatchNorm statistics, with ``norm-stats='recalibrate'``) and ``config``
+as for train; reply: ``metrics`` with ``eval-loss``, ``eval-accuracy`` and ``num-examples``.
 Query instruction: ``config`` = the client config and ``server-round``; reply: ``profile``, a
 :class:`Profile` (:func:`encode_profile`, :func:`decode_profile`), or {error}.
 """
@@ -23,7 +26,7 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 PROFILE = "profile"
-PARTS = ("x", "y", "v", "h")
+PARTS = ("x", "y", "v", "h", "s")
 
 
 def pack(parts: Mapping[str, Mapping[str, np.ndarray | torch.Tensor]]) -> ArrayRecord:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from logging import WARNING
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, RecordDict
@@ -69,6 +69,23 @@ def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, Config
         except (KeyError, ValueError, TypeError) as err:
             log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
     return profiles
+
+
+def admit_profiles(found: Mapping[int, NodeProfile],
+                   owned: Callable[[NodeProfile], Mapping[str, np.ndarray]],
+                   profiles: dict[int, NodeProfile], owned_by_node: dict[int, dict[str, np.ndarray]]) -> None:
+    """Add each ``found`` profile to ``profiles`` with its node's per-sample coordinates
+    ``owned(profile)`` in ``owned_by_node``; a node whose coordinates raise ValueError is logged
+    and left out."""
+    for node, profile in found.items():
+        try:
+            owned_by_node[node] = dict(owned(profile))
+        except ValueError as err:
+            log(WARNING, "node %d left out: %s", node, err)
+            continue
+        profiles[node] = profile
+        log(INFO, "node %d: partition %s, ratio %s (from %s), %s train examples", node,
+            profile.partition_id, profile.ratio, profile.source, profile.num_examples)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from tasks.structure import Structure, as_structure
 
 from .aggregate import OuterUpdate, round_metrics
 from .messages import Sent, train_messages
-from .profiles import NodeProfile, RoundSizer, query_profiles
+from .node_eval import NodeEvaluation, Statistics
+from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
 from .replies import Parsed, RmsBound, class_rows, parse_reply
 from .sampling import NodeSampling
 
@@ -44,18 +45,21 @@ class ResourceAdaptiveBilevel(Strategy):
         layers: ``task.structure`` (its unit groups define every slice) or a layer list.
         cfg: the run config.
         owned: the per-sample coordinates of a node (for tasks with per-sample x).
-        client_config: sent to every node with each query and train message.
+        client_config: sent to every node with each query, train and evaluate message.
         mask_policy: overrides the config's ``mask-policy`` (any :class:`MaskPolicy`).
         query_timeout: seconds to wait for node profiles.
+        statistics: a submodel's BatchNorm statistics, sent with it to evaluate (``recalibrate``).
     """
 
     def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *, owned: Owned = _no_owned,
                  client_config: Mapping[str, ConfigRecordValues] | None = None,
-                 mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0) -> None:
+                 mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0,
+                 statistics: Statistics | None = None) -> None:
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
         self.structure, self.algorithm, self.owned = as_structure(layers), cfg.algorithm, owned
-        self.head_rows = cfg.head_rows
+        self.head_rows, self.node_evaluation = cfg.head_rows, NodeEvaluation(
+            cfg.node_eval_every, cfg.num_server_rounds, statistics)
         self.mask_policy = mask_policy or make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective)
         self.sizer = RoundSizer(cfg.ratio_levels, PRESETS[cfg.strategy].sizing, cfg.capacity, cfg.seed)
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
@@ -153,33 +157,30 @@ class ResourceAdaptiveBilevel(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return []  # evaluation is centralised on the server's held-out test set
+        """Each connected node evaluates the submodel of its ratio (``node-eval-every``, ``node_eval``)."""
+        profiles = [self.profiles[n] for n in grid.get_node_ids() if n in self.profiles]
+        return self.node_evaluation.configure(server_round, self.structure, unpack(arrays), profiles,
+                                              self._owned, {**self.client_config, **dict(config.items())})
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return None
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
+        return self.node_evaluation.aggregate(server_round, list(replies))
 
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
         return {"velocity": dict(self.outer.velocity),
-                "rms-history": {str(r): list(v) for r, v in self.rms_bound.accepted.items()}}
+                "rms-history": {str(r): list(v) for r, v in self.rms_bound.accepted.items()},
+                "node-eval-rows": list(self.node_evaluation.rows)}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.outer.velocity = dict(state["velocity"])  # type: ignore[call-overload]
         history = state.get("rms-history", {})
         self.rms_bound.accepted = {float(r): list(v) for r, v in history.items()}  # type: ignore[union-attr]
+        self.node_evaluation.rows = list(state.get("node-eval-rows", []))  # type: ignore[call-overload]
 
     def ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""
         unknown = [n for n in nodes if n not in self.profiles]
-        if not unknown:
-            return
-        for node, profile in query_profiles(grid, unknown, self.client_config, self.sizer.levels,
-                                            server_round, self.query_timeout).items():
-            try:
-                self._owned[node] = dict(self.owned(profile))
-            except ValueError as err:
-                log(WARNING, "node %d left out: %s", node, err)
-                continue
-            self.profiles[node] = profile
-            log(INFO, "node %d: partition %s, ratio %s (from %s), %s train examples", node,
-                profile.partition_id, profile.ratio, profile.source, profile.num_examples)
+        if unknown:
+            found = query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
+                                   self.query_timeout)
+            admit_profiles(found, self.owned, self.profiles, self._owned)

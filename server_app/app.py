@@ -59,7 +59,6 @@ def initial_arrays(cfg: RunConfig) -> tuple[ArrayRecord, BilevelTask]:
 def run(grid: Grid, cfg: RunConfig) -> Path:
     """Run ``cfg`` on ``grid`` (or resume the run in ``resume-from``); returns the results directory."""
     arrays, task = initial_arrays(cfg)
-    strategy = build_strategy(cfg, task)
     grid = MeteredGrid(grid)
     try:
         device = resolve_device(cfg.device)
@@ -67,6 +66,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         raise ConfigError(f"invalid run config: 'device' = {cfg.device!r}: {err} (the server); "
                           "use device='auto' or 'cpu'") from None
     evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device)
+    strategy = build_strategy(cfg, task, evaluate.statistics)
     name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}
     if cfg.describe_defaults():
@@ -125,7 +125,8 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     profiles = getattr(strategy, "profiles", {})
     nodes = [vars(p) for p in sorted(profiles.values(), key=lambda p: p.node_id)]
     summary = write_results(run_dir, rows=rows, client_rows=client_rows, nodes=nodes, title=name,
-                            fab_hash=grid.run.fab_hash)
+                            fab_hash=grid.run.fab_hash,
+                            node_eval_rows=getattr(getattr(strategy, "node_evaluation", None), "rows", ()))
     save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])

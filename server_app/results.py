@@ -220,8 +220,10 @@ def figure(rows: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
 
 def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
                   client_rows: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]],
-                  title: str, fab_hash: str = "") -> dict[str, Any]:
+                  title: str, fab_hash: str = "", node_eval_rows: Sequence[Mapping[str, Any]] = ()
+                  ) -> dict[str, Any]:
     """Write every file of a finished run but config.json (written when the run starts)."""
+    evaluated = [r for r in rows if "federated-eval-accuracy" in r]
     summary = {
         "final-test-accuracy": rows[-1].get("test-accuracy") if rows else None,
         "best-test-accuracy": max((r.get("test-accuracy", 0.0) for r in rows), default=None),
@@ -232,6 +234,8 @@ def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
         "total-bytes": sum(int(r.get("bytes-down", 0)) + int(r.get("bytes-up", 0)) for r in rows),
         "total-client-flops": sum(int(r.get("client-flops", 0)) for r in rows),
         "cost-by-ratio": cost_by_ratio(client_rows),
+        "final-node-eval": {k: v for k, v in (evaluated[-1] if evaluated else {}).items()
+                            if k.startswith("federated-eval-")},
         "nodes": list(nodes),
     }
     write_json(run_dir / "versions.json", versions(fab_hash))
@@ -240,5 +244,7 @@ def write_results(run_dir: Path, *, rows: Sequence[Mapping[str, Any]],
     _write_csv(run_dir / "metrics.csv", rows)
     if client_rows:
         _write_csv(run_dir / "clients.csv", client_rows)
+    if node_eval_rows:
+        _write_csv(run_dir / "node-eval.csv", node_eval_rows)
     plot(run_dir / "plot.png", rows, title)
     return summary

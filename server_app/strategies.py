@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import Strategy
 from rabo_protocol import ConfigError, RunConfig
 from rabo_protocol.wire import task_shape_config, widths_config
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
+from rabo_strategy.node_eval import Statistics
 from tasks import BilevelTask, image_data
 
 from .validation import ValidatedReplies
@@ -56,8 +57,9 @@ def load_plugin(path: str) -> type[Strategy]:
     return cls
 
 
-def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
-    """The Strategy of ``cfg.strategy`` for ``task``."""
+def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None) -> Strategy:
+    """The Strategy of ``cfg.strategy`` for ``task``; a built-in one sends ``statistics`` of each
+    submodel with the nodes' evaluate messages when ``norm-stats='recalibrate'``."""
     norm = image_data(cfg.data_spec(num_partitions=1)).normalization
     client_config = task_shape_config(task.in_shape, task.num_classes, norm.mean, norm.std)
     if cfg.is_plugin:
@@ -83,4 +85,5 @@ def build_strategy(cfg: RunConfig, task: BilevelTask) -> Strategy:
                              f"'{cfg.task}' has per-sample parameters and needs partitioned data")
         return task.owned_indices(profile.partition_id, profile.num_partitions)
 
-    return ResourceAdaptiveBilevel(task.structure, cfg, owned=owned, client_config=client_config)
+    return ResourceAdaptiveBilevel(task.structure, cfg, owned=owned, client_config=client_config,
+                                   statistics=statistics if cfg.norm_stats == "recalibrate" else None)

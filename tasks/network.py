@@ -35,17 +35,21 @@ from torch.func import functional_call
 
 from .base import Batch, LayerSpec, Params
 from .graph import GraphStructure, derive_structure, prune
-from .linear_head import LinearHeadTask, classification_metrics
+from .linear_head import LinearHeadTask
 
-NormStats = Literal["batch", "recalibrate"]
-"""Batch normalization under partial training (any other normalization has no statistics):
+NormStats = Literal["batch", "recalibrate", "local"]
+"""Batch normalization under partial training (any other normalization has no statistics).
+Local training always normalises with batch statistics; running statistics are never averaged
+(a unit's statistics depend on which inputs a submodel kept, so averaging them across widths
+mixes different quantities). The choices differ in where an evaluated model's statistics come from:
 
-- ``batch`` (HeteroFL's static BN): batch statistics in local training and at evaluation; no
-  running statistics exist, so none are sent or averaged (a unit's statistics depend on which
-  inputs a submodel kept, so averaging them across widths mixes different quantities).
-- ``recalibrate``: batch statistics in local training; before each evaluation the server computes
-  the global model's running statistics on the inputs it holds (its held-out set, labels unused)
-  and evaluates with them, as a deployed model would.
+- ``batch`` (HeteroFL's static BN): from the evaluated batch itself; no running statistics exist.
+- ``recalibrate``: from the server's held-out inputs (labels unused), computed for the model being
+  evaluated just before: the global model on the server, and the submodel a node evaluates
+  (sent with it, see ``node-eval-every``).
+- ``local`` (FedBN's statistics kept on the client): from the node's own train inputs, computed on
+  the node for the model it evaluates; they never leave it. The server holds none and evaluates
+  the global model with batch statistics.
 """
 HEAD = "head"
 
@@ -68,6 +72,48 @@ class FeatureHead(nn.Module):
         features = self.backbone(inputs)
         features = F.layer_norm(features, features.shape[1:])
         return features if features_only else self.head(features)
+
+
+def _batch_norms(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+@torch.no_grad()
+def running_statistics(model: nn.Module, params: Params, inputs: Tensor) -> Params:
+    """The running statistics (``<bn>.running_mean``, ``<bn>.running_var``) of every BatchNorm of
+    ``model`` (any width) with ``params``: the average over ``inputs`` (in chunks of 256) of each
+    chunk's batch statistics. Empty for a network without BatchNorm."""
+    calibrated = copy.deepcopy(model).eval()
+    norms = _batch_norms(calibrated)
+    if not norms:
+        return {}
+    for module in norms.values():  # running statistics, accumulated as a cumulative average
+        module.track_running_stats, module.momentum = True, None
+        module.register_buffer("running_mean", torch.zeros(module.num_features, device=inputs.device))
+        module.register_buffer("running_var", torch.ones(module.num_features, device=inputs.device))
+        module.register_buffer("num_batches_tracked", torch.tensor(0, device=inputs.device))
+        module.train()  # only the norms: dropout stays off
+    for chunk in inputs.split(256):
+        functional_call(calibrated, params, (chunk,), strict=False)
+    return {f"{name}.{stat}": getattr(module, stat).detach().clone()
+            for name, module in norms.items() for stat in ("running_mean", "running_var")}
+
+
+def with_statistics(model: nn.Module, statistics: Params) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose BatchNorms normalise with ``statistics`` (as from
+    :func:`running_statistics` on the same widths); ValueError naming a missing or misshaped one."""
+    out = copy.deepcopy(model).eval()
+    for name, module in _batch_norms(out).items():
+        for stat in ("running_mean", "running_var"):
+            value = statistics.get(f"{name}.{stat}")
+            if value is None or tuple(value.shape) != (module.num_features,):
+                raise ValueError(f"statistics '{name}.{stat}' missing or not of shape "
+                                 f"({module.num_features},)")
+            module.register_buffer(stat, torch.as_tensor(value, dtype=torch.float32).to(
+                next(out.parameters()).device))
+        module.track_running_stats = True
+        module.register_buffer("num_batches_tracked", torch.tensor(0))
+    return out
 
 
 def _batch_statistics(model: nn.Module) -> nn.Module:
@@ -121,20 +167,22 @@ class NetworkTask(LinearHeadTask):
         return ({k: t for k, t in params.items() if not k.startswith(f"{HEAD}.")},
                 {k: t for k, t in params.items() if k.startswith(f"{HEAD}.")})
 
+    def statistics(self, model: nn.Module, x: Params, y: Params, inputs: Tensor) -> Params:
+        """The BatchNorm running statistics of ``model`` at (x, y) over ``inputs``
+        (:func:`running_statistics`)."""
+        return running_statistics(model, {**x, **y}, inputs)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch) -> dict[str, float]:
-        if self.norm_stats == "batch":
-            return super().evaluate(model, x, y, batch)
-        calibrated = self.full_model().to(batch.inputs.device)
-        for module in calibrated.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-                module.momentum = None  # the cumulative average over the calibration batches
-        calibrated.train()
-        for inputs in batch.inputs.split(256):
-            functional_call(calibrated, {**x, **y}, (inputs,), strict=False)
-        logits = functional_call(calibrated.eval(), {**x, **y}, (batch.inputs,), strict=False)
-        return classification_metrics(logits, batch.labels)
+    def evaluate(self, model: nn.Module, x: Params, y: Params, batch: Batch,
+                 statistics: Params | None = None) -> dict[str, float]:
+        """Test metrics on ``batch``, normalised with ``statistics`` when given, else as
+        ``norm_stats`` says for the server: ``recalibrate`` computes them on ``batch.inputs``,
+        ``batch`` and ``local`` use batch statistics."""
+        if statistics is None and self.norm_stats == "recalibrate":
+            statistics = self.statistics(model, x, y, batch.inputs)
+        if statistics:
+            model = with_statistics(model, statistics)
+        return super().evaluate(model, x, y, batch)
 
 
 # Both caches draw a network of their own without touching the caller's random state: whether

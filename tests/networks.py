@@ -38,10 +38,17 @@ def vit(in_shape: tuple[int, int, int]) -> nn.Module:
     return net
 
 
+def small_bn(in_shape: tuple[int, int, int]) -> nn.Module:
+    """One convolution with BatchNorm: the smallest network with running statistics."""
+    return nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
 BACKBONES = {"resnet18": resnet18, "resnet50": resnet50, "mobilenet_v3_small": mobilenet_v3_small, "vit": vit}
 # task factories for runs: task='tests.networks:resnet18_task', ...
 resnet18_task, resnet50_task = backbone_task(resnet18), backbone_task(resnet50)
 mobilenet_v3_small_task, vit_task = backbone_task(mobilenet_v3_small), backbone_task(vit)
+small_bn_task = backbone_task(small_bn)
 
 
 def task(name: str, in_shape: tuple[int, int, int] = (3, 32, 32)) -> BackboneTask:
