@@ -110,8 +110,11 @@ def summarise(curves: Curves, seeds: list[int], scenarios: list[str], methods: l
                    "final-accuracy-max": max(finals),
                    "upper-classes-accuracy": statistics.mean(r[-1]["upper-classes-accuracy"]
                                                              for r in method_runs),
-                   **{key.replace("federated-eval-", "node-"): statistics.mean(r[-1][key] for r in method_runs)
+                   **{key.replace("federated-eval-", "node-"): statistics.mean(r[-1][key]
+                                                                               for r in method_runs)
                       for key in method_runs[0][-1] if key.startswith("federated-eval-accuracy")},
+                   **{key: statistics.mean(r[-1][key] for r in method_runs)
+                      for key in method_runs[0][-1] if key.startswith("test-accuracy@")},
                    "client-GFLOPs": method_runs[0][-1]["gflops"], "MB": method_runs[0][-1]["mb"],
                    "target": target, "rounds-to-target": None, "GFLOPs-to-target": None, "MB-to-target": None}
             for i in range(len(method_runs[0])):

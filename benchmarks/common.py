@@ -72,8 +72,9 @@ def curve_of(result: Run) -> list[dict[str, float]]:
     clients' classes in a budget-correlated or separated split), the lowest per-class accuracy,
     the per-class accuracy, centred logit and its scale (lists by class), cumulative client GFLOPs and MB sent
     + received, and the round's coverage (C_x*, C_y*, share of x trained), detection F1
-    (hyper-cleaning), share of clipped RAFBO steps and the nodes' own evaluation (``federated-eval-*``,
-    in the rounds of ``node-eval-every``)."""
+    (hyper-cleaning), share of clipped RAFBO steps, the accuracy of each deployed width
+    (``test-accuracy@<r>``) and the nodes' own evaluation (``federated-eval-*``, in the rounds of
+    ``node-eval-every``)."""
     curve, flops, traffic = [], 0, 0
     for row in result.rows:
         flops += row.get("client-flops", 0)
@@ -94,7 +95,8 @@ def curve_of(result: Run) -> list[dict[str, float]]:
                       **{k: row[k] for k in ("coverage-x-min", "coverage-y-min", "coverage-x-fraction",
                                    "detection-f1", "outer-steps-clipped")
                          if k in row},
-                      **{k: v for k, v in row.items() if k.startswith("federated-eval-")}})
+                      **{k: v for k, v in row.items()
+                         if k.startswith(("federated-eval-", "test-accuracy@"))}})
     return curve
 
 

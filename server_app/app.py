@@ -65,7 +65,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     except RuntimeError as err:
         raise ConfigError(f"invalid run config: 'device' = {cfg.device!r}: {err} (the server); "
                           "use device='auto' or 'cpu'") from None
-    evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device)
+    evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device, cfg.ratio_levels)
     strategy = build_strategy(cfg, task, evaluate.statistics)
     name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}

@@ -1,34 +1,64 @@
-"""Centralised evaluation of the global model on the server's held-out test set."""
+"""Centralised evaluation of the global model on the server's held-out test set, at full width and
+at the width each ratio of the run deploys."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from rabo_protocol.wire import unpack
+from rabo_pruning import SubmodelSpec, submodel_spec
 from tasks import Batch, BilevelTask
 from tasks.network import running_statistics
+
+Parts = Mapping[str, Mapping[str, np.ndarray]]
+
+
+def deployed_parts(task: BilevelTask, spec: SubmodelSpec, parts: Parts) -> dict[str, dict[str, np.ndarray]]:
+    """x and y of the submodel ``spec`` (its slices of every structured tensor; per-sample
+    parameters, which no network reads, whole)."""
+    shapes = {name: a.shape for part in ("x", "y") for name, a in parts[part].items()}
+    index = spec.indices(task.structure, shapes)
+    return {part: {name: index[name].take(a) if name in index else a for name, a in parts[part].items()}
+            for part in ("x", "y")}
 
 
 class Evaluator:
     """Evaluates the global (x, y) on the test set: test-accuracy, test-loss and the task's own
-    metrics (hyper-cleaning: detection precision, recall and F1 of the corrupted samples)."""
+    metrics (hyper-cleaning: detection precision, recall and F1 of the corrupted samples), then,
+    for each ratio r < 1 of ``ratios``, ``test-accuracy@<r>`` and ``test-loss@<r>`` of the submodel
+    a device at r deploys: the leading units of every group (the ``static`` mask, the same
+    network for every mask policy; see ``rabo_strategy.node_eval``).
+    """
 
-    def __init__(self, task: BilevelTask, test: Batch, device: torch.device) -> None:
+    def __init__(self, task: BilevelTask, test: Batch, device: torch.device,
+                 ratios: Sequence[float] = ()) -> None:
         self.task = task
         self.test = test.to(device)
         self.device = device
         self.model = task.build_model(task.full_widths()).to(device)
+        self.submodels = {}
+        for ratio in sorted({r for r in ratios if r < 1.0}, reverse=True):
+            spec = submodel_spec(task.structure, ratio)
+            self.submodels[ratio] = (spec, task.build_model(spec.widths(task.structure)).to(device))
+
+    def _tensors(self, part: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(np.asarray(a), device=self.device) for k, a in part.items()}
+
+    def _evaluate(self, model: torch.nn.Module, parts: Parts) -> dict[str, float]:
+        return self.task.evaluate(model, self._tensors(parts["x"]), self._tensors(parts["y"]), self.test)
 
     @torch.no_grad()
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         parts = unpack(arrays)
-        x, y = ({k: torch.as_tensor(np.asarray(a), device=self.device) for k, a in parts[p].items()}
-                for p in ("x", "y"))
-        return MetricRecord(self.task.evaluate(self.model, x, y, self.test))
+        metrics = self._evaluate(self.model, parts)
+        for ratio, (spec, model) in self.submodels.items():
+            at = self._evaluate(model, deployed_parts(self.task, spec, parts))
+            metrics |= {f"test-{key}@{ratio:g}": at[f"test-{key}"] for key in ("accuracy", "loss")}
+        return MetricRecord(metrics)
 
     @torch.no_grad()
     def statistics(self, widths: Mapping[str, int], x: Mapping[str, np.ndarray],
@@ -36,7 +66,5 @@ class Evaluator:
         """The BatchNorm statistics of the submodel at ``widths`` with (x, y), on the test inputs
         (``norm-stats='recalibrate'``: what the server sends with a node's evaluate message)."""
         model = self.task.build_model(widths).to(self.device)
-        params = {k: torch.as_tensor(np.asarray(a), device=self.device) for part in (x, y)
-                  for k, a in part.items()}
-        stats = running_statistics(model, params, self.test.inputs)
+        stats = running_statistics(model, {**self._tensors(x), **self._tensors(y)}, self.test.inputs)
         return {k: t.cpu().numpy() for k, t in stats.items()}

@@ -39,7 +39,8 @@ def test_the_run_plot_is_readable(tmp_path: Path) -> None:
     when equal, and 3 rounds got ticks at 0.5, 1.5, ..."""
     from PIL import Image
 
-    from server_app.results import figure, plot, short_title
+    from server_app.plots import figure, short_title
+    from server_app.results import plot
 
     name = "20261202-150000-hyper-representation-resource-adaptive-rabo-coverage-finite-difference-seed0"
     rows = [{"round": 0, "test-accuracy": 0.1}] + [
