@@ -1,5 +1,6 @@
-"""Evaluation on the nodes (``node-eval-every``): each node scores the submodel of its ratio on its
-own test data, and BatchNorm statistics come from where ``norm-stats`` says."""
+"""The submodels devices deploy: the server evaluates each ratio's leading units every round, each
+node scores the submodel of its ratio on its own test data (``node-eval-every``), and BatchNorm
+statistics come from where ``norm-stats`` says."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 import client_app.app as client_module
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
-from rabo_protocol.wire import METRICS
+from rabo_protocol.wire import METRICS, pack
 from server_app.app import run
+from server_app.evaluation import Evaluator
 from server_app.inprocess import InProcessGrid
 from tasks import BackboneTask, Batch
 from tasks.network import running_statistics, with_statistics
-from tests.fakes import FAST_CONFIG
+from tests.fakes import FAST_CONFIG, SMALL_DIGITS_TASK, initial_model
 from tests.networks import small_bn
 
 NODE_EVAL = {**FAST_CONFIG, "num-server-rounds": 2, "node-eval-every": 2, "inner-steps": 1, "v-steps": 1,
@@ -48,6 +50,29 @@ def test_statistics_are_the_inputs_and_evaluation_uses_them() -> None:
         (1, 8, 8), 10, factory=small_bn).evaluate(model, x, y, Batch(batch.inputs[:10], batch.labels[:10]))
     with pytest.raises(ValueError, match="backbone.1.running_var"):
         with_statistics(model, {"backbone.1.running_mean": stats["backbone.1.running_mean"]})
+
+
+def test_each_ratio_is_evaluated_on_its_leading_units() -> None:
+    """The CNN at r = 1/2, sliced by hand: every unit past the leading half holds NaN, which the
+    full width reads and the deployed half must not."""
+    task, parts = SMALL_DIGITS_TASK, initial_model(SMALL_DIGITS_TASK)
+    x, y = parts["x"], parts["y"]
+    hand_x = {"conv1.weight": x["conv1.weight"][:2].copy(), "conv1.bias": x["conv1.bias"][:2].copy(),
+              "conv2.weight": x["conv2.weight"][:3, :2].copy(), "conv2.bias": x["conv2.bias"][:3].copy(),
+              # fc1 reads conv2's 6 channels x 2 x 2 positions, channel-major
+              "fc1.weight": x["fc1.weight"].reshape(8, 6, 4)[:4, :3].reshape(4, 12).copy(),
+              "fc1.bias": x["fc1.bias"][:4].copy()}
+    hand_y = {"head.weight": y["head.weight"][:, :4].copy(), "head.bias": y["head.bias"].copy()}
+    x["conv1.weight"][2:] = x["conv2.weight"][3:] = x["fc1.weight"][4:] = float("nan")
+    y["head.weight"][:, 4:] = float("nan")
+    test = Batch(torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(50) % 10)
+    metrics = Evaluator(task, test, torch.device("cpu"), ratios=(1.0, 0.5))(1, pack(parts))
+    assert "test-accuracy@1" not in metrics and torch.isnan(torch.tensor(metrics["test-loss"]))
+    expected = task.evaluate(task.build_model({"conv1": 2, "conv2": 3, "fc1": 4, "head": 10}),
+                             {k: torch.as_tensor(v) for k, v in hand_x.items()},
+                             {k: torch.as_tensor(v) for k, v in hand_y.items()}, test)
+    assert (metrics["test-accuracy@0.5"], metrics["test-loss@0.5"]) == (expected["test-accuracy"],
+                                                                        expected["test-loss"])
 
 
 def test_nodes_evaluate_the_submodel_of_their_ratio(tmp_path: Path) -> None:
