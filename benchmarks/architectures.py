@@ -20,7 +20,8 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
 
     python benchmarks/architectures.py                    # 20 rounds, 3 seeds
     python benchmarks/architectures.py --seeds 2 --rounds 10
-    python benchmarks/architectures.py --quick            # cost table, then 1 seed, 5 rounds, sklearn digits
+    python benchmarks/architectures.py --quick            # cost table, then 1 seed, 3 rounds, sklearn digits,
+                                                          # ResNet-20 of width 4
     python benchmarks/architectures.py --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
         --scenarios budget-correlated \
         --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, rabo"
@@ -187,11 +188,11 @@ def main() -> None:
             "command": " ".join(["benchmarks/architectures.py", *sys.argv[1:]])}
     if not args.skip_cost:
         write_table(f"{name}-cost", cost_table(), meta)
-    rounds = 5 if args.quick else args.rounds
+    rounds = 3 if args.quick else args.rounds
     base = {"task": "hyper-representation-resnet", "profile": True, "profile-memory": False,
             "num-server-rounds": rounds, "node-eval-every": rounds}
-    if args.quick:
-        base["dataset"] = "sklearn-digits"
+    if args.quick:  # ResNet-20 at a quarter of its width (4 channels in the first stage)
+        base |= {"dataset": "sklearn-digits", "resnet-width": 4}
     seeds = [0] if args.quick else list(range(args.seeds))
     jobs = [Job((scenario, method, seed), {**base, **keys, **overrides, "seed": seed}, 10)
             for scenario, keys in SCENARIOS.items() if scenario in scenarios

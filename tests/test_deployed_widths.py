@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rabo_protocol import parse_run_config
 from rabo_protocol.wire import METRICS, pack
 from server_app.app import run
 from server_app.evaluation import Evaluator
+from server_app.export import load_submodel, main
 from server_app.inprocess import InProcessGrid
 from tasks import BackboneTask, Batch
 from tasks.network import running_statistics, with_statistics
@@ -126,3 +129,23 @@ def test_where_a_node_takes_its_statistics(tmp_path: Path, monkeypatch: pytest.M
     with (run_dir / "clients.csv").open() as handle:
         train_sizes = sorted({int(float(r["num-examples"])) for r in csv.DictReader(handle)})
     assert sorted(set(computed)) == (train_sizes if norm_stats == "local" else [])
+
+
+@pytest.mark.parametrize("task", ["hyper-representation", "tests.networks:small_bn_task"])
+def test_an_exported_submodel_predicts_the_same_in_a_fresh_process(tmp_path: Path, task: str) -> None:
+    run_dir = _run(tmp_path, {"task": task, "num-server-rounds": 1, "node-eval-every": 0,
+                              "norm-stats": "recalibrate"})
+    main([str(run_dir), "--ratio", "0.5"])
+    info = json.loads((run_dir / "deploy-r0.5.json").read_text())
+    final = json.loads((run_dir / "metrics.json").read_text())[-1]
+    # the exported network is the one test-accuracy@0.5 scores (statistics of the held-out inputs)
+    assert info["test-accuracy"] == pytest.approx(final["test-accuracy@0.5"], abs=1e-6)
+    inputs = torch.randn(5, *info["in-shape"], generator=torch.Generator().manual_seed(0))
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); "
+              "torch.save(m(torch.load(sys.argv[2])), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, str(run_dir / "deploy-r0.5.pt2"),
+                    str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")], check=True, cwd=tmp_path)
+    rebuilt = load_submodel(run_dir / "deploy-r0.5.pt")
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), rebuilt(inputs))
+    assert info["parameters"] == sum(t.numel() for t in rebuilt.parameters())
