@@ -114,6 +114,9 @@ class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorK
         if self.task == "hyper-cleaning" and self.label_noise == 0.0:
             raise ValueError("task 'hyper-cleaning' needs corrupted labels: set 'label-noise' in (0, 1), "
                              "e.g. label-noise=0.5")
+        if self.distill_weight > 0 and self.mask_policy != "ordered-dropout":
+            raise ValueError(f"distill-weight={self.distill_weight} distils nested widths: it needs "
+                             f"mask-policy='ordered-dropout' (not '{self.mask_policy}')")
         if self.is_plugin and self.algorithm != "rafbo":
             raise ValueError(f"strategy '{self.strategy}' is a plug-in: plug-in strategies receive "
                              "models, not hypergradients, so use algorithm='rafbo'")

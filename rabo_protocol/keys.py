@@ -48,6 +48,8 @@ class RoundKeys(BaseModel):
 
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     mask_policy: MaskPolicyName = "coverage"
+    distill_weight: Annotated[float, Field(ge=0, le=100)] = 0.0
+    """``mask-policy='ordered-dropout'``: lambda of the self-distillation term (client_app/nested.py)."""
     coverage_objective: Objective = "x-first"
     capacity: Capacity = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0

@@ -34,7 +34,8 @@ from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
 from .placement import place
 from .submodel import SubmodelSpec
 
-MaskPolicyName = Literal["static", "rolling", "random", "importance", "coverage", "combined"]
+MaskPolicyName = Literal["static", "rolling", "random", "importance", "coverage", "combined",
+                         "ordered-dropout"]
 MASK_POLICIES: tuple[MaskPolicyName, ...] = get_args(MaskPolicyName)
 
 
@@ -201,6 +202,7 @@ def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-fi
         "static": StaticPolicy(), "rolling": RollingPolicy(), "random": RandomPolicy(seed),
         "importance": ImportancePolicy(seed), "coverage": CoveragePolicy(coverage_objective),
         "combined": CombinedPolicy(coverage_objective),
+        "ordered-dropout": StaticPolicy(),  # the leading units; the client draws nested widths in them
     }
     if name not in policies:
         raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")
