@@ -65,6 +65,9 @@ class Job:
     key: tuple[Any, ...]
     config: dict[str, Any]
     num_nodes: int
+    after: Callable[[Path, dict[str, Any]], dict[str, float]] | None = None
+    """Measures the finished run (its directory, its config) in the worker, before the directory
+    is removed; what it returns joins the curve's last point. A module-level function."""
 
 
 def curve_of(result: Run) -> list[dict[str, float]]:
@@ -109,7 +112,10 @@ def _run_job(job: Job) -> tuple[tuple[Any, ...], list[dict[str, float]], float]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_inprocess(job.config, job.num_nodes, Path(tmp))
-    return job.key, curve_of(result), time.perf_counter() - start
+        curve = curve_of(result)
+        if job.after is not None:
+            curve[-1] |= job.after(next(Path(tmp).iterdir()), job.config)
+    return job.key, curve, time.perf_counter() - start
 
 
 def run_parallel(jobs: Sequence[Job], workers: int,
