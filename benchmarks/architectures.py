@@ -40,7 +40,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import Job, run_parallel, save_figure, write_table
+from common import RESULTS, Job, run_parallel, save_figure, write_table
 
 from client_app.app import node_test_data
 from client_app.local import local_round
@@ -232,7 +232,7 @@ def main() -> None:
                 norm_stats_eval)
             for scenario, keys in SCENARIOS.items() if scenario in scenarios
             for method, overrides in METHODS.items() if method in methods for seed in seeds]
-    curves = run_parallel(jobs, args.workers)
+    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
     table = summarise(curves, seeds, scenarios, methods)
     checks = check_targets(table)
     for row in table:
