@@ -29,7 +29,6 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import RESULTS, Job, run_parallel, save_figure, write_table
+from common import RESULTS, Job, benchmark_parser, run_parallel, save_figure, write_table
 
 from client_app.app import node_test_data
 from client_app.local import local_round
@@ -202,11 +201,7 @@ def plot(curves: Curves, seeds: list[int], name: str, scenarios: list[str], meth
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = benchmark_parser(__doc__, rounds=20)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--methods", default=";".join(CORE), help=f"';'-separated, of: {'; '.join(METHODS)}")
     parser.add_argument("--name", default=None, help="results name (default: architectures)")

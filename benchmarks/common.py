@@ -209,6 +209,20 @@ def figure_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
+def benchmark_parser(doc: str, rounds: int, seeds: int = 3) -> Any:
+    """The options every federation benchmark takes: ``--quick``, ``--seeds``, ``--rounds`` and
+    ``--workers`` (parallel runs, one core each), with the script's defaults."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    return parser
+
+
 def save_figure(fig: Any, name: str) -> None:
     """Lay out ``fig`` and write it to ``benchmarks/results/<name>.png``."""
     fig.tight_layout()

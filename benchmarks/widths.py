@@ -20,7 +20,6 @@ over widths) is reported as the pick.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ import time
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import Job, run_parallel, save_figure, write_table
+from common import Job, benchmark_parser, run_parallel, save_figure, write_table
 
 WIDTHS = ("1", "0.5", "0.25", "0.125")
 SCENARIOS = {"iid": {"partitioner": "iid"},
@@ -110,11 +109,7 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = benchmark_parser(__doc__, rounds=30)
     args = parser.parse_args()
     start = time.time()
     rounds = 10 if args.quick else args.rounds
