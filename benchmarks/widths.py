@@ -102,6 +102,7 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: st
                        xlabel="ratio r (leading units)", ylabel="test accuracy", ylim=(0, 1))
         axes[0][j].set_xticks([float(w) for w in WIDTHS], [f"1/{round(1 / float(w))}" if w != "1" else "1"
                                                           for w in WIDTHS])
+        axes[0][j].minorticks_off()
         axes[1][j].set(title="accuracy at r = 1/4 by round", xlabel="round", ylabel="test accuracy",
                        ylim=(0, 1))
     axes[0][0].legend(fontsize=7, loc="lower right")
