@@ -35,10 +35,10 @@ from .results import atomic_write, write_json
 __all__ = ["export", "load_submodel"]
 
 
-def _run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, BilevelTask]:
-    saved = torch.load(run_dir / "model.pt", weights_only=True)
-    config = {k: v for k, v in saved["config"].items() if k != "estimator"}
-    cfg = parse_run_config(config)
+def _load(path: Path) -> tuple[dict[str, Any], RunConfig, BilevelTask]:
+    """A saved file (model.pt, deploy-r<r>.pt), the run config it holds and the run's task."""
+    saved = torch.load(path, weights_only=True)
+    cfg = parse_run_config({k: v for k, v in saved["config"].items() if k != "estimator"})
     return saved, cfg, make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu, **cfg.task_options())
 
 
@@ -59,7 +59,7 @@ def export(run_dir: Path, ratio: float) -> dict[str, Any]:
     """Write ``deploy-r<ratio>.{ts,pt,json}`` into ``run_dir`` (see the module); returns the JSON."""
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio={ratio} is not in (0, 1]")
-    saved, cfg, task = _run(run_dir)
+    saved, cfg, task = _load(run_dir / "model.pt")
     spec = submodel_spec(task.structure, ratio)
     widths = spec.widths(task.structure)
     parts = deployed_parts(task, spec, {p: {k: t.numpy() for k, t in saved["parts"][p].items()}
@@ -88,10 +88,7 @@ def export(run_dir: Path, ratio: float) -> dict[str, Any]:
 
 def load_submodel(path: Path) -> nn.Module:
     """The network of a ``deploy-r<r>.pt`` file, rebuilt with this project (eval mode)."""
-    saved = torch.load(path, weights_only=True)
-    config = {k: v for k, v in saved["config"].items() if k != "estimator"}
-    cfg = parse_run_config(config)
-    task = make_task(cfg.task, cfg.data_spec(num_partitions=1), cfg.mu, **cfg.task_options())
+    saved, _, task = _load(path)
     model = task.build_model(saved["widths"])
     stats = {k: t for k, t in saved["state"].items() if k.endswith(("running_mean", "running_var"))}
     model = with_statistics(model, stats) if stats else model
