@@ -41,16 +41,23 @@ __all__ = ["OrderedDropout", "distillation", "nested_index"]
 Dims = tuple[Tensor | None, ...]
 
 
-def nested_index(task: BilevelTask, widths: Mapping[str, int], ratio: float) -> dict[str, Dims] | None:
+def full_shapes(task: BilevelTask) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter of the full network."""
+    return {k: tuple(t.shape) for k, t in task.build_model(task.full_widths()).named_parameters()}
+
+
+def nested_index(task: BilevelTask, widths: Mapping[str, int], ratio: float,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Dims] | None:
     """Per parameter of the submodel at ``widths`` (the leading units of each group), the index of
     the leading units of ``ratio`` within it, dim by dim (None: the whole dim); None when ``ratio``
-    keeps more units of some group than ``widths`` holds."""
+    keeps more units of some group than ``widths`` holds. ``shapes``: :func:`full_shapes` (built
+    here when not given)."""
     structure = task.structure
     inner = submodel_spec(structure, ratio)
     if any(len(inner.kept.get(g, ())) > widths[g] for g in widths if g in inner.kept):
         return None
     outer = SubmodelSpec(kept={g: np.arange(w) for g, w in widths.items()})
-    shapes = {k: tuple(t.shape) for k, t in task.build_model(task.full_widths()).named_parameters()}
+    shapes = shapes if shapes is not None else full_shapes(task)
     outer_index, inner_index = outer.indices(structure, shapes), inner.indices(structure, shapes)
     index: dict[str, Dims] = {}
     for name, big in outer_index.items():
@@ -108,10 +115,13 @@ class OrderedDropout:
 
     def __post_init__(self) -> None:
         device = next(self.model.parameters()).device
+        shapes = full_shapes(self.task)  # once per round, not once per level
         for ratio in sorted(set(self.levels)):
             widths = submodel_spec(self.task.structure, ratio).widths(self.task.structure)
-            index = nested_index(self.task, self.widths, ratio)
-            if index is not None and widths != dict(self.widths):  # the client's own width: None
+            if widths == dict(self.widths):  # the client's own width: draw() gives None
+                continue
+            index = nested_index(self.task, self.widths, ratio, shapes)
+            if index is not None:
                 model = self.task.build_model(widths).to(device)
                 self._nested[ratio] = (index, bilevel_problem(self.task, model))
 
