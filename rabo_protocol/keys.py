@@ -49,7 +49,11 @@ class RoundKeys(BaseModel):
     ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     mask_policy: MaskPolicyName = "coverage"
     distill_weight: Annotated[float, Field(ge=0, le=100)] = 0.0
-    """``mask-policy='ordered-dropout'``: lambda of the self-distillation term (client_app/nested.py)."""
+    """Nested mask policies: lambda of the self-distillation term (client_app/nested.py)."""
+    own_width_share: Literal["uniform"] | Annotated[float, Field(gt=0, le=1)] = "uniform"
+    """Nested mask policies: the probability that a local outer step trains the client's own width
+    (the other steps draw one of the smaller levels uniformly); 'uniform': every width that fits
+    equally likely (FjORD)."""
     coverage_objective: Objective = "x-first"
     capacity: Capacity = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0

@@ -3,9 +3,10 @@
 ``aggregation`` averages every coordinate over the clients that covered it."""
 
 from .aggregation import CoverageAverage
-from .masks import MASK_POLICIES, make_mask_policy, submodel_spec
+from .masks import MASK_POLICIES, NESTED_POLICIES, make_mask_policy, submodel_spec
 from .submodel import SliceIndex, SubmodelSpec
 
 __all__ = [
-    "MASK_POLICIES", "CoverageAverage", "SliceIndex", "SubmodelSpec", "make_mask_policy", "submodel_spec",
+    "MASK_POLICIES", "NESTED_POLICIES", "CoverageAverage", "SliceIndex", "SubmodelSpec", "make_mask_policy",
+    "submodel_spec",
 ]

@@ -17,44 +17,33 @@ channel groups of any network) and never on the architecture: each group keeps
   allow, in the order ``coverage-objective`` names. See :class:`CoveragePolicy`.
 - ``combined``   (ours): nested windows (as ``static``) for the round's largest clients, fixed
   staggered windows (as ``coverage``, without its rotation) for the others. See :class:`CombinedPolicy`.
+- ``ordered-dropout`` (FjORD): the leading units (as ``static``); each client step trains a nested
+  width inside them (``client_app/nested.py``).
+- ``nested-coverage`` (ours): a leading core for the nested widths, the rest of the budget where
+  the round's coverage is lowest; steps as ``ordered-dropout``. See :mod:`rabo_pruning.nested`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
-from tasks import LayerSpec
-from tasks.structure import Structure, as_structure
+from tasks.structure import as_structure
 
 from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
+from .nested import NestedCoveragePolicy
 from .placement import place
+from .policy import MaskPolicy, Network, RoundClient
 from .submodel import SubmodelSpec
 
 MaskPolicyName = Literal["static", "rolling", "random", "importance", "coverage", "combined",
-                         "ordered-dropout"]
+                         "ordered-dropout", "nested-coverage"]
 MASK_POLICIES: tuple[MaskPolicyName, ...] = get_args(MaskPolicyName)
-
-
-@dataclass(frozen=True)
-class RoundClient:
-    """A client sampled this round: the key that seeds its choices, and its ratio."""
-
-    key: int
-    ratio: float
-
-
-Network = Structure | Sequence[LayerSpec]
-
-
-class MaskPolicy(Protocol):
-    def __call__(self, layers: Network, clients: Sequence[RoundClient], server_round: int,
-                 params: Mapping[str, np.ndarray]) -> list[SubmodelSpec]:
-        """One spec per client (same order); ``params`` = the global x and y by parameter name."""
-        ...
+NESTED_POLICIES: tuple[MaskPolicyName, ...] = ("ordered-dropout", "nested-coverage")
+"""The policies whose clients draw a nested width per step (``client_app/nested.py``)."""
 
 
 class _PerLayerPolicy:
@@ -192,9 +181,11 @@ class CombinedPolicy(CoveragePolicy):
     nested = True
 
 
-def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-first") -> MaskPolicy:
+def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-first",
+                     levels: Sequence[float] = (1.0, 0.5, 0.25, 0.125)) -> MaskPolicy:
     """The policy called ``name``; ``seed`` seeds random and importance, ``coverage_objective``
-    is what coverage and combined maximise first (see :class:`CoveragePolicy`)."""
+    is what coverage and combined maximise first (see :class:`CoveragePolicy`), ``levels`` (the
+    run's ratio-levels) are the nested widths of nested-coverage."""
     if coverage_objective not in COVERAGE_OBJECTIVES:
         raise ValueError(f"unknown coverage-objective '{coverage_objective}'; "
                          f"allowed: {', '.join(COVERAGE_OBJECTIVES)}")
@@ -203,6 +194,7 @@ def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-fi
         "importance": ImportancePolicy(seed), "coverage": CoveragePolicy(coverage_objective),
         "combined": CombinedPolicy(coverage_objective),
         "ordered-dropout": StaticPolicy(),  # the leading units; the client draws nested widths in them
+        "nested-coverage": NestedCoveragePolicy(tuple(levels)),
     }
     if name not in policies:
         raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")

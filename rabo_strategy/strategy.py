@@ -58,14 +58,14 @@ class ResourceAdaptiveBilevel(Strategy):
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
         self.structure, self.algorithm, self.owned = as_structure(layers), cfg.algorithm, owned
-        self.head_rows, self.node_evaluation = cfg.head_rows, NodeEvaluation(
-            cfg.node_eval_every, cfg.num_server_rounds, statistics)
-        self.mask_policy = mask_policy or make_mask_policy(cfg.mask_policy, cfg.seed, cfg.coverage_objective)
+        self.node_evaluation = NodeEvaluation(cfg.node_eval_every, cfg.num_server_rounds, statistics)
+        self.mask_policy = mask_policy or make_mask_policy(
+            cfg.mask_policy, cfg.seed, cfg.coverage_objective, cfg.ratio_levels)
         self.sizer = RoundSizer(cfg.ratio_levels, PRESETS[cfg.strategy].sizing, cfg.capacity, cfg.seed)
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
-        self.rms_bound = RmsBound(cfg.max_update_norm_ratio)
+        self.rms_bound, self.head_rows = RmsBound(cfg.max_update_norm_ratio), cfg.head_rows
         self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
         self.client_config, self.query_timeout = dict(client_config or {}), query_timeout

@@ -96,7 +96,8 @@ def test_a_bad_tuned_value_names_auto() -> None:
                                "hyper-representation-mlp, hyper-cleaning, hyper-representation-resnet, "
                                "hyper-representation-vit or the import path of your own task factory"),
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
-                                     "'random', 'importance', 'coverage', 'combined' or 'ordered-dropout'"),
+                                     "'random', 'importance', 'coverage', 'combined', 'ordered-dropout' "
+                                     "or 'nested-coverage'"),
         ({"partitioner": "pathological"}, "'partitioner' = 'pathological': Input should be 'iid', "
                                           "'dirichlet', 'shards', 'budget-correlated' or 'separated'"),
         ({"budget-correlation": 1.5}, "'budget-correlation' = 1.5: Input should be less than or equal to 1"),

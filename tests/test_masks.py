@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rabo_protocol.presets import Sizing
-from rabo_pruning import CoverageAverage, make_mask_policy
+from rabo_pruning import MASK_POLICIES, CoverageAverage, make_mask_policy
 from rabo_pruning.masks import RoundClient
 from rabo_pruning.placement import coverage_bounds, kept_units
 from rabo_strategy import NodeProfile, RoundSizer
@@ -33,7 +33,7 @@ def min_coverage(policy: str, ratios: list[float], server_round: int = 1,
 
 def test_every_policy_keeps_ceil_ratio_units() -> None:
     clients = [RoundClient(k, r) for k, r in enumerate((1.0, 0.5, 0.25, 0.125, 0.3))]
-    for name in ("static", "rolling", "random", "importance", "coverage"):
+    for name in MASK_POLICIES:
         specs = make_mask_policy(name, seed=0)(TASK.layers, clients, 3, PARAMS)
         for client, spec in zip(clients, specs, strict=True):
             for layer in TASK.layers:
@@ -143,7 +143,7 @@ def test_sizing(sizing: Sizing, expected: list[float | None]) -> None:
     assert [sizer.ratio(p, 1) for p in profiles] == expected
 
 
-@pytest.mark.parametrize("name", ["static", "rolling", "random", "importance", "coverage", "combined"])
+@pytest.mark.parametrize("name", MASK_POLICIES)
 def test_a_round_without_clients_gets_no_masks(name: str) -> None:
     """drop-weak in a round that sampled no full-size client trains nobody: the coverage
     placement raised (reshape of an empty array) and stopped FedNest's 100-client benchmark."""
