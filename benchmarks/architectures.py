@@ -46,7 +46,7 @@ from client_app.local import local_round
 from rabo_protocol import parse_node_config, parse_run_config
 from rabo_protocol.wire import pack
 from rabo_pruning import submodel_spec
-from server_app.evaluation import Evaluator, deployed_parts
+from server_app.evaluation import Evaluator
 from tasks import Batch, ClientData, build_task, client_data, holdout_set
 from tasks.network import running_statistics, with_statistics
 
@@ -118,7 +118,7 @@ def norm_stats_eval(run_dir: Path, config: dict[str, Any]) -> dict[str, float]:
         scores: dict[float, list[float]] = {}
         for node, ratio, data in nodes:
             spec = submodel_spec(task.structure, ratio)
-            sliced = deployed_parts(task, spec, parts)
+            sliced = spec.take(task.structure, parts)
             x, y = ({k: torch.as_tensor(a) for k, a in sliced[p].items()} for p in ("x", "y"))
             model = task.build_model(spec.widths(task.structure))
             source = {"batch": None, "recalibrate": test.inputs, "local": data.train.inputs}[choice]

@@ -76,3 +76,12 @@ class SubmodelSpec:
         dims = as_structure(network).dims(self.kept, shapes)
         index.update({name: slice_index(d) for name, d in dims.items() if name in shapes})
         return index
+
+    def take(self, network: Structure | Sequence[LayerSpec],
+             parts: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+        """The submodel's x and y: every tensor of ``parts['x']`` and ``parts['y']`` sliced where
+        the spec indexes it (the groups' units, per-sample coordinates), whole elsewhere."""
+        shapes = {name: a.shape for part in ("x", "y") for name, a in parts[part].items()}
+        index = self.indices(network, shapes)
+        return {part: {name: index[name].take(a) if name in index else a for name, a in parts[part].items()}
+                for part in ("x", "y")}

@@ -50,16 +50,13 @@ def evaluate_messages(
     """One evaluate message per node of ``profiles``: the slices of x and y of the submodel at its
     profile's ratio (its capacity, whatever the strategy trained it at), its widths and, when
     ``statistics`` is given, the statistics of that submodel (part ``s``)."""
-    shapes = {name: t.shape for part in ("x", "y") for name, t in parts[part].items()}
     messages, sent = [], {}
     submodels: dict[object, tuple[dict[str, int], dict[str, dict[str, np.ndarray]]]] = {}
     for profile in profiles:
         spec = replace(submodel_spec(structure, profile.ratio), owned=dict(owned.get(profile.node_id, {})))
         key = (profile.node_id,) if spec.owned else profile.ratio  # per-sample parts: the node's own
         if key not in submodels:
-            index = spec.indices(structure, shapes)
-            slices = {part: {name: index[name].take(t) for name, t in parts[part].items()}
-                      for part in ("x", "y")}
+            slices = spec.take(structure, parts)
             widths = spec.widths(structure)
             if statistics is not None:
                 slices["s"] = dict(statistics(widths, slices["x"], slices["y"]))

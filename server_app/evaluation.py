@@ -10,20 +10,11 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from rabo_protocol.wire import unpack
-from rabo_pruning import SubmodelSpec, submodel_spec
+from rabo_pruning import submodel_spec
 from tasks import Batch, BilevelTask
 from tasks.network import running_statistics
 
 Parts = Mapping[str, Mapping[str, np.ndarray]]
-
-
-def deployed_parts(task: BilevelTask, spec: SubmodelSpec, parts: Parts) -> dict[str, dict[str, np.ndarray]]:
-    """x and y of the submodel ``spec`` (its slices of every structured tensor; per-sample
-    parameters, which no network reads, whole)."""
-    shapes = {name: a.shape for part in ("x", "y") for name, a in parts[part].items()}
-    index = spec.indices(task.structure, shapes)
-    return {part: {name: index[name].take(a) if name in index else a for name, a in parts[part].items()}
-            for part in ("x", "y")}
 
 
 class Evaluator:
@@ -56,7 +47,7 @@ class Evaluator:
         parts = unpack(arrays)
         metrics = self._evaluate(self.model, parts)
         for ratio, (spec, model) in self.submodels.items():
-            at = self._evaluate(model, deployed_parts(self.task, spec, parts))
+            at = self._evaluate(model, spec.take(self.task.structure, parts))
             metrics |= {f"test-{key}@{ratio:g}": at[f"test-{key}"] for key in ("accuracy", "loss")}
         return MetricRecord(metrics)
 

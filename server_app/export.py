@@ -29,7 +29,6 @@ from rabo_pruning import submodel_spec
 from tasks import BilevelTask, holdout_set, image_data, make_task
 from tasks.network import running_statistics, with_statistics
 
-from .evaluation import deployed_parts
 from .results import atomic_write, write_json
 
 __all__ = ["export", "load_submodel"]
@@ -62,7 +61,7 @@ def export(run_dir: Path, ratio: float) -> dict[str, Any]:
     saved, cfg, task = _load(run_dir / "model.pt")
     spec = submodel_spec(task.structure, ratio)
     widths = spec.widths(task.structure)
-    parts = deployed_parts(task, spec, {p: {k: t.numpy() for k, t in saved["parts"][p].items()}
+    parts = spec.take(task.structure, {p: {k: t.numpy() for k, t in saved["parts"][p].items()}
                                         for p in ("x", "y")})
     params = {k: torch.as_tensor(a) for part in parts.values() for k, a in part.items()}
     test = holdout_set(cfg.data_spec(num_partitions=1))
