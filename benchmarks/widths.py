@@ -6,7 +6,7 @@ the mask policy: ``coverage`` (the default), ``static`` (HeteroFL), ``rolling`` 
 ``combined`` (nested for the largest clients, staggered for the others), ``ordered-dropout``
 (FjORD), ``nested-coverage`` (nested cores, the rest where coverage is lowest), each nested one
 with self-distillation (``distill-weight`` 0.5) and with half of the steps at the client's own
-width (``own-width-share`` 0.5). Per policy: the full
+width (``own-width-share`` 0.5; nested-coverage also 0.75). Per policy: the full
 model's final test accuracy, ``test-accuracy@<r>`` of the submodel each ratio deploys (its leading
 units, the same network for every policy), the worst width, and client GFLOPs over the run.
 
@@ -44,7 +44,8 @@ POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "
             "ordered-dropout, own 0.5": {"mask-policy": "ordered-dropout", "own-width-share": 0.5},
             "nested-coverage": {"mask-policy": "nested-coverage"},
             "nested-coverage, distill 0.5": {"mask-policy": "nested-coverage", "distill-weight": 0.5},
-            "nested-coverage, own 0.5": {"mask-policy": "nested-coverage", "own-width-share": 0.5}}
+            "nested-coverage, own 0.5": {"mask-policy": "nested-coverage", "own-width-share": 0.5},
+            "nested-coverage, own 0.75": {"mask-policy": "nested-coverage", "own-width-share": 0.75}}
 QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0}
 
 

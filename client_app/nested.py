@@ -152,15 +152,18 @@ class OrderedDropout:
         return self.estimator(sub, cfg, x, y, v, next_train, next_val, step=step)
 
     def _teacher(self, x: Params, y: Params) -> Callable[[Any], Tensor]:
-        """The client's width's logits at the step's starting (x, y), once per minibatch."""
+        """The client's width's logits at the step's starting (x, y), once per minibatch. The cache
+        holds each minibatch with its logits: an id alone is reused once its object is freed."""
         params = {k: t.detach() for k, t in {**x, **y}.items()}
-        cache: dict[int, Tensor] = {}
+        cache: dict[int, tuple[Any, Tensor]] = {}
 
         def logits(batch: Any) -> Tensor:
-            if id(batch) not in cache:
+            held = cache.get(id(batch))
+            if held is None or held[0] is not batch:
                 with torch.no_grad():
-                    cache[id(batch)] = functional_call(self.model, params, (batch.inputs,), strict=False)
-            return cache[id(batch)]
+                    held = cache[id(batch)] = (batch, functional_call(self.model, params, (batch.inputs,),
+                                                                      strict=False))
+            return held[1]
 
         return logits
 

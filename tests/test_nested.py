@@ -79,6 +79,24 @@ def test_a_step_at_a_nested_width_changes_only_its_slices() -> None:
     assert np.isfinite(float(sum(t.sum() for t in h.values())))
 
 
+def test_the_teacher_scores_each_minibatch_it_is_given() -> None:
+    """Minibatches made and freed one after the other often share an id: the teacher must still
+    give each its own logits (a cache keyed by id alone returned the first one's)."""
+    from tasks import Batch
+
+    task = SMALL_DIGITS_TASK
+    widths = {"conv1": 2, "conv2": 3, "fc1": 4, "head": 10}
+    model = task.build_model(widths)
+    torch.manual_seed(0)
+    x, y = task.init_params(widths, 0)
+    teacher = OrderedDropout(None, task, model, widths, (1.0, 0.5), (0, 1, 0), 1.0)._teacher(x, y)
+    for i in range(20):
+        batch = Batch(torch.full((2, 1, 8, 8), float(i)), torch.zeros(2, dtype=torch.long))
+        expected = torch.func.functional_call(model, {**x, **y}, (batch.inputs,))
+        assert torch.equal(teacher(batch), expected) and teacher(batch) is teacher(batch)
+        del batch
+
+
 def test_distillation_needs_a_nested_policy() -> None:
     with pytest.raises(ConfigError, match="distill-weight=0.5 distils nested widths: it needs "
                                           "mask-policy 'ordered-dropout' or 'nested-coverage' "):
