@@ -17,7 +17,7 @@ over widths) is reported as the pick.
 
     python benchmarks/widths.py                        # 30 rounds, 3 seeds
     python benchmarks/widths.py --rounds 20 --seeds 2
-    python benchmarks/widths.py --quick                # sklearn digits, 10 rounds, 1 seed
+    python benchmarks/widths.py --quick                # sklearn digits, 10 rounds, 1 seed, 5 policies
     python benchmarks/widths.py --rounds 10 --seeds 2 --policies "coverage;nested-coverage"
 
 Finished runs are cached (``benchmarks/results/cache/<name>``), so a grid can be run in parts.
@@ -46,6 +46,7 @@ POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "
             "nested-coverage, distill 0.5": {"mask-policy": "nested-coverage", "distill-weight": 0.5},
             "nested-coverage, own 0.5": {"mask-policy": "nested-coverage", "own-width-share": 0.5},
             "nested-coverage, own 0.75": {"mask-policy": "nested-coverage", "own-width-share": 0.75}}
+QUICK_POLICIES = ("coverage", "static", "ordered-dropout", "nested-coverage", "nested-coverage, distill 0.5")
 QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0}
 
 
@@ -102,14 +103,16 @@ def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
 def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: str,
          policies: list[str]) -> None:
     fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 8), squeeze=False)
+    colours = plt.get_cmap("tab20")
     for j, scenario in enumerate(SCENARIOS):
-        for policy in policies:
+        for k, policy in enumerate(policies):
+            style = {"color": colours(k % 20), "label": policy}
             row = next(r for r in table if r["scenario"] == scenario and r["policy"] == policy)
             axes[0][j].plot([float(w) for w in WIDTHS], [row[f"accuracy@{w}"] for w in WIDTHS], marker="o",
-                            label=policy)
+                            **style)
             runs = [curves[(scenario, policy, s)] for s in seeds]
             quarter = [statistics.mean(accuracy_at(r[i], "0.25") for r in runs) for i in range(len(runs[0]))]
-            axes[1][j].plot([p["round"] for p in runs[0]], quarter, label=policy)
+            axes[1][j].plot([p["round"] for p in runs[0]], quarter, **style)
         axes[0][j].set(title=f"CNN, {scenario}: final accuracy per deployed width", xscale="log",
                        xlabel="ratio r (leading units)", ylabel="test accuracy", ylim=(0, 1))
         axes[0][j].set_xticks([float(w) for w in WIDTHS], [f"1/{round(1 / float(w))}" if w != "1" else "1"
@@ -123,11 +126,12 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: st
 
 def main() -> None:
     parser = benchmark_parser(__doc__, rounds=30)
-    parser.add_argument("--policies", default=";".join(POLICIES),
+    parser.add_argument("--policies", default=None,
                         help=f"';'-separated, of: {'; '.join(POLICIES)} (coverage, the targets' reference, "
-                             "is always run)")
+                             f"is always run; default: all, with --quick: {'; '.join(QUICK_POLICIES)})")
     args = parser.parse_args()
-    policies = list(dict.fromkeys(["coverage", *args.policies.split(";")]))
+    chosen = args.policies.split(";") if args.policies else QUICK_POLICIES if args.quick else POLICIES
+    policies = list(dict.fromkeys(["coverage", *chosen]))
     if unknown := sorted(set(policies) - set(POLICIES)):
         parser.error(f"unknown policies {unknown}")
     start = time.time()
