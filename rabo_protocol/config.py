@@ -115,14 +115,14 @@ class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorK
         if self.task == "hyper-cleaning" and self.label_noise == 0.0:
             raise ValueError("task 'hyper-cleaning' needs corrupted labels: set 'label-noise' in (0, 1), "
                              "e.g. label-noise=0.5")
-        if self.distill_weight > 0 and self.mask_policy not in NESTED_POLICIES:
-            raise ValueError(f"distill-weight={self.distill_weight} distils nested widths: it needs "
-                             f"mask-policy {' or '.join(repr(p) for p in NESTED_POLICIES)} "
-                             f"(not '{self.mask_policy}')")
-        if self.own_width_share != "uniform" and self.mask_policy not in NESTED_POLICIES:
-            raise ValueError(f"own-width-share={self.own_width_share} shapes the nested widths' draw: it "
-                             f"needs mask-policy {' or '.join(repr(p) for p in NESTED_POLICIES)} "
-                             f"(not '{self.mask_policy}')")
+        if self.mask_policy not in NESTED_POLICIES:
+            nested = " or ".join(repr(p) for p in NESTED_POLICIES)
+            needs = f"needs mask-policy {nested} (not '{self.mask_policy}')"
+            if self.distill_weight > 0:
+                raise ValueError(f"distill-weight={self.distill_weight} distils nested widths: it {needs}")
+            if self.own_width_share != "uniform":
+                raise ValueError(f"own-width-share={self.own_width_share} shapes the nested widths' draw: "
+                                 f"it {needs}")
         if self.is_plugin and self.algorithm != "rafbo":
             raise ValueError(f"strategy '{self.strategy}' is a plug-in: plug-in strategies receive "
                              "models, not hypergradients, so use algorithm='rafbo'")
