@@ -40,11 +40,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
-from rabo_protocol.wire import CONFIG, METRICS, widths_from_config
+from rabo_protocol.wire import CONFIG, METRICS, message_bytes, widths_from_config
 from rabo_strategy import ResourceAdaptiveBilevel
 from server_app.app import initial_arrays
 from server_app.inprocess import InProcessGrid
-from server_app.metering import message_bytes
 from server_app.strategies import build_strategy
 from tasks import BilevelTask, client_data
 

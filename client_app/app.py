@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -40,6 +41,7 @@ from tasks.network import running_statistics, with_statistics
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
+from .timing import after_round, deadline_ratio, node_device
 
 app = ClientApp()
 
@@ -67,8 +69,10 @@ def query(msg: Message, context: Context) -> Message:
                              "partitions: it cannot train on a node's own data-path")
         data = local_data(cfg, node, config)
         check_data(data, task.in_shape, task.num_classes)
+        device = node_device(cfg, node)
         profile = Profile(partition_id=node.partition_id, num_partitions=node.num_partitions,
-                          num_examples=len(data.train))  # which bounds its train replies' num-examples
+                          num_examples=len(data.train),  # which bounds its train replies' num-examples
+                          device_class=device.name if device else None)
         if isinstance(node.resource_ratio, float):
             profile = replace(profile, resource_ratio=node.resource_ratio)
         elif node.resource_ratio == "auto" or node.memory_mb is not None:
@@ -77,6 +81,9 @@ def query(msg: Message, context: Context) -> Message:
             ratio, _ = fit_ratio(task, data, cfg, budget)
             profile = replace(profile, resource_ratio=ratio,
                               ratio_source="memory-mb" if node.memory_mb is not None else "auto")
+        if cfg.capacity == "deadline":  # the largest level predicted to meet round-deadline
+            ratio = deadline_ratio(task, data, cfg, device, profile.resource_ratio or 1.0, context.state)
+            profile = replace(profile, resource_ratio=ratio, ratio_source="deadline")
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return Message(RecordDict({PROFILE: encode_profile_error(str(err))}), reply_to=msg)
     return Message(RecordDict({PROFILE: encode_profile(profile)}), reply_to=msg)
@@ -157,6 +164,7 @@ def _own_coordinates(task: BilevelTask, cfg: RunConfig, node: NodeConfig,
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
+    start = time.perf_counter()
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
     client_key = context.node_id if node.partition_id is None else node.partition_id
@@ -188,6 +196,10 @@ def train(msg: Message, context: Context) -> Message:
             merged[own] = reply["x"][name].detach().cpu().numpy()
             reply["x"][name] = torch.as_tensor(merged)
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
+    if cfg.capacity == "deadline":
+        metrics.update(after_round(cfg, node_device(cfg, node), context.state,
+                                   float(config.get("resource-ratio", 0.0)),  # type: ignore[arg-type]
+                                   metrics, time.perf_counter() - start))
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 

@@ -19,17 +19,25 @@ from .local import local_round, resolve_device
 CANDIDATE_RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
 
-def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float) -> int:
-    """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
-    probe = cfg.model_copy(update={"inner_steps": 1, "v_steps": 1, "outer_steps": 1, "profile": True,
-                                   "profile_memory": True})
-    # the server's own submodel rule, so the profile matches the real submodel
+def probe_round(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float, *, profile: bool = False,
+                profile_memory: bool = False, one_outer_step: bool = False) -> dict[str, float | list[int]]:
+    """The metrics of a probe local round at ``ratio``, on the server's own submodel rule, so the
+    probe matches the real submodel: one step of each kind, or (``one_outer_step``) the run's
+    inner and v steps for one outer step."""
+    steps = {"outer_steps": 1} if one_outer_step else {"inner_steps": 1, "v_steps": 1, "outer_steps": 1}
+    probe = cfg.model_copy(update={**steps, "profile": profile, "profile_memory": profile_memory})
     widths = submodel_spec(task.structure, ratio).widths(task.structure)
     x, y = task.init_params(widths, len(data.train))
     parts = {"x": x, "y": y, "v": {k: torch.ones_like(t) for k, t in y.items()}}
     numpy_parts = {p: {k: t.numpy() for k, t in d.items()} for p, d in parts.items()}
     _, metrics = local_round(task, data, probe, widths, numpy_parts, server_round=0, partition_id=0)
-    return int(metrics["peak-memory-mb"] * 2**20)
+    return metrics
+
+
+def peak_memory_bytes(task: BilevelTask, data: ClientData, cfg: RunConfig, ratio: float) -> int:
+    """Measured peak tensor memory of one local round (one step of each kind) at ``ratio``."""
+    metrics = probe_round(task, data, cfg, ratio, profile=True, profile_memory=True)
+    return int(metrics["peak-memory-mb"] * 2**20)  # type: ignore[operator]
 
 
 def available_memory_bytes(cfg: RunConfig) -> int:

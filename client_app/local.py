@@ -36,6 +36,12 @@ def with_label_prior(data: ClientData, num_classes: int, cfg: RunConfig) -> Clie
                       val=replace(data.val, logit_offset=offset))
 
 
+def round_steps(cfg: RunConfig) -> int:
+    """Steps of one local round: per outer step, the inner steps and the estimator's own."""
+    solver = cfg.solver_config()
+    return solver.outer_steps * (solver.inner_steps + make_estimator(cfg.estimator, cfg).own_steps(solver))
+
+
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
@@ -69,7 +75,7 @@ def local_round(
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,
                      first_step=(server_round - 1) * solver.outer_steps)
 
-    steps = solver.outer_steps * (solver.inner_steps + estimator.own_steps(solver))  # flops-per-step's
+    steps = round_steps(cfg)  # flops-per-step's
     metrics = {
         "num-examples": len(data.train),
         "train-seconds": cost.seconds,

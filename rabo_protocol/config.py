@@ -26,17 +26,17 @@ from rabo_pruning.masks import NESTED_POLICIES
 from tasks import DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
-from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, RoundKeys, Steps, TaskKeys
+from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, Steps, TaskKeys, TimeKeys
 from .parsing import parse_model
 from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
 
 
-class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorKnobs):
+class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, EstimatorKnobs):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
 
     The estimators' own knobs (``fd-alpha``, ``neumann-steps``, ...) and their checks are inherited
     from the estimator modules (``bilevel.EstimatorKnobs``), the data, round and output keys from
-    :class:`DataKeys`, :class:`RoundKeys`, :class:`ClassKeys` and :class:`OutputKeys`.
+    :class:`DataKeys`, :class:`RoundKeys`, :class:`TimeKeys`, :class:`ClassKeys` and :class:`OutputKeys`.
 
     The keys of ``rabo_protocol.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
     strategy's) default; the field defaults below are the global ones (hyper-representation's).
@@ -176,6 +176,7 @@ class RunConfig(TaskKeys, DataKeys, RoundKeys, ClassKeys, OutputKeys, EstimatorK
         flat = self.model_dump(by_alias=True)
         flat["ratio-levels"] = ", ".join(str(r) for r in self.ratio_levels)
         flat["loggers"] = ", ".join(self.loggers)
+        flat["device-classes"] = ", ".join(self.device_classes)
         return flat
 
 

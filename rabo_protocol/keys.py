@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from rabo_pruning.aggregation import Aggregation, HeadRows
 from rabo_pruning.coverage import Objective
@@ -14,6 +14,7 @@ from rabo_pruning.masks import MaskPolicyName
 from tasks import TASKS
 from tasks.network import NormStats
 
+from .clock import DeviceClass, load_device_classes
 from .presets import Capacity
 
 PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
@@ -90,6 +91,62 @@ class RoundKeys(BaseModel):
         if not value or any(not 0.0 < r <= 1.0 for r in value):
             raise ValueError("every ratio must be in (0, 1], e.g. '1, 0.5, 0.25, 0.125'")
         return value
+
+
+class TimeKeys(RoundKeys):
+    """The round keys, time budgets and the virtual clock (``rabo_protocol.clock``, README "Time
+    budgets")."""
+
+    round_deadline: Annotated[float, Field(ge=0, le=7 * 86_400)] = 0.0
+    """Seconds of local work per round (0: none). A resource-adaptive round closes at the deadline
+    plus ``deadline-grace``; ``capacity='deadline'`` sizes each node to meet it."""
+    deadline_grace: Annotated[float, Field(ge=0, le=86_400)] = 2.0
+    """Seconds past the deadline the server still waits: transfers, (de)serialization, scheduling."""
+    device_classes: tuple[str, ...] = ()
+    """The virtual clock: device class names cycled by partition id (empty: the real clock)."""
+    device_profiles: str = ""
+    """A TOML file of device classes (empty: the ones that ship, ``rabo_protocol/devices.toml``)."""
+
+    @field_validator("device_classes", mode="before")
+    @classmethod
+    def _parse_classes(cls, value: object) -> object:
+        """Comma-separated, like ratio-levels: "laptop, phone"."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_clock(self) -> TimeKeys:
+        if self.capacity == "deadline" and self.round_deadline == 0:
+            raise ValueError("capacity='deadline' sizes each node to meet round-deadline: set "
+                             "round-deadline to the seconds of local work per round, e.g. 30")
+        if self.device_classes:
+            known = self.device_catalogue()
+            if unknown := [n for n in self.device_classes if n not in known]:
+                raise ValueError(f"device-classes names {', '.join(map(repr, unknown))}: allowed "
+                                 f"{', '.join(known)} (device-profiles)")
+        return self
+
+    def device_catalogue(self) -> dict[str, DeviceClass]:
+        """The device classes of ``device-profiles``; ValueError naming the key if unreadable."""
+        try:
+            return load_device_classes(self.device_profiles)
+        except ValueError as err:
+            raise ValueError(f"device-profiles={self.device_profiles!r}: {err}") from None
+
+    def closes_at(self, sizing: str | None) -> float | None:
+        """Seconds after which the server closes a train round of ``sizing``: ``round-deadline``
+        plus grace for ``resource-adaptive``; None without a deadline or for ``full-model``,
+        ``drop-weak`` and plug-in strategies (None), which wait for their nodes (``round-timeout``)."""
+        if self.round_deadline == 0 or sizing != "resource-adaptive":
+            return None
+        return min(self.round_deadline + self.deadline_grace, self.round_timeout)
+
+    def train_timeout(self, sizing: str | None) -> float:
+        """The real seconds the server waits for train replies: :meth:`closes_at` on the real clock,
+        ``round-timeout`` otherwise (the virtual clock decides lateness itself)."""
+        closes = self.closes_at(sizing)
+        return closes if closes is not None and not self.device_classes else self.round_timeout
 
 
 class ClassKeys(BaseModel):

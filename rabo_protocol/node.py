@@ -25,6 +25,9 @@ class NodeConfig(BaseModel):
     resource_ratio: Ratio | Literal["auto"] | None = None
     memory_mb: PositiveFloat | None = None
     data_path: str | None = None
+    device_class: str | None = None
+    """The virtual clock's device class of this node (run key ``device-profiles``); wins over the
+    run's ``device-classes``."""
 
     @field_validator("resource_ratio", mode="before")
     @classmethod

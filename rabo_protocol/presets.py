@@ -34,9 +34,10 @@ REPLY_PARTS: dict[Algorithm, tuple[str, ...]] = {a: (DIRECTION_PART[a], "y", "v"
 LOCAL_OUTER_STEPS: dict[Algorithm, bool] = {"rabo": False, "rafbo": True}
 """Whether nodes step x themselves (``outer-steps`` local steps) or leave it to the server (one)."""
 
-Capacity = Literal["fixed", "dynamic"]
+Capacity = Literal["fixed", "dynamic", "deadline"]
 """``fixed``: a node's ratio never changes; ``dynamic``: nodes whose ratio comes from
-``ratio-levels`` draw a level each round."""
+``ratio-levels`` draw a level each round; ``deadline``: each node picks the largest level whose
+predicted local round meets ``round-deadline`` (``client_app/timing.py``)."""
 MomentumScope = Literal["covered", "all"]
 """Which x coordinates RABO's heavy-ball step moves: those some client covered this round (their
 velocity is updated, the others' velocity is kept for later), or all (uncovered ones keep moving

@@ -2,9 +2,9 @@
 
 Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x, y or v) and
 ``config`` = the strategy's client config (``in-shape``, ``num-classes``, ``input-mean``,
-``input-std``) plus ``server-round`` and ``width.{layer}`` for every layer. Train reply: ``arrays``
-with parts ``presets.REPLY_PARTS[algorithm]`` ((h, y, v) for RABO, h = hypergradient shaped like x;
-(x, y, v) for RAFBO) and ``metrics`` with ``num-examples``.
+``input-std``) plus ``server-round``, ``resource-ratio`` and ``width.{layer}`` for every layer.
+Train reply: ``arrays`` with parts ``presets.REPLY_PARTS[algorithm]`` ((h, y, v) for RABO,
+h = hypergradient shaped like x; (x, y, v) for RAFBO) and ``metrics`` with ``num-examples``.
 Evaluate instruction (``node-eval-every``): ``arrays`` = the slices of x and y of the submodel the
 node deploys (part s: its BatchNorm statistics, with ``norm-stats='recalibrate'``) and ``config``
 as for train; reply: ``metrics`` with ``eval-loss``, ``eval-accuracy`` and ``num-examples``.
@@ -20,13 +20,20 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.common.serde import message_to_proto
 
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 PROFILE = "profile"
 PARTS = ("x", "y", "v", "h", "s")
+
+
+def message_bytes(message: Message) -> int:
+    """Size in bytes of the message's protobuf serialization (content or error, and metadata): the
+    wire format of the SuperLink."""
+    return int(message_to_proto(message).ByteSize())
 
 
 def pack(parts: Mapping[str, Mapping[str, np.ndarray | torch.Tensor]]) -> ArrayRecord:
@@ -84,7 +91,9 @@ class Profile:
     resource_ratio: float | None = None
     """The ratio the node declares (None: the server assigns one from ``ratio-levels``)."""
     ratio_source: str = "node-config"
-    """Where a declared ratio comes from (``node-config``, ``memory-mb``, ``auto``)."""
+    """Where a declared ratio comes from (``node-config``, ``memory-mb``, ``auto``, ``deadline``)."""
+    device_class: str | None = None
+    """The virtual clock's device class of the node (None: the real clock)."""
 
 
 _KEYS = {f.name: f.name.replace("_", "-") for f in fields(Profile)}
@@ -110,6 +119,13 @@ def _integer(record: ConfigRecord, key: str, low: int) -> int | None:
     return value
 
 
+def _token(record: ConfigRecord, key: str) -> str | None:
+    value = record.get(key)
+    if value is not None and not (isinstance(value, str) and _TOKEN.fullmatch(value)):
+        raise ValueError(f"{key}={str(value)[:40]!r} is not a short printable token")
+    return value  # type: ignore[return-value]
+
+
 def decode_profile(record: ConfigRecord) -> Profile:
     """The node's :class:`Profile`; ValueError for a reported error or an invalid value."""
     if "error" in record:
@@ -126,4 +142,5 @@ def decode_profile(record: ConfigRecord) -> Profile:
         num_partitions=_integer(record, "num-partitions", 1),
         num_examples=_integer(record, "num-examples", 1),
         resource_ratio=None if ratio is None else float(ratio), ratio_source=source or "node-config",
+        device_class=_token(record, "device-class"),
     )

@@ -45,7 +45,8 @@ def train_messages(
         index = spec.indices(layers, shapes)
         slices = {part: {name: index[name].take(t) for name, t in parts[part].items()} for part in SENT_PARTS}
         widths = widths_config(spec.widths(layers))
-        node_config = ConfigRecord({**config, "server-round": server_round, **widths})
+        node_config = ConfigRecord({**config, "server-round": server_round, "resource-ratio": ratio,
+                                    **widths})
         messages.append(Message(content=RecordDict({ARRAYS: pack(slices), CONFIG: node_config}),
                                 dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(server_round)))
         sent[node] = Sent(profile.client_key, ratio, index, profile.num_examples)

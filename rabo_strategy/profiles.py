@@ -27,6 +27,8 @@ class NodeProfile:
     num_examples: int | None = None
     """The train examples the node declared at query time: a reply's num-examples is bounded by it
     (None: not declared, not bounded)."""
+    device_class: str | None = None
+    """The node's device class on the virtual clock (None: the real clock)."""
 
     @property
     def client_key(self) -> int:
@@ -47,7 +49,7 @@ def resolve_profile(node_id: int, record: ConfigRecord, levels: Sequence[float])
         key = profile.partition_id if profile.partition_id is not None else node_id
         ratio, source = float(levels[key % len(levels)]), "ratio-levels"
     return NodeProfile(node_id, profile.partition_id, ratio, source, profile.num_partitions,
-                       profile.num_examples)
+                       profile.num_examples, profile.device_class)
 
 
 def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, ConfigRecordValues],
@@ -95,7 +97,9 @@ class RoundSizer:
     ``sizing``: ``resource-adaptive`` (its own ratio), ``full-model`` (always 1) or ``drop-weak``
     (1 if its ratio is 1, else it sits the round out). ``capacity``: ``fixed`` (the profile's ratio)
     or ``dynamic`` (a node whose ratio comes from ``levels`` draws a level each round, seeded by
-    (seed, round, client key); a ratio a node declares itself is a hardware limit and stays fixed).
+    (seed, round, client key); a ratio a node declares itself is a hardware limit and stays fixed)
+    or ``deadline`` (the ratio the node picked for the deadline: the strategy updates its profile
+    from each reply's ``next-ratio``, :class:`~rabo_strategy.clock.RoundClock`).
     """
 
     levels: tuple[float, ...]

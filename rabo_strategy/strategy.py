@@ -20,6 +20,7 @@ from tasks import LayerSpec
 from tasks.structure import Structure, as_structure
 
 from .aggregate import OuterUpdate, round_metrics
+from .clock import RoundClock
 from .messages import Sent, train_messages
 from .node_eval import NodeEvaluation, Statistics
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
@@ -67,6 +68,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
         self.rms_bound, self.head_rows = RmsBound(cfg.max_update_norm_ratio), cfg.head_rows
         self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
+        self.clock = RoundClock(cfg, self.sizer.sizing)
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
         self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
         self.profiles: dict[int, NodeProfile] = {}
@@ -83,9 +85,8 @@ class ResourceAdaptiveBilevel(Strategy):
         log(INFO, "\t└──> Sampling: fraction %.2f, min train nodes %d, min available %d",
             self.sampling.fraction_train, self.sampling.min_train_nodes, self.sampling.min_available_nodes)
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
         self._global = unpack(arrays)
         nodes = self.sampling.sample(grid, server_round)
         self.ensure_profiles(grid, nodes, server_round)
@@ -99,13 +100,13 @@ class ResourceAdaptiveBilevel(Strategy):
                                  server_round, params)
         messages, self._sent = train_messages(self.structure, self._global, training, specs, self._owned,
                                               {**self.client_config, **dict(config.items())}, server_round)
+        self.clock.sent(messages)
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
             len(list(grid.get_node_ids())), sorted(s.ratio for s in self._sent.values()))
         return messages
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         parts = REPLY_PARTS[self.algorithm]
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         parsed: list[tuple[int, Sent, Parsed]] = []
@@ -119,6 +120,8 @@ class ResourceAdaptiveBilevel(Strategy):
                 continue
             replied.add(node)
             try:
+                if reason := self.clock.late(self.profiles.get(node), msg):
+                    raise ValueError(reason)
                 sent = self._sent.get(node)
                 values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
                 assert sent is not None
@@ -142,21 +145,21 @@ class ResourceAdaptiveBilevel(Strategy):
         for node, _, (values, index, metrics, _) in accepted:
             acc.add(values, index, float(metrics["num-examples"]), row_weights[node])  # type: ignore[arg-type]
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
+        self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted},
+                          self._sent.keys() - self.accepted_ratios.keys())
         x_part = DIRECTION_PART[self.algorithm]
         metrics = round_metrics(acc, [f"{x_part}:{k}" for k in self._global["x"]],
                                 [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
                                 len(failures))
-        if len(accepted) < self.min_successful_replies:
+        metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies)})
+        if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
                 "the global model is unchanged", server_round, len(accepted), self.min_successful_replies)
-            metrics["skipped"] = 1
             return None, metrics
-        metrics["skipped"] = 0
         return pack(self.outer(self._global, acc)), metrics
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
         """Each connected node evaluates the submodel of its ratio (``node-eval-every``, ``node_eval``)."""
         profiles = [self.profiles[n] for n in grid.get_node_ids() if n in self.profiles]
         return self.node_evaluation.configure(server_round, self.structure, unpack(arrays), profiles,
@@ -179,8 +182,6 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""
-        unknown = [n for n in nodes if n not in self.profiles]
-        if unknown:
-            found = query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
-                                   self.query_timeout)
-            admit_profiles(found, self.owned, self.profiles, self._owned)
+        if unknown := [n for n in nodes if n not in self.profiles]:
+            admit_profiles(query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
+                                          self.query_timeout), self.owned, self.profiles, self._owned)

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from rabo_protocol import ConfigError, RunConfig, parse_run_config
+from rabo_protocol import PRESETS, ConfigError, RunConfig, parse_run_config
 from rabo_protocol.device import resolve_device
 from rabo_protocol.wire import pack, unpack
 from tasks import BilevelTask, holdout_set, image_data, make_task
@@ -116,9 +116,11 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     log(INFO, "Starting %s: rounds %d-%d", name, first_round, cfg.num_server_rounds)
     if first_round == 1:
         trackers.log_round(0, rows[0])
+    sizing = PRESETS[cfg.strategy].sizing if cfg.strategy in PRESETS else None
     try:
         arrays = run_rounds(strategy, grid, arrays, range(first_round, cfg.num_server_rounds + 1),
-                            timeout=cfg.round_timeout, evaluate=evaluate, on_round_end=on_round_end)
+                            timeout=cfg.round_timeout, train_timeout=cfg.train_timeout(sizing),
+                            evaluate=evaluate, on_round_end=on_round_end)
     finally:
         trackers.close()
 

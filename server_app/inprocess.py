@@ -25,6 +25,9 @@ CLIENT_APP_ERROR = 2  # the code Flower's runtime uses for an exception raised b
 
 
 class InProcessGrid(Grid):
+    synchronous = True
+    """Nodes run while messages are delivered (``MeteredGrid`` keeps this grid's ``send_and_receive``)."""
+
     def __init__(
         self, client_app: ClientCallable, num_nodes: int, run_config: UserConfig,
         node_configs: Sequence[Mapping[str, UserConfigValue]] | None = None, run_id: int = 1,
@@ -81,12 +84,15 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        """Replies of the nodes whose ClientApp returned within ``timeout`` seconds each."""
+        """Replies of the nodes whose ClientApp returned within ``timeout`` seconds each; a later
+        reply is a late reply, left for ``pull_messages``, as on a SuperLink."""
         replies = []
         for message in messages:
             reply, seconds = self._deliver(message)
             if timeout is None or seconds <= timeout:
                 replies.append(reply)
+            else:
+                self._replies[message.metadata.message_id] = reply
         return replies
 
     def _deliver(self, message: Message) -> tuple[Message, float]:

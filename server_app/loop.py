@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from logging import INFO
 
@@ -34,7 +35,7 @@ def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
 
 def run_rounds(
     strategy: Strategy, grid: MeteredGrid, arrays: ArrayRecord, rounds: range, *, timeout: float,
-    evaluate: Callable[[int, ArrayRecord], MetricRecord],
+    train_timeout: float | None = None, evaluate: Callable[[int, ArrayRecord], MetricRecord],
     on_round_end: Callable[[int, ArrayRecord, Row, list[Row]], None],
 ) -> ArrayRecord:
     """Train, evaluate federatedly (if the strategy asks) and centrally, for each round.
@@ -42,18 +43,25 @@ def run_rounds(
     Like ``Strategy.start`` but it can start at any round, works with any Message-API Strategy,
     and ``on_round_end`` receives the new global arrays, the round's metrics (train, federated
     and central evaluation, serialized bytes down/up, summed client FLOPs) and one row per
-    client reply, so the caller can record and checkpoint them. Returns the final global arrays.
+    client reply, so the caller can record and checkpoint them. Train replies are awaited
+    ``train_timeout`` seconds (default ``timeout``: the round deadline plus grace, when there is
+    one; ``train-round-seconds`` is how long the server waited); ``late-replies`` counts the
+    replies that arrived after their round closed.
+    Returns the final global arrays.
     """
     for rnd in rounds:
         log(INFO, "[ROUND %d/%d]", rnd, rounds.stop - 1)
         grid.take()  # count this round's messages only
+        started = time.perf_counter()
         replies = list(grid.send_and_receive(
-            strategy.configure_train(rnd, arrays, ConfigRecord(), grid), timeout=timeout))
+            strategy.configure_train(rnd, arrays, ConfigRecord(), grid),
+            timeout=timeout if train_timeout is None else train_timeout))
+        train_seconds = time.perf_counter() - started
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays
         # the strategy's metrics may carry clients' averaged figures: the server's keys come last
-        row: Row = {**dict(train_metrics or {}), "round": rnd}
+        row: Row = {**dict(train_metrics or {}), "round": rnd, "train-round-seconds": train_seconds}
         messages = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
         if messages:
             federated = strategy.aggregate_evaluate(rnd, grid.send_and_receive(messages, timeout=timeout))
@@ -68,5 +76,6 @@ def run_rounds(
         row["bytes-down"] = sum(down for down, _ in traffic.values())
         row["bytes-up"] = sum(up for _, up in traffic.values())
         row["client-flops"] = sum(int(c.get("flops", 0)) for c in clients)
+        row["late-replies"] = grid.take_late()
         on_round_end(rnd, arrays, row, clients)
     return arrays

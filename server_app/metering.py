@@ -8,31 +8,62 @@ it, so bytes per round are comparable across methods.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
+from logging import WARNING
 
 from flwr.app import Message, RecordDict
-from flwr.common.serde import message_to_proto
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from rabo_protocol.wire import message_bytes
 
-def message_bytes(message: Message) -> int:
-    """Size in bytes of the message's protobuf serialization (content or error, and metadata)."""
-    return int(message_to_proto(message).ByteSize())
+__all__ = ["POLL_SECONDS", "MeteredGrid", "message_bytes"]
+
+POLL_SECONDS = 0.1
+"""How often :meth:`MeteredGrid.send_and_receive` asks the SuperLink for replies."""
 
 
 class MeteredGrid(Grid):
-    """A Grid that forwards to ``grid`` and counts serialized bytes per node.
+    """A Grid that forwards to ``grid``, counts serialized bytes per node and counts late replies.
 
     ``take()`` returns and resets the counts since the previous call: {node id: (down, up)},
     where down = bytes sent to the node and up = bytes received from it.
+
+    ``send_and_receive`` pushes the messages and polls for replies every :data:`POLL_SECONDS` until
+    all arrived or ``timeout`` passed (Flower's own polls every 3 s, so a round would close up to
+    3 s after its deadline). A reply that arrives after its call returned is a late reply: the next
+    call pulls it, logs it and drops it (it is never returned, so never applied to a later round);
+    ``take_late()`` returns and resets their count. A grid that runs its nodes during
+    ``push_messages`` (``synchronous = True``: :class:`~server_app.inprocess.InProcessGrid`) keeps
+    its own ``send_and_receive``.
     """
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self._down: dict[int, int] = defaultdict(int)
         self._up: dict[int, int] = defaultdict(int)
+        self._outstanding: set[str] = set()
+        self._late = 0
+
+    def take_late(self) -> int:
+        """Late replies dropped since the previous call."""
+        self._drop_late()
+        late, self._late = self._late, 0
+        return late
+
+    def _drop_late(self) -> None:
+        if not self._outstanding:
+            return
+        pulled = list(self.grid.pull_messages(self._outstanding))
+        self._outstanding -= {r.metadata.reply_to_message_id for r in pulled}
+        late = [r for r in pulled if not r.has_error()]  # not the SuperLink's "expired" notices
+        if late:
+            self._late += len(late)
+            log(WARNING, "%d late replies (from nodes %s) arrived after their round closed: dropped",
+                len(late), sorted(r.metadata.src_node_id for r in late))
 
     def take(self) -> dict[int, tuple[int, int]]:
         counts = {n: (self._down.get(n, 0), self._up.get(n, 0)) for n in set(self._down) | set(self._up)}
@@ -75,4 +106,22 @@ class MeteredGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        return self._received(self.grid.send_and_receive(self._sent(messages), timeout=timeout))
+        self._drop_late()
+        messages = self._sent(messages)
+        if getattr(self.grid, "synchronous", False):
+            replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+            waiting = {m.metadata.message_id for m in messages}
+        else:
+            waiting = {i for i in self.grid.push_messages(messages) if i}
+            end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            replies = []
+            while True:
+                pulled = list(self.grid.pull_messages(waiting))
+                replies.extend(pulled)
+                waiting -= {r.metadata.reply_to_message_id for r in pulled}
+                left = end - time.monotonic()
+                if not waiting or left <= 0:
+                    break
+                time.sleep(min(POLL_SECONDS, left))
+        self._outstanding |= waiting - {r.metadata.reply_to_message_id for r in replies}
+        return self._received(replies)

@@ -1,4 +1,5 @@
-"""The run figure: test accuracy (full width and each deployed width) and coverage per round."""
+"""The run figure: test accuracy (full width and each deployed width) and coverage per round, and
+test accuracy against time (the virtual clock's seconds when the run has one, else wall-clock)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,24 @@ def short_title(title: str, width: int = 48) -> str:
     return "\n".join(lines)
 
 
+def seconds_axis(rows: Sequence[Mapping[str, Any]]) -> tuple[list[float], str]:
+    """Each row's time and its label: the cumulative ``simulated-seconds`` of the virtual clock,
+    else the run's ``elapsed-seconds`` (wall-clock, the server's evaluation included)."""
+    if any("simulated-seconds" in r for r in rows):
+        total, times = 0.0, []
+        for row in rows:
+            total += float(row.get("simulated-seconds", 0.0))
+            times.append(total)
+        return times, "simulated seconds (virtual clock)"
+    return [float(r.get("elapsed-seconds", float("nan"))) for r in rows], "wall-clock seconds"
+
+
 def figure(rows: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
     """Test accuracy (with the 90 % line labelled) and the coverage C_x*, C_y* per round, at
-    integer rounds, under the run name wrapped onto short lines."""
+    integer rounds, and test accuracy against :func:`seconds_axis`, under the run name wrapped
+    onto short lines."""
     rounds = [r["round"] for r in rows]
-    fig, (ax_acc, ax_cov) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (ax_acc, ax_cov, ax_time) = plt.subplots(1, 3, figsize=(14, 4.2))
     ax_acc.plot(rounds, [r.get("test-accuracy", float("nan")) for r in rows], marker=".",
                 label="test accuracy")
     for key in (k for k in rows[-1] if k.startswith("test-accuracy@")):  # the deployed widths
@@ -54,6 +68,10 @@ def figure(rows: Sequence[Mapping[str, Any]], title: str) -> plt.Figure:
     ax_cov.legend()
     for axis in (ax_acc, ax_cov):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    times, label = seconds_axis(rows)
+    ax_time.plot(times, [r.get("test-accuracy", float("nan")) for r in rows], marker=".")
+    ax_time.axhline(ACCURACY_TARGET, color="grey", linestyle=":", linewidth=1)
+    ax_time.set(xlabel=label, ylabel="test accuracy", ylim=(0, 1), title="accuracy vs time")
     fig.suptitle(short_title(title), fontsize=10)
     fig.tight_layout()
     return fig

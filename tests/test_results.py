@@ -49,8 +49,11 @@ def test_the_run_plot_is_readable(tmp_path: Path) -> None:
     wrapped = short_title(name)
     assert wrapped.replace("\n", "") == name and max(map(len, wrapped.split("\n"))) <= 48
     fig = figure(rows, name)
-    accuracy, coverage = fig.axes
-    assert all(float(t).is_integer() for ax in fig.axes for t in ax.get_xticks())
+    accuracy, coverage, by_time = fig.axes
+    assert all(float(t).is_integer() for ax in (accuracy, coverage) for t in ax.get_xticks())
+    assert by_time.get_xlabel() == "wall-clock seconds"
+    simulated = [{**r, "simulated-seconds": 2.5} for r in rows[1:]]
+    assert list(figure([rows[0], *simulated], name).axes[2].get_lines()[0].get_xdata()) == [0, 2.5, 5, 7.5]
     assert "90% target" in [t.get_text() for t in accuracy.get_legend().get_texts()]
     lines = {line.get_label(): line for line in coverage.get_lines()}
     assert lines["C_y*"].get_linewidth() > lines["C_x*"].get_linewidth()  # drawn under, wider

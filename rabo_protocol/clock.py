@@ -1,0 +1,93 @@
+"""Device classes and the virtual clock: how long a client's round would take on a given device.
+
+Flower's simulation runs every client on the host, at the host's speed. The virtual clock gives
+each simulated node a :class:`DeviceClass` (``device-classes``, cycled by partition id like
+``ratio-levels``, or a node's own ``device-class``) and charges each train reply
+
+    seconds = FLOPs / (gflops x 1e9) + 8 x bytes down / (down-mbps x 1e6) + 8 x bytes up / (up-mbps x 1e6)
+
+from the FLOPs the node counted (``FlopCounterMode``) and the serialized bytes of the two messages.
+A round lasts as long as its slowest client, or until it closes at ``round-deadline`` +
+``deadline-grace`` (:func:`round_seconds`). What it ignores: the host's data loading and model
+building on the device, latency, contention, thermal throttling, and the server's own time.
+
+>>> laptop = DeviceClass("laptop", gflops=9.0, down_mbps=80.0, up_mbps=40.0)
+>>> round(laptop.seconds(flops=9e9, bytes_down=10**6, bytes_up=10**6), 3)
+1.3
+>>> round_seconds([1.3, 4.0], closes_at=3.0), round_seconds([1.3, 2.0], closes_at=3.0)
+(3.0, 2.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+__all__ = ["SHIPPED", "DeviceClass", "load_device_classes", "round_seconds"]
+
+SHIPPED = Path(__file__).with_name("devices.toml")
+"""The device classes that ship with the app (phone, single-board computer, laptop), with sources."""
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """A device's effective training speed and its link's bandwidth."""
+
+    name: str
+    gflops: float
+    """FLOP/s (x 1e9) a local round attains on the device."""
+    down_mbps: float
+    up_mbps: float
+    source: str = ""
+
+    def compute_seconds(self, flops: float) -> float:
+        return flops / (self.gflops * 1e9)
+
+    def transfer_seconds(self, bytes_down: float, bytes_up: float) -> float:
+        return 8 * bytes_down / (self.down_mbps * 1e6) + 8 * bytes_up / (self.up_mbps * 1e6)
+
+    def seconds(self, flops: float, bytes_down: float, bytes_up: float) -> float:
+        """Seconds of a train round: receive the submodel, compute, send the reply."""
+        return self.compute_seconds(flops) + self.transfer_seconds(bytes_down, bytes_up)
+
+
+def _positive(table: Mapping[str, object], key: str, where: str) -> float:
+    value = table.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    return float(value)
+
+
+def load_device_classes(path: str | Path = "") -> dict[str, DeviceClass]:
+    """The device classes of a TOML file (default: :data:`SHIPPED`), one table per class with
+    ``down-mbps``, ``up-mbps``, ``source`` and either ``gflops`` or ``benchmark-gflops`` and
+    ``efficiency`` (their product). ValueError naming the file, class and key that is wrong."""
+    file = Path(path).expanduser() if path else SHIPPED
+    try:
+        tables = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"cannot read device profiles {file}: {err}") from None
+    classes = {}
+    for name, table in tables.items():
+        where = f"{file.name} [{name}]"
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: expected a table of keys, got {table!r}")
+        if "gflops" in table:
+            gflops = _positive(table, "gflops", where)
+        else:
+            gflops = _positive(table, "benchmark-gflops", where) * _positive(table, "efficiency", where)
+        classes[name] = DeviceClass(name, gflops, _positive(table, "down-mbps", where),
+                                    _positive(table, "up-mbps", where), str(table.get("source", "")))
+    if not classes:
+        raise ValueError(f"device profiles {file} define no device class")
+    return classes
+
+
+def round_seconds(client_seconds: Sequence[float], closes_at: float | None) -> float:
+    """A round's simulated length: its slowest client's, but no longer than ``closes_at`` (the
+    deadline plus grace, after which the server closes the round; None: it waits for everyone)."""
+    longest = max(client_seconds, default=0.0)
+    return longest if closes_at is None else min(longest, closes_at)

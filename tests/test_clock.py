@@ -1,0 +1,231 @@
+"""Time budgets (client_app/timing.py), the round deadline and late replies (server_app/metering.py,
+rabo_strategy/clock.py), the virtual clock (rabo_protocol/clock.py) on hand-built rounds."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from client_app import timing
+from client_app.app import app as client_app
+from client_app.app import local_data
+from client_app.timing import RoundTimer, profile_timer
+from rabo_protocol import ConfigError, parse_node_config, parse_run_config
+from rabo_protocol import clock as shared_clock
+from rabo_protocol.clock import DeviceClass, load_device_classes, round_seconds
+from rabo_protocol.wire import METRICS, message_bytes, pack, unpack
+from rabo_strategy.clock import RoundClock
+from rabo_strategy.profiles import NodeProfile
+from server_app.app import run
+from server_app.inprocess import InProcessGrid
+from server_app.loop import run_rounds
+from server_app.metering import POLL_SECONDS, MeteredGrid
+from tasks import make_task
+from tests.fakes import (
+    FAST_CONFIG,
+    SMALL_DIGITS_TASK,
+    built_in_strategy,
+    fake_client,
+    initial_model,
+    train_reply,
+)
+
+DEVICES = """
+[fast]
+gflops = 2.0
+down-mbps = 8.0
+up-mbps = 4.0
+[slow]
+benchmark-gflops = 10.0
+efficiency = 0.05
+down-mbps = 1.0
+up-mbps = 1.0
+"""
+
+
+def test_the_clock_modules_docstring_examples_run() -> None:
+    for module in (shared_clock, timing):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_a_device_file_gives_speeds_and_a_bad_one_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "devices.toml").write_text(DEVICES)
+    devices = load_device_classes(tmp_path / "devices.toml")
+    assert devices["fast"].gflops == 2.0 and devices["slow"].gflops == pytest.approx(0.5)
+    (tmp_path / "bad.toml").write_text("[phone]\ngflops = -1\ndown-mbps = 1\nup-mbps = 1\n")
+    with pytest.raises(ValueError, match=r"bad.toml \[phone\]: 'gflops' must be a positive number, got -1"):
+        load_device_classes(tmp_path / "bad.toml")
+    assert set(load_device_classes()) == {"phone", "single-board-computer", "laptop"}
+
+
+@pytest.mark.parametrize(("keys", "says"), [
+    ({"capacity": "deadline"}, "capacity='deadline' sizes each node to meet round-deadline"),
+    ({"device-classes": "laptop, toaster"}, "device-classes names 'toaster': allowed phone, "
+                                            "single-board-computer, laptop (device-profiles)"),
+    ({"device-classes": "laptop", "device-profiles": "/nowhere.toml"}, "device-profiles='/nowhere.toml'"),
+])
+def test_time_keys_are_checked_at_the_boundary(keys: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        parse_run_config(keys)
+
+
+def test_the_deadline_closes_only_resource_adaptive_rounds() -> None:
+    cfg = parse_run_config({"round-deadline": 5.0, "deadline-grace": 1.5})
+    assert cfg.closes_at("resource-adaptive") == 6.5 and cfg.train_timeout("resource-adaptive") == 6.5
+    assert cfg.closes_at("full-model") is None and cfg.train_timeout("full-model") == cfg.round_timeout
+    assert cfg.closes_at(None) is None  # a plug-in strategy
+    virtual = parse_run_config({"round-deadline": 5.0, "device-classes": "laptop"})
+    assert virtual.closes_at("resource-adaptive") == 7.0
+    assert virtual.train_timeout("resource-adaptive") == virtual.round_timeout  # lateness is virtual
+
+
+def test_a_node_takes_the_largest_level_its_throughput_finishes_by_the_deadline() -> None:
+    """A fake device of 1 GFLOP/s: the timer's base is the probe's counted GFLOPs per round, and
+    the node picks 1/2 for a deadline between the 1/2 and the full model's predictions."""
+    cfg = parse_run_config({**FAST_CONFIG, "profile": True})
+    task = make_task(cfg.task, cfg.data_spec(4), cfg.mu)
+    data = local_data(cfg, parse_node_config({"partition-id": 0, "num-partitions": 4}), ConfigRecord())
+    timer = profile_timer(task, data, cfg, DeviceClass("fake", gflops=1.0, down_mbps=1.0, up_mbps=1.0))
+    assert timer.levels == (1.0, 0.5, 0.25, 0.125)
+    assert list(timer.base) == sorted(timer.base, reverse=True)  # smaller submodels, fewer FLOPs
+    deadline = (timer.predict(1.0) + timer.predict(0.5)) / 2
+    assert timer.pick(deadline) == 0.5 and timer.pick(deadline, cap=0.25) == 0.25
+    assert timer.pick(timer.predict(0.125) / 2) == 0.125  # nothing fits: the smallest, and late
+    slower = timer.observe(0.5, 5 * timer.predict(0.5))  # factor (1 + 5) / 2
+    assert slower.factor == pytest.approx(3.0) and slower.pick(deadline) == 0.25
+    assert RoundTimer.from_record(slower.to_record()) == slower
+
+
+def _profile(node: int, ratio: float, device: str | None = None) -> NodeProfile:
+    return NodeProfile(node, node - 1000, ratio, "deadline", 4, 100, device)
+
+
+def test_a_deadline_sized_node_follows_its_next_ratio_and_steps_down_when_late() -> None:
+    clock = RoundClock(parse_run_config({"round-deadline": 1.0, "capacity": "deadline"}), "resource-adaptive")
+    profiles = {1000: _profile(1000, 0.5), 1001: _profile(1001, 0.5), 1002: _profile(1002, 0.25)}
+    clock.resize(profiles, {1000: {"next-ratio": 1.0}, 1001: {"next-ratio": 0.3}}, {1002})
+    assert [profiles[n].ratio for n in (1000, 1001, 1002)] == [1.0, 0.5, 0.125]  # 0.3: not a level
+
+
+def _round(tmp_path: Path, deadline: float) -> tuple[RoundClock, list[Message], list[Message]]:
+    (tmp_path / "devices.toml").write_text(DEVICES)
+    cfg = parse_run_config({"round-deadline": deadline, "deadline-grace": 0.5, "device-classes": "fast, slow",
+                            "device-profiles": str(tmp_path / "devices.toml")})
+    clock = RoundClock(cfg, "resource-adaptive")
+    parts = initial_model(SMALL_DIGITS_TASK)
+    sent = [Message(RecordDict({"arrays": pack(parts)}), dst_node_id=n, message_type="train") for n in (1, 2)]
+    for message in sent:
+        message.metadata.__dict__["_message_id"] = f"m{message.metadata.dst_node_id}"
+    replies = [Message(RecordDict({METRICS: MetricRecord({"flops": 4e9, "num-examples": 5})}), reply_to=m)
+               for m in sent]
+    return clock, sent, replies
+
+
+def test_the_virtual_clock_charges_compute_and_transfer_of_each_reply(tmp_path: Path) -> None:
+    clock, sent, replies = _round(tmp_path, deadline=100.0)
+    clock.sent(sent)
+    profiles = {1: NodeProfile(1, 0, 1.0, "x", device_class="fast"), 2: NodeProfile(2, 1, 1.0, "x",
+                                                                                    device_class="slow")}
+    assert [clock.late(profiles[r.metadata.src_node_id], r) for r in replies] == [None, None]
+    down, up = message_bytes(sent[0]), message_bytes(replies[0])
+    assert clock.charged[1] == pytest.approx(4e9 / 2e9 + 8 * down / 8e6 + 8 * up / 4e6)
+    assert clock.charged[2] == pytest.approx(4e9 / 0.5e9 + 8 * down / 1e6 + 8 * up / 1e6)
+    assert clock.metrics() == {"simulated-seconds": pytest.approx(clock.charged[2])}  # the slowest
+    late, _, _ = _round(tmp_path, deadline=5.0)  # closes at 5.5 s: the slow device's 8+ s is late
+    late.sent(sent)
+    assert late.late(profiles[1], replies[0]) is None
+    reason = late.late(profiles[2], replies[1])
+    assert reason is not None and reason.startswith("late on the virtual clock") and "5.5 s" in reason
+    assert late.metrics() == {"simulated-seconds": 5.5}
+    assert round_seconds([2.1, 9.0], 5.5) == 5.5 and round_seconds([2.1, 3.0], 5.5) == 3.0
+
+
+class _SlowSuperLink(Grid):
+    """A SuperLink whose node ``n`` replies ``delays[n]`` seconds after the push (not synchronous)."""
+
+    def __init__(self, delays: dict[int, float]) -> None:
+        self.delays, self._ready, self._pulled = delays, {}, set()
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for i, message in enumerate(messages):
+            message.metadata.__dict__["_message_id"] = f"{time.monotonic()}-{i}"
+            reply = Message(RecordDict(), reply_to=message)
+            reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
+            due = time.monotonic() + self.delays[message.metadata.dst_node_id]
+            self._ready[message.metadata.message_id] = (due, reply)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        now, out = time.monotonic(), []
+        for i in message_ids:
+            if i in self._ready and i not in self._pulled and self._ready[i][0] <= now:
+                self._pulled.add(i)
+                out.append(self._ready[i][1])
+        return out
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        raise AssertionError("MeteredGrid polls push/pull itself")
+
+    create_message = get_node_ids = set_run = run = None  # type: ignore[assignment]
+
+
+def test_the_round_closes_at_its_timeout_and_a_late_reply_is_counted_never_returned() -> None:
+    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.6}))
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
+    start = time.monotonic()
+    replies = list(grid.send_and_receive(messages, timeout=0.3))
+    waited = time.monotonic() - start
+    assert [r.metadata.src_node_id for r in replies] == [1]
+    assert 0.3 <= waited < 0.3 + POLL_SECONDS  # never past the timeout by a poll or more
+    time.sleep(0.4)  # node 2's reply arrives now, after its round closed
+    again = [Message(RecordDict(), dst_node_id=1, message_type="train")]
+    assert [r.metadata.src_node_id for r in grid.send_and_receive(again, timeout=0.3)] == [1]
+    assert grid.take_late() == 1 and grid.take_late() == 0
+
+
+def test_a_slow_node_misses_the_deadline_and_its_reply_is_never_applied() -> None:
+    """In-process: node 2 takes 0.5 s, the round closes at 0.2 + 0.1 s; its replies are late in
+    every round, counted as late replies, and never reach the strategy's aggregation."""
+    def train(msg: Message, pid: int) -> Message:
+        time.sleep(0.5 if pid == 2 else 0.0)
+        return train_reply(msg, unpack(msg.content["arrays"]), {"num-examples": 5})
+
+    app = fake_client(lambda pid: {"partition-id": pid}, train)
+    strategy = built_in_strategy(SMALL_DIGITS_TASK.layers, ratio_levels=(1.0,), round_deadline=0.2,
+                                 deadline_grace=0.1, min_available_nodes=1)
+    seen: list[int] = []
+    aggregate = strategy.aggregate_train
+    strategy.aggregate_train = lambda rnd, replies: aggregate(  # type: ignore[method-assign]
+        rnd, [seen.append(r.metadata.src_node_id) or r for r in replies])
+    rows: list[dict] = []
+    run_rounds(strategy, MeteredGrid(InProcessGrid(app, 3, {})), pack(initial_model(SMALL_DIGITS_TASK)),
+               range(1, 4), timeout=60.0, train_timeout=strategy.clock.closes_at,
+               evaluate=lambda rnd, arrays: MetricRecord({}),
+               on_round_end=lambda rnd, arrays, row, clients: rows.append(row))
+    assert strategy.clock.closes_at == pytest.approx(0.3)
+    assert 1002 not in seen and sorted(set(seen)) == [1000, 1001]
+    assert [r["replies"] for r in rows] == [2, 2, 2] and [r["failed-replies"] for r in rows] == [1, 1, 1]
+    assert [r["late-replies"] for r in rows] == [1, 1, 1]  # in-process: pullable as soon as the round ends
+
+
+def test_a_simulation_on_the_virtual_clock_sizes_nodes_to_the_deadline(tmp_path: Path) -> None:
+    config = {**FAST_CONFIG, "results-dir": str(tmp_path), "num-server-rounds": 2, "profile": True,
+              "capacity": "deadline", "round-deadline": 0.05,
+              "device-classes": "laptop, single-board-computer"}
+    run_dir = run(InProcessGrid(client_app, 4, config), parse_run_config(config))
+    nodes = json.loads((run_dir / "summary.json").read_text())["nodes"]
+    assert {n["source"] for n in nodes} == {"deadline"}
+    assert [n["device_class"] for n in nodes] == ["laptop", "single-board-computer"] * 2
+    # the single-board computer (0.72 GFLOP/s) cannot run the full model within 50 ms, the laptop can
+    assert [n["ratio"] < 1.0 for n in nodes] == [False, True, False, True]
+    rows = json.loads((run_dir / "metrics.json").read_text())[1:]
+    assert all(0 < r["simulated-seconds"] <= 0.05 + 2.0 for r in rows)
