@@ -81,6 +81,7 @@ def local_round(
         "train-seconds": cost.seconds,
         "params-x": sum(t.numel() for t in x.values()),
         "params-y": sum(t.numel() for t in y.values()),
+        "steps": steps,
         **result.metrics,
     }
     if cfg.profile:

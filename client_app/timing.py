@@ -102,7 +102,8 @@ def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, r
     if STATE_KEY not in state.config_records:
         return {}
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
-    seconds = device.compute_seconds(float(metrics["flops"])) if device else wall_seconds  # type: ignore[arg-type]
+    seconds = (device.compute_seconds(float(metrics["flops"]), float(metrics["steps"]))  # type: ignore[arg-type]
+               if device else wall_seconds)
     predicted = timer.predict(ratio) if ratio in timer.levels else float("nan")
     timer = timer.observe(ratio, seconds)
     state[STATE_KEY] = timer.to_record()
@@ -119,7 +120,7 @@ def profile_timer(task: BilevelTask, data: ClientData, cfg: RunConfig,
     for ratio in levels:
         counted = probe_round(task, data, cfg, ratio, profile=True, one_outer_step=True)  # also the warm-up
         if device is not None:
-            seconds = device.compute_seconds(float(counted["flops"]))  # type: ignore[arg-type]
+            seconds = device.compute_seconds(float(counted["flops"]), float(counted["steps"]))  # type: ignore[arg-type]
         else:
             timed = probe_round(task, data, cfg, ratio, one_outer_step=True)
             seconds = float(timed["train-seconds"])  # type: ignore[arg-type]

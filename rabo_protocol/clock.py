@@ -4,16 +4,20 @@ Flower's simulation runs every client on the host, at the host's speed. The virt
 each simulated node a :class:`DeviceClass` (``device-classes``, cycled by partition id like
 ``ratio-levels``, or a node's own ``device-class``) and charges each train reply
 
-    seconds = FLOPs / (gflops x 1e9) + 8 x bytes down / (down-mbps x 1e6) + 8 x bytes up / (up-mbps x 1e6)
+    seconds = FLOPs / (gflops x 1e9) + steps x step-ms / 1000
+              + 8 x bytes down / (down-mbps x 1e6) + 8 x bytes up / (up-mbps x 1e6)
 
-from the FLOPs the node counted (``FlopCounterMode``) and the serialized bytes of the two messages.
+from the FLOPs the node counted (``FlopCounterMode``), its optimizer steps and the serialized bytes
+of the two messages. ``step-ms`` is the fixed cost of a step (Python, kernel dispatch, small
+tensors): without it a FLOP count makes a 1/8 submodel 40x faster than the full one, where our
+reference core measured 4.5x (docs/results.md, section 10).
 A round lasts as long as its slowest client, or until it closes at ``round-deadline`` +
 ``deadline-grace`` (:func:`round_seconds`). What it ignores: the host's data loading and model
 building on the device, latency, contention, thermal throttling, and the server's own time.
 
->>> laptop = DeviceClass("laptop", gflops=9.0, down_mbps=80.0, up_mbps=40.0)
->>> round(laptop.seconds(flops=9e9, bytes_down=10**6, bytes_up=10**6), 3)
-1.3
+>>> laptop = DeviceClass("laptop", gflops=9.0, down_mbps=80.0, up_mbps=40.0, step_ms=2.0)
+>>> round(laptop.seconds(flops=9e9, steps=100, bytes_down=10**6, bytes_up=10**6), 3)
+1.5
 >>> round_seconds([1.3, 4.0], closes_at=3.0), round_seconds([1.3, 2.0], closes_at=3.0)
 (3.0, 2.0)
 """
@@ -41,30 +45,35 @@ class DeviceClass:
     """FLOP/s (x 1e9) a local round attains on the device."""
     down_mbps: float
     up_mbps: float
+    step_ms: float = 0.0
+    """Fixed milliseconds per optimizer step, whatever its FLOPs."""
     source: str = ""
 
-    def compute_seconds(self, flops: float) -> float:
-        return flops / (self.gflops * 1e9)
+    def compute_seconds(self, flops: float, steps: float = 0.0) -> float:
+        return flops / (self.gflops * 1e9) + steps * self.step_ms / 1000
 
     def transfer_seconds(self, bytes_down: float, bytes_up: float) -> float:
         return 8 * bytes_down / (self.down_mbps * 1e6) + 8 * bytes_up / (self.up_mbps * 1e6)
 
-    def seconds(self, flops: float, bytes_down: float, bytes_up: float) -> float:
+    def seconds(self, flops: float, steps: float, bytes_down: float, bytes_up: float) -> float:
         """Seconds of a train round: receive the submodel, compute, send the reply."""
-        return self.compute_seconds(flops) + self.transfer_seconds(bytes_down, bytes_up)
+        return self.compute_seconds(flops, steps) + self.transfer_seconds(bytes_down, bytes_up)
 
 
-def _positive(table: Mapping[str, object], key: str, where: str) -> float:
-    value = table.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{where}: '{key}' must be a positive number, got {value!r}")
-    return float(value)
+def _number(table: Mapping[str, object], key: str, where: str, *, optional: bool = False) -> float:
+    """``table[key]``: a positive number, or (``optional``) a non-negative one defaulting to 0."""
+    value = table.get(key, 0.0 if optional else None)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and (value >= 0 if optional else value > 0) and value < float("inf")):  # type: ignore[operator]
+        kind = "non-negative" if optional else "positive"
+        raise ValueError(f"{where}: '{key}' must be a {kind} number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def load_device_classes(path: str | Path = "") -> dict[str, DeviceClass]:
     """The device classes of a TOML file (default: :data:`SHIPPED`), one table per class with
-    ``down-mbps``, ``up-mbps``, ``source`` and either ``gflops`` or ``benchmark-gflops`` and
-    ``efficiency`` (their product). ValueError naming the file, class and key that is wrong."""
+    ``gflops``, ``down-mbps``, ``up-mbps``, optionally ``step-ms`` (default 0) and ``source``.
+    ValueError naming the file, class and key that is wrong."""
     file = Path(path).expanduser() if path else SHIPPED
     try:
         tables = tomllib.loads(file.read_text())
@@ -75,12 +84,11 @@ def load_device_classes(path: str | Path = "") -> dict[str, DeviceClass]:
         where = f"{file.name} [{name}]"
         if not isinstance(table, dict):
             raise ValueError(f"{where}: expected a table of keys, got {table!r}")
-        if "gflops" in table:
-            gflops = _positive(table, "gflops", where)
-        else:
-            gflops = _positive(table, "benchmark-gflops", where) * _positive(table, "efficiency", where)
-        classes[name] = DeviceClass(name, gflops, _positive(table, "down-mbps", where),
-                                    _positive(table, "up-mbps", where), str(table.get("source", "")))
+        if unknown := set(table) - {"gflops", "down-mbps", "up-mbps", "step-ms", "source"}:
+            raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        speeds = (_number(table, k, where) for k in ("gflops", "down-mbps", "up-mbps"))
+        classes[name] = DeviceClass(name, *speeds, step_ms=_number(table, "step-ms", where, optional=True),
+                                    source=str(table.get("source", "")))
     if not classes:
         raise ValueError(f"device profiles {file} define no device class")
     return classes

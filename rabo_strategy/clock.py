@@ -49,10 +49,13 @@ class RoundClock:
         if device is None:
             return None
         node = reply.metadata.src_node_id
-        flops = reply.content[METRICS].get("flops") if METRICS in reply.content else None
-        if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not 0 <= flops < float("inf"):
-            return f"the virtual clock needs the reply's flops, got {flops!r}"
-        seconds = device.seconds(float(flops), self._down.get(node, 0), message_bytes(reply))
+        metrics = reply.content.metric_records.get(METRICS, {})
+        flops, steps = metrics.get("flops"), metrics.get("steps", 0)
+        for key, value in (("flops", flops), ("steps", steps)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e300:
+                return f"the virtual clock needs the reply's {key}, got {value!r}"
+        seconds = device.seconds(float(flops), float(steps), self._down.get(node, 0),  # type: ignore[arg-type]
+                                 message_bytes(reply))
         self.charged[node] = seconds
         if self.closes_at is not None and seconds > self.closes_at:
             return (f"late on the virtual clock: {seconds:.1f} s on a {device.name} > round-deadline "

@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 from client_app import timing
 from client_app.app import app as client_app
 from client_app.app import local_data
+from client_app.budget import probe_round
 from client_app.timing import RoundTimer, profile_timer
 from rabo_protocol import ConfigError, parse_node_config, parse_run_config
 from rabo_protocol import clock as shared_clock
@@ -43,8 +44,8 @@ gflops = 2.0
 down-mbps = 8.0
 up-mbps = 4.0
 [slow]
-benchmark-gflops = 10.0
-efficiency = 0.05
+gflops = 0.5
+step-ms = 10.0
 down-mbps = 1.0
 up-mbps = 1.0
 """
@@ -58,7 +59,7 @@ def test_the_clock_modules_docstring_examples_run() -> None:
 def test_a_device_file_gives_speeds_and_a_bad_one_names_the_key(tmp_path: Path) -> None:
     (tmp_path / "devices.toml").write_text(DEVICES)
     devices = load_device_classes(tmp_path / "devices.toml")
-    assert devices["fast"].gflops == 2.0 and devices["slow"].gflops == pytest.approx(0.5)
+    assert devices["fast"].step_ms == 0.0 and devices["slow"].step_ms == 10.0
     (tmp_path / "bad.toml").write_text("[phone]\ngflops = -1\ndown-mbps = 1\nup-mbps = 1\n")
     with pytest.raises(ValueError, match=r"bad.toml \[phone\]: 'gflops' must be a positive number, got -1"):
         load_device_classes(tmp_path / "bad.toml")
@@ -93,6 +94,8 @@ def test_a_node_takes_the_largest_level_its_throughput_finishes_by_the_deadline(
     task = make_task(cfg.task, cfg.data_spec(4), cfg.mu)
     data = local_data(cfg, parse_node_config({"partition-id": 0, "num-partitions": 4}), ConfigRecord())
     timer = profile_timer(task, data, cfg, DeviceClass("fake", gflops=1.0, down_mbps=1.0, up_mbps=1.0))
+    probe = probe_round(task, data, cfg, 0.125, profile=True, one_outer_step=True)  # one outer step
+    assert timer.base[-1] == pytest.approx(cfg.outer_steps * float(probe["flops"]) / 1e9)
     assert timer.levels == (1.0, 0.5, 0.25, 0.125)
     assert list(timer.base) == sorted(timer.base, reverse=True)  # smaller submodels, fewer FLOPs
     deadline = (timer.predict(1.0) + timer.predict(0.5)) / 2
@@ -123,7 +126,8 @@ def _round(tmp_path: Path, deadline: float) -> tuple[RoundClock, list[Message], 
     sent = [Message(RecordDict({"arrays": pack(parts)}), dst_node_id=n, message_type="train") for n in (1, 2)]
     for message in sent:
         message.metadata.__dict__["_message_id"] = f"m{message.metadata.dst_node_id}"
-    replies = [Message(RecordDict({METRICS: MetricRecord({"flops": 4e9, "num-examples": 5})}), reply_to=m)
+    replies = [Message(RecordDict({METRICS: MetricRecord({"flops": 4e9, "steps": 30, "num-examples": 5})}),
+                       reply_to=m)
                for m in sent]
     return clock, sent, replies
 
@@ -136,7 +140,7 @@ def test_the_virtual_clock_charges_compute_and_transfer_of_each_reply(tmp_path: 
     assert [clock.late(profiles[r.metadata.src_node_id], r) for r in replies] == [None, None]
     down, up = message_bytes(sent[0]), message_bytes(replies[0])
     assert clock.charged[1] == pytest.approx(4e9 / 2e9 + 8 * down / 8e6 + 8 * up / 4e6)
-    assert clock.charged[2] == pytest.approx(4e9 / 0.5e9 + 8 * down / 1e6 + 8 * up / 1e6)
+    assert clock.charged[2] == pytest.approx(4e9 / 0.5e9 + 30 * 0.010 + 8 * down / 1e6 + 8 * up / 1e6)
     assert clock.metrics() == {"simulated-seconds": pytest.approx(clock.charged[2])}  # the slowest
     late, _, _ = _round(tmp_path, deadline=5.0)  # closes at 5.5 s: the slow device's 8+ s is late
     late.sent(sent)
@@ -225,7 +229,7 @@ def test_a_simulation_on_the_virtual_clock_sizes_nodes_to_the_deadline(tmp_path:
     nodes = json.loads((run_dir / "summary.json").read_text())["nodes"]
     assert {n["source"] for n in nodes} == {"deadline"}
     assert [n["device_class"] for n in nodes] == ["laptop", "single-board-computer"] * 2
-    # the single-board computer (0.72 GFLOP/s) cannot run the full model within 50 ms, the laptop can
+    # the single-board computer (5.5 GFLOP/s, 32 ms a step) cannot run the full model in 50 ms, the laptop can
     assert [n["ratio"] < 1.0 for n in nodes] == [False, True, False, True]
     rows = json.loads((run_dir / "metrics.json").read_text())[1:]
     assert all(0 < r["simulated-seconds"] <= 0.05 + 2.0 for r in rows)
