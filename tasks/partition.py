@@ -25,6 +25,7 @@ import torch
 
 from .base import Batch, ClientData
 from .datasets import ImageData, load_images
+from .disk_cache import cached_arrays
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
@@ -171,8 +172,9 @@ def _positions(spec: DataSpec, partition_id: int) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _positions_cached(spec: DataSpec, partition_id: int) -> np.ndarray:
-    positions = np.sort(np.asarray(_partitions(spec).load_partition(partition_id)["position"],
-                                   dtype=np.int64))
+    positions = cached_arrays(spec.data_dir, f"positions {spec!r} {partition_id}", lambda: {
+        "positions": np.sort(np.asarray(_partitions(spec).load_partition(partition_id)["position"],
+                                        dtype=np.int64))})["positions"]
     positions.flags.writeable = False
     return positions
 

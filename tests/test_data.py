@@ -4,6 +4,7 @@ independent of the partitioning; label noise corrupts exactly the flagged traini
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,36 @@ def test_label_noise_corrupts_exactly_the_flagged_training_labels() -> None:
     for pid in range(clean_spec.num_partitions):
         counts += np.bincount(client_data(clean_spec, pid).val.labels.numpy(), minlength=10)
     assert np.array_equal(counts, np.bincount(image_data(clean_spec).labels.numpy(), minlength=10))
+
+
+def test_a_nodes_arrays_are_built_once_then_read_from_disk(tmp_path: Path) -> None:
+    from tasks.disk_cache import cached_arrays
+
+    calls: list[int] = []
+
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"a": np.arange(3)}
+
+    first = cached_arrays(str(tmp_path), "k", build)
+    assert (cached_arrays(str(tmp_path), "k", build)["a"] == first["a"]).all() and len(calls) == 1
+    cached_arrays(str(tmp_path), "another key", build)
+    assert len(calls) == 2
+    for stored in (tmp_path / "cache").iterdir():  # a file cut short by a crash is built again
+        stored.write_bytes(b"PK")
+    assert (cached_arrays(str(tmp_path), "k", build)["a"] == first["a"]).all() and len(calls) == 3
+
+
+def test_a_partition_read_back_from_disk_is_the_partition(tmp_path: Path) -> None:
+    """A new ClientApp process (here: the in-process caches cleared) reads the same partition."""
+    from tasks import partition
+
+    spec = DataSpec(dataset="sklearn-digits", data_dir=str(tmp_path), num_partitions=3,
+                    partitioner="dirichlet", dirichlet_alpha=0.3)
+    built = client_data(spec, 1)
+    partition._images.cache_clear()
+    partition._positions_cached.cache_clear()
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the images and the partition's positions
+    again = client_data(spec, 1)
+    assert torch.equal(built.train.labels, again.train.labels)
+    assert torch.equal(built.val.inputs, again.val.inputs)

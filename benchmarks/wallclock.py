@@ -1,0 +1,314 @@
+"""Wall-clock to accuracy on slow devices: the virtual clock against a real deployment of throttled
+SuperNodes (issue 27).
+
+    python benchmarks/wallclock.py                  # both clocks, IID and budget-correlated
+    python benchmarks/wallclock.py --virtual-only   # no cgroups needed
+    python benchmarks/wallclock.py --quick          # 4 rounds, IID only
+
+The federation: 10 clients of the default run (CNN, MNIST digits); client i is a device of speed
+class i mod 4 (the order of ``ratio-levels``, so ``budget-correlated`` puts the unusual labels on
+the slow devices), a core share of ``SHARES`` = 0.3, 0.15, 0.075, 0.0375 of one core (sum 1.6
+cores for 10 nodes, leaving the SuperLink and the ServerApp the rest of this 2-core machine).
+
+* **Real**: one SuperLink and 10 SuperNodes, each started under its CPU quota by
+  ``deploy/throttle.py`` (cgroups), one torch thread each; ``flwr run`` submits each method; the
+  rounds' seconds are the server's wall-clock (``elapsed-seconds``, its evaluation included),
+  the energy proxy the CPU-seconds each node's cgroup used during the run.
+* **Virtual**: the same runs on the in-process grid, on the virtual clock, with a device file
+  whose classes are this machine's core (its local-round speed fitted here, ``host_speed``)
+  slowed by each share; its seconds are the cumulative ``simulated-seconds``.
+
+Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its submodel to the
+deadline), ``full-model`` (every node the full model: the round waits for the slowest) and
+``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out).
+Writes ``wallclock.csv`` (one row per clock, split, method, round), ``wallclock-summary.csv``,
+``wallclock-targets.csv`` and ``wallclock.png`` to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import RESULTS, ROOT, benchmark_parser, method_style, run_inprocess, save_figure, write_table
+from flwr.app import ConfigRecord
+
+from client_app.app import local_data
+from client_app.budget import probe_round
+from deploy.throttle import Throttle, detect
+from rabo_protocol import parse_node_config, parse_run_config
+from tasks import make_task
+
+SHARES = (0.3, 0.15, 0.075, 0.0375)
+NUM_NODES = 10
+LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
+METHODS: dict[str, dict[str, Any]] = {
+    "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
+    "full-model": {"strategy": "full-model"},
+    "drop-weak": {"strategy": "drop-weak", "capacity": "deadline"},
+}
+SPLITS = {"iid": {"partitioner": "iid"}, "budget-correlated": {"partitioner": "budget-correlated"}}
+BIN = Path(sys.executable).parent
+
+
+def host_speed(reps: int = 5) -> tuple[float, float, float]:
+    """(GFLOP/s, ms per step, seconds of a full-model local round) of one core of this machine on
+    the default CNN: a least squares fit of the median seconds of one outer step at each ratio
+    level to its FLOPs and steps."""
+    torch.set_num_threads(1)
+    cfg = parse_run_config({"profile": True})
+    task = make_task(cfg.task, cfg.data_spec(NUM_NODES), cfg.mu)
+    node = parse_node_config({"partition-id": 0, "num-partitions": NUM_NODES})
+    data = local_data(cfg, node, ConfigRecord())
+    rows, seconds = [], []
+    for ratio in cfg.ratio_levels:
+        counted = probe_round(task, data, cfg, ratio, profile=True, one_outer_step=True)
+        rows.append([float(counted["flops"]) / 1e9, float(counted["steps"])])  # type: ignore[arg-type]
+        seconds.append(statistics.median(
+            float(probe_round(task, data, cfg, ratio, one_outer_step=True)["train-seconds"])  # type: ignore[arg-type]
+            for _ in range(reps)))
+    (per_gflop, per_step), *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
+    full_round = cfg.solver_config().outer_steps * (rows[0][0] * per_gflop + rows[0][1] * per_step)
+    return 1.0 / per_gflop, 1000.0 * per_step, float(full_round)
+
+
+def device_file(path: Path, gflops: float, step_ms: float) -> list[str]:
+    """Write the throttled classes (this core times each share) to ``path``; returns their names."""
+    names = [f"core-{share:g}" for share in SHARES]
+    path.write_text("".join(
+        f'["{name}"]\ngflops = {gflops * share:.6g}\nstep-ms = {step_ms / share:.6g}\n'
+        f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
+        f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, x {share:g} of a core"\n\n'
+        for name, share in zip(names, SHARES, strict=True)))
+    return names
+
+
+def run_config(method: str, split: str, rounds: int, deadline: float) -> dict[str, Any]:
+    return {**METHODS[method], **SPLITS[split], "num-server-rounds": rounds, "round-deadline": deadline,
+            "seed": 0}
+
+
+def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
+                out: Path) -> tuple[list[dict[str, Any]], float]:
+    """One run on the virtual clock: its rows (``seconds``: cumulative simulated seconds) and the
+    nodes' simulated compute seconds, the CPU-seconds a throttled node would spend."""
+    result = run_inprocess({**config, "profile": True, "device-profiles": str(devices),
+                            "device-classes": ", ".join(names)}, NUM_NODES, out)
+    total, rows = 0.0, []
+    for row in result.rows:
+        total += float(row.get("simulated-seconds", 0.0))
+        rows.append({**row, "seconds": total})
+    catalogue = parse_run_config({"device-profiles": str(devices)}).device_catalogue()
+    cpu = sum(catalogue[names[int(c["partition-id"]) % len(names)]].compute_seconds(c["flops"], c["steps"])
+              for c in result.clients)
+    return rows, cpu
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Throttle]]]:
+    """A SuperLink and ``NUM_NODES`` SuperNodes, node i under ``SHARES[i % 4]`` of a core; yields the
+    flwr CLI's environment and the nodes' cgroups. Everything is stopped and removed on exit."""
+    home, logs = work / "flwr-home", work / "logs"
+    home.mkdir()
+    logs.mkdir()
+    port = _free_port()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "wallclock"\n\n[superlink.wallclock]\n'
+                                      f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    processes: list[subprocess.Popen] = []
+    groups = [Throttle(f"wallclock{i}") for i in range(NUM_NODES)]
+
+    def start(name: str, *command: str) -> None:
+        processes.append(subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.STDOUT,
+                                          stdout=(logs / f"{name}.log").open("w")))
+
+    try:
+        start("superlink", str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1",
+              "--port", str(port))
+        time.sleep(5)
+        for i in range(NUM_NODES):
+            start(f"sn{i}", sys.executable, "-m", "deploy.throttle", "--cpu", str(SHARES[i % len(SHARES)]),
+                  "--name", groups[i].name, "--", str(BIN / "flower-supernode"), "--insecure",
+                  "--superlink", f"127.0.0.1:{port}", "--port", str(_free_port()),
+                  "--node-config", f"partition-id={i} num-partitions={NUM_NODES}")
+        time.sleep(15)  # the throttled SuperNodes import Flower at a fraction of a core
+        yield env, groups
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run(["pkill", "-TERM", "-f", "flwr-clientapp"], check=False)
+        time.sleep(2)
+        for group in groups:
+            try:
+                group.remove()
+            except Exception as err:  # noqa: BLE001 - a group still busy is reported, not fatal
+                print(f"could not remove cgroup {group.name}: {err}")
+
+
+def _flwr(env: Mapping[str, str], *args: str) -> dict[str, Any]:
+    out = subprocess.run([str(BIN / "flwr"), *args, "--format", "json"], env=dict(env), cwd=ROOT,
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    return json.loads(out)
+
+
+def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Throttle],
+             out: Path) -> tuple[list[dict[str, Any]], float]:
+    """Submit one run to the throttled deployment; its rows and the nodes' CPU-seconds."""
+    before = [g.cpu_seconds() or 0.0 for g in groups]
+    keys = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                    for k, v in {**config, "results-dir": str(out)}.items())
+    run_id = _flwr(env, "run", ".", "wallclock", "--run-config", keys)["run-id"]
+    while not (entry := _flwr(env, "ls", "--run-id", str(run_id))["runs"][0])["status"].startswith("finish"):
+        time.sleep(2)
+    if entry["status"] != "finished:completed":
+        raise RuntimeError(f"run {run_id}: {entry['status']} {entry.get('status-details')}")
+    cpu = sum((g.cpu_seconds() or 0.0) - b for g, b in zip(groups, before, strict=True))
+    (run_dir,) = out.iterdir()
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    return [{**r, "seconds": float(r["elapsed-seconds"])} for r in rows], cpu
+
+
+def time_to(rows: list[dict[str, Any]], target: float) -> float | None:
+    """Seconds at the first round whose test accuracy reaches ``target`` (None: never)."""
+    return next((float(r["seconds"]) for r in rows if float(r["test-accuracy"]) >= target), None)
+
+
+def summarize(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]],
+              closes_at: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per run: final accuracy, seconds, time to 90 % of the full model's final accuracy (same
+    clock and split), CPU-seconds, longest train round; and the issue's targets."""
+    summary = []
+    for (clock, split, method), (rows, cpu) in runs.items():
+        full = runs.get((clock, split, "full-model"))
+        target = 0.9 * float(full[0][-1]["test-accuracy"]) if full else float("nan")
+        train = [float(r["train-round-seconds"]) for r in rows[1:]]
+        summary.append({"clock": clock, "split": split, "method": method, "rounds": len(rows) - 1,
+                        "final-accuracy": float(rows[-1]["test-accuracy"]),
+                        "seconds": float(rows[-1]["seconds"]),
+                        "target-accuracy": target, "seconds-to-target": time_to(rows, target),
+                        "cpu-seconds": cpu, "longest-train-round": max(train),
+                        "late-replies": sum(int(r.get("late-replies", 0)) for r in rows[1:]),
+                        "failed-replies": sum(int(r.get("failed-replies", 0)) for r in rows[1:])})
+    by = {(s["clock"], s["split"], s["method"]): s for s in summary}
+    targets = []
+    for (clock, split, method), s in by.items():
+        if method != "resource-adaptive":
+            continue
+        full, weak = by.get((clock, split, "full-model")), by.get((clock, split, "drop-weak"))
+        if full and s["seconds-to-target"] is not None and full["seconds-to-target"]:
+            ratio = s["seconds-to-target"] / full["seconds-to-target"]
+            targets.append({"clock": clock, "split": split, "target": "time to 90% of full <= 0.5x full's",
+                            "measured": ratio, "met": ratio <= 0.5})
+        if weak and split == "budget-correlated":
+            gap = 100 * (s["final-accuracy"] - weak["final-accuracy"])
+            targets.append({"clock": clock, "split": split, "target": "beats drop-weak by >= 10 points",
+                            "measured": gap, "met": gap >= 10})
+        if clock == "real":
+            targets.append({"clock": clock, "split": split, "target": f"train rounds <= deadline + grace "
+                            f"({closes_at:g} s)", "measured": s["longest-train-round"],
+                            "met": s["longest-train-round"] <= closes_at})
+    for (clock, split, method), (rows, _) in runs.items():
+        if clock != "real" or ("virtual", split, method) not in runs:
+            continue
+        virtual = runs[("virtual", split, method)][0]
+        errors = [abs(float(v["simulated-seconds"]) / float(r["train-round-seconds"]) - 1)
+                  for v, r in zip(virtual[1:], rows[1:], strict=False)]
+        median = statistics.median(errors)
+        targets.append({"clock": "both", "split": split, "measured": median, "met": median <= 0.2,
+                        "target": f"virtual round time within 20 % ({method})"})
+    return summary, targets
+
+
+def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]], splits: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.2), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        for i, method in enumerate(METHODS):
+            for clock, dashes in (("real", "-"), ("virtual", "--")):
+                if (clock, split, method) in runs:
+                    rows = runs[(clock, split, method)][0]
+                    style = {**method_style(i), "linestyle": dashes}
+                    ax.plot([r["seconds"] for r in rows], [r["test-accuracy"] for r in rows],
+                            label=f"{method} ({clock})", **style)
+        ax.set(xlabel="seconds (real: wall-clock; virtual: simulated)", ylabel="test accuracy",
+               title=split, ylim=(0, 1))
+        ax.legend(fontsize=8)
+    save_figure(fig, "wallclock")
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, rounds=20, seeds=1)
+    parser.add_argument("--virtual-only", action="store_true")
+    parser.add_argument("--deadline", type=float, default=0.0,
+                        help="round-deadline (default: 1.25x a full-model local round at the fastest share)")
+    args = parser.parse_args()
+    rounds, splits = (4, ["iid"]) if args.quick else (args.rounds, list(SPLITS))
+    gflops, step_ms, full_round = host_speed()
+    deadline = args.deadline or round(1.25 * full_round / SHARES[0], 2)
+    closes_at = deadline + parse_run_config({}).deadline_grace
+    print(f"this core: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, a full-model round {full_round:.2f} s; "
+          f"round-deadline {deadline} s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    devices = RESULTS / "wallclock-devices.toml"
+    names = device_file(devices, gflops, step_ms)
+    runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for split in splits:
+            for method in METHODS:
+                out = work / f"virtual-{split}-{method}"
+                runs[("virtual", split, method)] = virtual_run(run_config(method, split, rounds, deadline),
+                                                               devices, names, out)
+                accuracy = runs["virtual", split, method][0][-1]["test-accuracy"]
+                print(f"virtual {split} {method}: {accuracy:.3f}")
+        support = detect()
+        real = "skipped (--virtual-only)" if args.virtual_only else support.reason
+        if not args.virtual_only and support.version is not None:
+            with throttled_deployment(work) as (env, groups):
+                for split in splits:
+                    for method in METHODS:
+                        out = work / f"real-{split}-{method}"
+                        runs[("real", split, method)] = real_run(run_config(method, split, rounds, deadline),
+                                                                 env, groups, out)
+                        accuracy = runs["real", split, method][0][-1]["test-accuracy"]
+                        print(f"real {split} {method}: {accuracy:.3f}")
+    meta = {"rounds": rounds, "splits": splits, "shares": SHARES, "round-deadline": deadline,
+            "closes-at": closes_at, "host-gflops": gflops, "host-step-ms": step_ms,
+            "full-round-seconds": full_round, "real-deployment": real, "load-average": os.getloadavg()}
+    columns = ("round", "test-accuracy", "seconds", "train-round-seconds", "simulated-seconds", "replies",
+               "failed-replies", "late-replies", "client-flops")
+    write_table("wallclock", [{"clock": c, "split": s, "method": m, **{k: r.get(k) for k in columns}}
+                              for (c, s, m), (rows, _) in runs.items() for r in rows], meta)
+    summary, targets = summarize(runs, closes_at)
+    write_table("wallclock-summary", summary, meta)
+    write_table("wallclock-targets", targets, meta)
+    figure(runs, splits)
+
+
+if __name__ == "__main__":
+    main()
