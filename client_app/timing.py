@@ -115,7 +115,8 @@ def deadline_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig, device: 
                    cap: float, state: RecordDict, startup: float = 0.0) -> float:
     """Query time, ``capacity='deadline'``: profile the timer (``startup``: what this message's
     process start cost), keep it in the node's ``state``, return the ratio to train first."""
-    timer = replace(profile_timer(task, data, cfg, device), cap=cap, startup=startup)
+    timer = replace(profile_timer(task, data, cfg, device), cap=cap,
+                    startup=device.startup_s if device else startup)
     state[STATE_KEY] = timer.to_record()
     return timer.pick(cfg.round_deadline)
 
@@ -132,9 +133,10 @@ def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, r
     seconds = (device.compute_seconds(float(metrics["flops"]), float(metrics["steps"]))  # type: ignore[arg-type]
                if device else wall_seconds)
     predicted = timer.predict(ratio) if ratio in timer.levels else float("nan")
-    timer = timer.observe(ratio, seconds, 0.0 if device else startup)
+    startup = device.startup_s if device else startup
+    timer = timer.observe(ratio, seconds, startup)
     state[STATE_KEY] = timer.to_record()
-    return {"predicted-seconds": predicted, "local-seconds": seconds + (0.0 if device else startup),
+    return {"predicted-seconds": predicted, "local-seconds": seconds + startup,
             "next-ratio": timer.pick(cfg.round_deadline)}
 
 

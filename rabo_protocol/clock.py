@@ -4,20 +4,23 @@ Flower's simulation runs every client on the host, at the host's speed. The virt
 each simulated node a :class:`DeviceClass` (``device-classes``, cycled by partition id like
 ``ratio-levels``, or a node's own ``device-class``) and charges each train reply
 
-    seconds = FLOPs / (gflops x 1e9) + steps x step-ms / 1000
+    seconds = startup-s + FLOPs / (gflops x 1e9) + steps x step-ms / 1000
               + 8 x bytes down / (down-mbps x 1e6) + 8 x bytes up / (up-mbps x 1e6)
 
 from the FLOPs the node counted (``FlopCounterMode``), its optimizer steps and the serialized bytes
-of the two messages. ``step-ms`` is the fixed cost of a step (Python, kernel dispatch, small
-tensors): without it a FLOP count makes a 1/8 submodel 40x faster than the full one, where our
-reference core measured 4.5x (docs/results.md, section 10).
+of the two messages. ``startup-s`` is what a message costs before any work: a SuperNode starts a
+new ClientApp process per message, whose imports took 2.3 s of CPU on our reference core.
+``step-ms`` is the fixed cost of a step (Python, kernel dispatch, small tensors): without it a FLOP
+count makes the CNN's 1/8 submodel 39x faster than the full one, where our reference core measured
+3.3x (docs/results.md, section 10).
 A round lasts as long as its slowest client, or until it closes at ``round-deadline`` +
 ``deadline-grace`` (:func:`round_seconds`). What it ignores: the host's data loading and model
 building on the device, latency, contention, thermal throttling, and the server's own time.
 
->>> laptop = DeviceClass("laptop", gflops=9.0, down_mbps=80.0, up_mbps=40.0, step_ms=2.0)
+>>> laptop = DeviceClass("laptop", gflops=9.0, down_mbps=80.0, up_mbps=40.0, step_ms=2.0,
+...                      startup_s=2.5)
 >>> round(laptop.seconds(flops=9e9, steps=100, bytes_down=10**6, bytes_up=10**6), 3)
-1.5
+4.0
 >>> round_seconds([1.3, 4.0], closes_at=3.0), round_seconds([1.3, 2.0], closes_at=3.0)
 (3.0, 2.0)
 """
@@ -47,6 +50,8 @@ class DeviceClass:
     up_mbps: float
     step_ms: float = 0.0
     """Fixed milliseconds per optimizer step, whatever its FLOPs."""
+    startup_s: float = 0.0
+    """Seconds a message costs before any work (the ClientApp process's start)."""
     source: str = ""
 
     def compute_seconds(self, flops: float, steps: float = 0.0) -> float:
@@ -56,8 +61,9 @@ class DeviceClass:
         return 8 * bytes_down / (self.down_mbps * 1e6) + 8 * bytes_up / (self.up_mbps * 1e6)
 
     def seconds(self, flops: float, steps: float, bytes_down: float, bytes_up: float) -> float:
-        """Seconds of a train round: receive the submodel, compute, send the reply."""
-        return self.compute_seconds(flops, steps) + self.transfer_seconds(bytes_down, bytes_up)
+        """Seconds of a train round: receive the submodel, start, compute, send the reply."""
+        transfer = self.transfer_seconds(bytes_down, bytes_up)
+        return self.startup_s + self.compute_seconds(flops, steps) + transfer
 
 
 def _number(table: Mapping[str, object], key: str, where: str, *, optional: bool = False) -> float:
@@ -72,7 +78,8 @@ def _number(table: Mapping[str, object], key: str, where: str, *, optional: bool
 
 def load_device_classes(path: str | Path = "") -> dict[str, DeviceClass]:
     """The device classes of a TOML file (default: :data:`SHIPPED`), one table per class with
-    ``gflops``, ``down-mbps``, ``up-mbps``, optionally ``step-ms`` (default 0) and ``source``.
+    ``gflops``, ``down-mbps``, ``up-mbps``, optionally ``step-ms`` and ``startup-s`` (default 0)
+    and ``source``.
     ValueError naming the file, class and key that is wrong."""
     file = Path(path).expanduser() if path else SHIPPED
     try:
@@ -84,10 +91,11 @@ def load_device_classes(path: str | Path = "") -> dict[str, DeviceClass]:
         where = f"{file.name} [{name}]"
         if not isinstance(table, dict):
             raise ValueError(f"{where}: expected a table of keys, got {table!r}")
-        if unknown := set(table) - {"gflops", "down-mbps", "up-mbps", "step-ms", "source"}:
+        if unknown := set(table) - {"gflops", "down-mbps", "up-mbps", "step-ms", "startup-s", "source"}:
             raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
         speeds = (_number(table, k, where) for k in ("gflops", "down-mbps", "up-mbps"))
         classes[name] = DeviceClass(name, *speeds, step_ms=_number(table, "step-ms", where, optional=True),
+                                    startup_s=_number(table, "startup-s", where, optional=True),
                                     source=str(table.get("source", "")))
     if not classes:
         raise ValueError(f"device profiles {file} define no device class")
