@@ -5,10 +5,12 @@ SuperNodes (issue 27).
     python benchmarks/wallclock.py --virtual-only   # no cgroups needed
     python benchmarks/wallclock.py --quick          # 4 rounds, IID only
 
-The federation: 10 clients of the default run (CNN, MNIST digits); client i is a device of speed
-class i mod 4 (the order of ``ratio-levels``, so ``budget-correlated`` puts the unusual labels on
-the slow devices), a core share of ``SHARES`` = 0.3, 0.15, 0.075, 0.0375 of one core (sum 1.6
-cores for 10 nodes, leaving the SuperLink and the ServerApp the rest of this 2-core machine).
+The federation: the default run's task (CNN, MNIST digits) on 4 clients, one per speed class:
+client i gets ``SHARES[i]`` = 0.8, 0.4, 0.2, 0.1 of one core (the order of ``ratio-levels``, so
+``budget-correlated`` puts the unusual labels on the slow devices). Four, not the default run's
+ten: a SuperNode starts a new ClientApp process per message, 2.3 s of CPU for its imports alone,
+and the 1.5 cores the four quotas sum to are what this 2-core machine can give its SuperNodes
+beside the SuperLink and the ServerApp.
 
 * **Real**: one SuperLink and 10 SuperNodes, each started under its CPU quota by
   ``deploy/throttle.py`` (cgroups), one torch thread each; ``flwr run`` submits each method; the
@@ -21,8 +23,8 @@ cores for 10 nodes, leaving the SuperLink and the ServerApp the rest of this 2-c
 Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its submodel to the
 deadline), ``full-model`` (every node the full model: the round waits for the slowest) and
 ``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out).
-Writes ``wallclock.csv`` (one row per clock, split, method, round), ``wallclock-summary.csv``,
-``wallclock-targets.csv`` and ``wallclock.png`` to benchmarks/results/.
+Writes ``wallclock-<work>.csv`` (one row per clock, split, method, round), ``-summary.csv``,
+``-targets.csv``, ``-devices.toml`` and ``.png`` to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +52,11 @@ from client_app.app import local_data
 from client_app.budget import probe_round
 from deploy.throttle import Throttle, detect
 from rabo_protocol import parse_node_config, parse_run_config
+from server_app.results import write_json
 from tasks import make_task
 
-SHARES = (0.3, 0.15, 0.075, 0.0375)
-NUM_NODES = 10
+SHARES = (0.8, 0.4, 0.2, 0.1)
+NUM_NODES = 4
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
 METHODS: dict[str, dict[str, Any]] = {
     "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
@@ -60,15 +64,31 @@ METHODS: dict[str, dict[str, Any]] = {
     "drop-weak": {"strategy": "drop-weak", "capacity": "deadline"},
 }
 SPLITS = {"iid": {"partitioner": "iid"}, "budget-correlated": {"partitioner": "budget-correlated"}}
+WORK: dict[str, dict[str, Any]] = {"default": {}, "heavy": {"batch-size": 256, "outer-steps": 9}}
+"""Local work per round: the default run's (0.3 s of a core for the full model, against 2.7 s to
+start a ClientApp process), or about 9x that (``heavy``), comparable to the start."""
 BIN = Path(sys.executable).parent
 
 
-def host_speed(reps: int = 5) -> tuple[float, float, float]:
-    """(GFLOP/s, ms per step, seconds of a full-model local round) of one core of this machine on
+def startup_cpu_seconds(reps: int = 3) -> float:
+    """Median CPU-seconds a new process spends importing the ClientApp (what each message costs a
+    SuperNode before any work)."""
+    seconds = []
+    for _ in range(reps):
+        before = os.times()
+        subprocess.run([sys.executable, "-c", "import client_app.app, flwr.clientapp"], cwd=ROOT, check=True)
+        after = os.times()
+        seconds.append(after.children_user + after.children_system - before.children_user
+                       - before.children_system)
+    return statistics.median(seconds)
+
+
+def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, float]:
+    """(GFLOP/s, ms per step, seconds of a 1/8-model local round) of one core of this machine on
     the default CNN: a least squares fit of the median seconds of one outer step at each ratio
     level to its FLOPs and steps."""
     torch.set_num_threads(1)
-    cfg = parse_run_config({"profile": True})
+    cfg = parse_run_config({**work, "profile": True})
     task = make_task(cfg.task, cfg.data_spec(NUM_NODES), cfg.mu)
     node = parse_node_config({"partition-id": 0, "num-partitions": NUM_NODES})
     data = local_data(cfg, node, ConfigRecord())
@@ -80,24 +100,24 @@ def host_speed(reps: int = 5) -> tuple[float, float, float]:
             float(probe_round(task, data, cfg, ratio, one_outer_step=True)["train-seconds"])  # type: ignore[arg-type]
             for _ in range(reps)))
     (per_gflop, per_step), *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
-    full_round = cfg.solver_config().outer_steps * (rows[0][0] * per_gflop + rows[0][1] * per_step)
-    return 1.0 / per_gflop, 1000.0 * per_step, float(full_round)
+    smallest = cfg.solver_config().outer_steps * (rows[-1][0] * per_gflop + rows[-1][1] * per_step)
+    return 1.0 / per_gflop, 1000.0 * per_step, float(smallest)
 
 
-def device_file(path: Path, gflops: float, step_ms: float) -> list[str]:
+def device_file(path: Path, gflops: float, step_ms: float, startup: float) -> list[str]:
     """Write the throttled classes (this core times each share) to ``path``; returns their names."""
     names = [f"core-{share:g}" for share in SHARES]
     path.write_text("".join(
         f'["{name}"]\ngflops = {gflops * share:.6g}\nstep-ms = {step_ms / share:.6g}\n'
-        f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
-        f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, x {share:g} of a core"\n\n'
-        for name, share in zip(names, SHARES, strict=True)))
+        f'startup-s = {startup / share:.6g}\ndown-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
+        f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start, '
+        f'x {share:g} of a core"\n\n' for name, share in zip(names, SHARES, strict=True)))
     return names
 
 
-def run_config(method: str, split: str, rounds: int, deadline: float) -> dict[str, Any]:
-    return {**METHODS[method], **SPLITS[split], "num-server-rounds": rounds, "round-deadline": deadline,
-            "seed": 0}
+def run_config(method: str, split: str, work: str, rounds: int, deadline: float) -> dict[str, Any]:
+    return {**METHODS[method], **SPLITS[split], **WORK[work], "num-server-rounds": rounds,
+            "round-deadline": deadline, "seed": 0}
 
 
 def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
@@ -144,13 +164,15 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
     try:
         start("superlink", str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1",
               "--port", str(port))
-        time.sleep(5)
+        _wait(lambda: _healthy(port), 30, "the SuperLink did not become healthy")
         for i in range(NUM_NODES):
             start(f"sn{i}", sys.executable, "-m", "deploy.throttle", "--cpu", str(SHARES[i % len(SHARES)]),
                   "--name", groups[i].name, "--", str(BIN / "flower-supernode"), "--insecure",
                   "--superlink", f"127.0.0.1:{port}", "--port", str(_free_port()),
                   "--node-config", f"partition-id={i} num-partitions={NUM_NODES}")
-        time.sleep(15)  # the throttled SuperNodes import Flower at a fraction of a core
+        # the throttled SuperNodes import Flower at a fraction of a core
+        _wait(lambda: len(_flwr(env, "supernode", "list", "wallclock").get("nodes", [])) == NUM_NODES, 300,
+              "the SuperNodes did not all connect")
         yield env, groups
     finally:
         for process in reversed(processes):
@@ -169,6 +191,22 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
                 print(f"could not remove cgroup {group.name}: {err}")
 
 
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(ready: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{failure} within {timeout:g} s")
+        time.sleep(1)
+
+
 def _flwr(env: Mapping[str, str], *args: str) -> dict[str, Any]:
     out = subprocess.run([str(BIN / "flwr"), *args, "--format", "json"], env=dict(env), cwd=ROOT,
                          check=True, capture_output=True, text=True, timeout=300).stdout
@@ -182,8 +220,9 @@ def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Thr
     keys = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                     for k, v in {**config, "results-dir": str(out)}.items())
     run_id = _flwr(env, "run", ".", "wallclock", "--run-config", keys)["run-id"]
+    # every `flwr ls` starts a Python process (about 0.7 s of CPU): poll rarely, beside throttled nodes
     while not (entry := _flwr(env, "ls", "--run-id", str(run_id))["runs"][0])["status"].startswith("finish"):
-        time.sleep(2)
+        time.sleep(20)
     if entry["status"] != "finished:completed":
         raise RuntimeError(f"run {run_id}: {entry['status']} {entry.get('status-details')}")
     cpu = sum((g.cpu_seconds() or 0.0) - b for g, b in zip(groups, before, strict=True))
@@ -243,7 +282,8 @@ def summarize(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float
     return summary, targets
 
 
-def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]], splits: list[str]) -> None:
+def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]], splits: list[str],
+           name: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.2), squeeze=False)
@@ -258,56 +298,73 @@ def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]],
         ax.set(xlabel="seconds (real: wall-clock; virtual: simulated)", ylabel="test accuracy",
                title=split, ylim=(0, 1))
         ax.legend(fontsize=8)
-    save_figure(fig, "wallclock")
+    save_figure(fig, name)
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, rounds=20, seeds=1)
-    parser.add_argument("--virtual-only", action="store_true")
+    parser = benchmark_parser(__doc__, rounds=10, seeds=1)
+    parser.add_argument("--clock", choices=("both", "virtual", "real"), default="both",
+                        help="which runs to do now (the others: from the cache of an earlier invocation)")
+    parser.add_argument("--work", choices=list(WORK), default="heavy", help="local work per round (WORK)")
     parser.add_argument("--deadline", type=float, default=0.0,
-                        help="round-deadline (default: 1.25x a full-model local round at the fastest share)")
+                        help="round-deadline (default: 1.1x what the slowest device needs to start "
+                             "and run the 1/8 model, so that every device can take part)")
     args = parser.parse_args()
+    load = os.getloadavg()
     rounds, splits = (4, ["iid"]) if args.quick else (args.rounds, list(SPLITS))
-    gflops, step_ms, full_round = host_speed()
-    deadline = args.deadline or round(1.25 * full_round / SHARES[0], 2)
+    # the machine's measured speed, the deadline and the devices, fixed by the first invocation
+    cache = RESULTS / "cache" / f"wallclock-{args.work}-{rounds}rounds"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / "host.json").is_file():
+        gflops, step_ms, smallest = host_speed(WORK[args.work])
+        startup = startup_cpu_seconds()
+        deadline = args.deadline or round(1.1 * (startup + smallest) / SHARES[-1], 1)
+        write_json(cache / "host.json", {"gflops": gflops, "step-ms": step_ms, "smallest-round": smallest,
+                                         "startup": startup, "deadline": deadline})
+    host = json.loads((cache / "host.json").read_text())
+    gflops, step_ms, smallest, startup, deadline = (host[k] for k in ("gflops", "step-ms", "smallest-round",
+                                                                      "startup", "deadline"))
     closes_at = deadline + parse_run_config({}).deadline_grace
-    print(f"this core: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, a full-model round {full_round:.2f} s; "
-          f"round-deadline {deadline} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    devices = RESULTS / "wallclock-devices.toml"
-    names = device_file(devices, gflops, step_ms)
+    print(f"this core: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start a ClientApp, "
+          f"a 1/8-model round {smallest:.2f} s; round-deadline {deadline} s", flush=True)
+    devices = cache / "devices.toml"
+    names = device_file(devices, gflops, step_ms, startup)
     runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]] = {}
+    support = detect()
+    real = support.reason if args.clock != "virtual" else "not run in this invocation"
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for split in splits:
-            for method in METHODS:
-                out = work / f"virtual-{split}-{method}"
-                runs[("virtual", split, method)] = virtual_run(run_config(method, split, rounds, deadline),
-                                                               devices, names, out)
-                accuracy = runs["virtual", split, method][0][-1]["test-accuracy"]
-                print(f"virtual {split} {method}: {accuracy:.3f}")
-        support = detect()
-        real = "skipped (--virtual-only)" if args.virtual_only else support.reason
-        if not args.virtual_only and support.version is not None:
-            with throttled_deployment(work) as (env, groups):
-                for split in splits:
-                    for method in METHODS:
-                        out = work / f"real-{split}-{method}"
-                        runs[("real", split, method)] = real_run(run_config(method, split, rounds, deadline),
-                                                                 env, groups, out)
-                        accuracy = runs["real", split, method][0][-1]["test-accuracy"]
-                        print(f"real {split} {method}: {accuracy:.3f}")
-    meta = {"rounds": rounds, "splits": splits, "shares": SHARES, "round-deadline": deadline,
+        scratch = Path(tmp)
+        for clock in ("virtual", "real"):
+            keys = [(clock, split, method) for split in splits for method in METHODS]
+            if args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
+                deployment = throttled_deployment(scratch) if clock == "real" else nullcontext((None, None))
+                with deployment as (env, groups):
+                    for key in keys:
+                        config = run_config(key[2], key[1], args.work, rounds, deadline)
+                        out = scratch / "-".join(key)
+                        result = (virtual_run(config, devices, names, out) if clock == "virtual"
+                                  else real_run(config, env, groups, out))  # type: ignore[arg-type]
+                        stored = {"rows": result[0], "cpu-seconds": result[1]}
+                        write_json(cache / f"{'-'.join(key)}.json", stored)
+                        print(f"{' '.join(key)}: {result[0][-1]['test-accuracy']:.3f}", flush=True)
+            for key in keys:
+                if (cache / f"{'-'.join(key)}.json").is_file():
+                    stored = json.loads((cache / f"{'-'.join(key)}.json").read_text())
+                    runs[key] = stored["rows"], stored["cpu-seconds"]
+    meta = {"work": args.work, "work-keys": WORK[args.work], "rounds": rounds, "splits": splits,
+            "shares": SHARES, "round-deadline": deadline,
             "closes-at": closes_at, "host-gflops": gflops, "host-step-ms": step_ms,
-            "full-round-seconds": full_round, "real-deployment": real, "load-average": os.getloadavg()}
+            "host-startup-cpu-seconds": startup, "smallest-round-seconds": smallest,
+            "real-deployment": real, "load-average-at-start": load, "load-average-at-end": os.getloadavg()}
     columns = ("round", "test-accuracy", "seconds", "train-round-seconds", "simulated-seconds", "replies",
                "failed-replies", "late-replies", "client-flops")
-    write_table("wallclock", [{"clock": c, "split": s, "method": m, **{k: r.get(k) for k in columns}}
+    name = f"wallclock-{args.work}"
+    write_table(name, [{"clock": c, "split": s, "method": m, **{k: r.get(k) for k in columns}}
                               for (c, s, m), (rows, _) in runs.items() for r in rows], meta)
     summary, targets = summarize(runs, closes_at)
-    write_table("wallclock-summary", summary, meta)
-    write_table("wallclock-targets", targets, meta)
-    figure(runs, splits)
+    write_table(f"{name}-summary", summary, meta)
+    write_table(f"{name}-targets", targets, meta)
+    figure(runs, splits, name)
 
 
 if __name__ == "__main__":

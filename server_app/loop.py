@@ -52,10 +52,9 @@ def run_rounds(
     for rnd in rounds:
         log(INFO, "[ROUND %d/%d]", rnd, rounds.stop - 1)
         grid.take()  # count this round's messages only
+        messages = strategy.configure_train(rnd, arrays, ConfigRecord(), grid)
         started = time.perf_counter()
-        replies = list(grid.send_and_receive(
-            strategy.configure_train(rnd, arrays, ConfigRecord(), grid),
-            timeout=timeout if train_timeout is None else train_timeout))
+        replies = list(grid.send_and_receive(messages, timeout=train_timeout or timeout))
         train_seconds = time.perf_counter() - started
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:

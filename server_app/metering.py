@@ -106,6 +106,7 @@ class MeteredGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))  # from the call
         self._drop_late()
         messages = self._sent(messages)
         if getattr(self.grid, "synchronous", False):
@@ -113,7 +114,6 @@ class MeteredGrid(Grid):
             waiting = {m.metadata.message_id for m in messages}
         else:
             waiting = {i for i in self.grid.push_messages(messages) if i}
-            end = time.monotonic() + (timeout if timeout is not None else float("inf"))
             replies = []
             while True:
                 pulled = list(self.grid.pull_messages(waiting))
