@@ -306,6 +306,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=("both", "virtual", "real"), default="both",
                         help="which runs to do now (the others: from the cache of an earlier invocation)")
     parser.add_argument("--work", choices=list(WORK), default="heavy", help="local work per round (WORK)")
+    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to run now")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run now")
     parser.add_argument("--deadline", type=float, default=0.0,
                         help="round-deadline (default: 1.1x what the slowest device needs to start "
                              "and run the 1/8 model, so that every device can take part)")
@@ -336,10 +338,11 @@ def main() -> None:
         scratch = Path(tmp)
         for clock in ("virtual", "real"):
             keys = [(clock, split, method) for split in splits for method in METHODS]
-            if args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
+            now = [k for k in keys if k[1] in args.splits.split(",") and k[2] in args.methods.split(",")]
+            if now and args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
                 deployment = throttled_deployment(scratch) if clock == "real" else nullcontext((None, None))
                 with deployment as (env, groups):
-                    for key in keys:
+                    for key in now:
                         config = run_config(key[2], key[1], args.work, rounds, deadline)
                         out = scratch / "-".join(key)
                         result = (virtual_run(config, devices, names, out) if clock == "virtual"
