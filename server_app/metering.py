@@ -116,12 +116,13 @@ class MeteredGrid(Grid):
             waiting = {i for i in self.grid.push_messages(messages) if i}
             replies = []
             while True:
+                pulled_at = time.monotonic()
                 pulled = list(self.grid.pull_messages(waiting))
                 replies.extend(pulled)
                 waiting -= {r.metadata.reply_to_message_id for r in pulled}
-                left = end - time.monotonic()
-                if not waiting or left <= 0:
+                pull_seconds, left = time.monotonic() - pulled_at, end - time.monotonic()
+                if not waiting or left <= pull_seconds:  # the last pull ends before the timeout
                     break
-                time.sleep(min(POLL_SECONDS, left))
+                time.sleep(max(0.0, min(POLL_SECONDS, left - pull_seconds)))
         self._outstanding |= waiting - {r.metadata.reply_to_message_id for r in replies}
         return self._received(replies)
