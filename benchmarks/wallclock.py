@@ -50,6 +50,7 @@ from flwr.app import ConfigRecord
 
 from client_app.app import local_data
 from client_app.budget import probe_round
+from deploy.processes import stop
 from deploy.throttle import Throttle, detect
 from rabo_protocol import parse_node_config, parse_run_config
 from server_app.results import write_json
@@ -175,13 +176,7 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
               "the SuperNodes did not all connect")
         yield env, groups
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         subprocess.run(["pkill", "-TERM", "-f", "flwr-clientapp"], check=False)
         time.sleep(2)
         for group in groups:

@@ -18,6 +18,7 @@ import pytest
 
 from client_app.budget import peak_memory_bytes
 from deploy.credentials import write_certificates, write_supernode_keys
+from deploy.processes import stop
 from rabo_protocol import parse_run_config
 from tasks import client_data, make_task
 
@@ -121,10 +122,4 @@ def test_secured_deployment(tmp_path: Path) -> None:
         rows = json.loads((run_dir / "metrics.json").read_text())
         assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.1
     finally:
-        for process in reversed(processes):  # SuperNodes first, the SuperLink last
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)  # SuperNodes first, the SuperLink last
