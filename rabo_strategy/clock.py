@@ -37,11 +37,12 @@ class RoundClock:
         self._down: dict[int, int] = {}
         self.charged: dict[int, float] = {}
         """Node -> simulated seconds of its reply this round (virtual clock)."""
+        self._late: set[int] = set()  # this round's replies late on the virtual clock
 
     def sent(self, messages: Iterable[Message]) -> None:
         """A new round: remember the bytes sent to each node."""
         self._down = {m.metadata.dst_node_id: message_bytes(m) for m in messages} if self.devices else {}
-        self.charged = {}
+        self.charged, self._late = {}, set()
 
     def late(self, profile: NodeProfile | None, reply: Message) -> str | None:
         """Why ``reply`` misses the round on the virtual clock (None: in time, or the real clock)."""
@@ -58,6 +59,7 @@ class RoundClock:
                                  message_bytes(reply))
         self.charged[node] = seconds
         if self.closes_at is not None and seconds > self.closes_at:
+            self._late.add(node)
             return (f"late on the virtual clock: {seconds:.1f} s on a {device.name} > round-deadline "
                     f"+ deadline-grace = {self.closes_at:g} s")
         return None
@@ -69,10 +71,11 @@ class RoundClock:
         return {"simulated-seconds": round_seconds(list(self.charged.values()), self.closes_at)}
 
     def resize(self, profiles: dict[int, NodeProfile], replied: Mapping[int, Mapping[str, object]],
-               missed: Iterable[int]) -> None:
-        """``capacity='deadline'``: a node that replied trains next at the ``next-ratio`` it names (one
-        of ``ratio-levels``); a node that missed the round (late, no reply) one level below its
-        last, since its own timer's correction never reached the server."""
+               unanswered: Iterable[int]) -> None:
+        """``capacity='deadline'``: a node whose reply was accepted trains next at the ``next-ratio``
+        it names (one of ``ratio-levels``); a node that missed the round (``unanswered`` by the
+        close, or late on the virtual clock) one level below its last, since its own timer's
+        correction never reached the server."""
         if not self.deadline_sized:
             return
         for node, metrics in replied.items():
@@ -83,7 +86,7 @@ class RoundClock:
                 else:
                     log(WARNING, "node %d: next-ratio=%r is not one of ratio-levels %s: ignored",
                         node, ratio, self.levels)
-        for node in missed:
+        for node in {*unanswered, *self._late}:
             profile = profiles.get(node)
             if profile is not None and profile.source == "deadline":
                 lower = [r for r in self.levels if r < profile.ratio]

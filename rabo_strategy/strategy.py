@@ -145,8 +145,7 @@ class ResourceAdaptiveBilevel(Strategy):
         for node, _, (values, index, metrics, _) in accepted:
             acc.add(values, index, float(metrics["num-examples"]), row_weights[node])  # type: ignore[arg-type]
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
-        self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted},
-                          self._sent.keys() - self.accepted_ratios.keys())
+        self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted}, self._sent.keys() - replied)
         x_part = DIRECTION_PART[self.algorithm]
         metrics = round_metrics(acc, [f"{x_part}:{k}" for k in self._global["x"]],
                                 [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
