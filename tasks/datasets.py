@@ -115,7 +115,7 @@ def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageD
         "sklearn-digits-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_sklearn_digits()),
     }
     if name in loaders:
-        arrays = cached_arrays(data_dir or "~/.cache/rabo-data", f"images {name}",
+        arrays = cached_arrays(data_dir, f"images {name}",
                                lambda: dict(zip(("images", "labels"), loaders[name](), strict=True)))
         images, labels = arrays["images"], arrays["labels"]
     elif name in DOWNLOADABLE_DATASETS:

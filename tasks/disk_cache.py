@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cached_arrays"]
+__all__ = ["DEFAULT_DATA_DIR", "cached_arrays"]
+
+DEFAULT_DATA_DIR = "~/.cache/rabo-data"
+"""Where an empty ``data-dir`` keeps the cache (the run config's default ``data-dir``)."""
 
 _SOURCES = ("datasets.py", "partition.py", "partitioners.py", "disk_cache.py")
 _CODE = hashlib.sha256(b"".join((Path(__file__).with_name(n)).read_bytes() for n in _SOURCES)).hexdigest()
@@ -29,9 +32,10 @@ Arrays = dict[str, np.ndarray]
 
 
 def cached_arrays(data_dir: str, key: str, build: Callable[[], Arrays]) -> Arrays:
-    """``build()``, or the arrays an earlier call with the same ``key`` stored under ``data_dir``."""
+    """``build()``, or the arrays an earlier call with the same ``key`` stored under ``data_dir``
+    (empty: :data:`DEFAULT_DATA_DIR`)."""
     digest = hashlib.sha256(f"{_CODE} {key}".encode()).hexdigest()[:24]
-    path = Path(data_dir).expanduser() / "cache" / f"{digest}.npz"
+    path = Path(data_dir or DEFAULT_DATA_DIR).expanduser() / "cache" / f"{digest}.npz"
     try:
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
