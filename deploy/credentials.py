@@ -14,6 +14,8 @@ import argparse
 import datetime
 import ipaddress
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -26,12 +28,24 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """A private key, readable by its owner only from the first byte (no chmod after the fact)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: set it
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` without following a symlink: a new file (created exclusively, readable by
+    its owner only until ``mode`` is set, so a private key never is by anyone else) beside it,
+    renamed over ``path``. A rename replaces a link, never writes through it; a link found at
+    ``path`` is refused anyway, since someone planted it there."""
+    if path.is_symlink():
+        raise FileExistsError(f"{path} is a symbolic link: refusing to write a key there; remove it "
+                              "(and check who created it) or choose another directory")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -74,19 +88,18 @@ def write_certificates(out: Path, hosts: list[str], days: int = 30) -> None:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    (out / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(out / "server.key", _pem_key(key))
+    _write(out / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    _write(out / "server.pem", cert.public_bytes(serialization.Encoding.PEM))
+    _write(out / "server.key", _pem_key(key), 0o600)  # private: owner only
 
 
 def write_supernode_keys(out: Path, names: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         key = ec.generate_private_key(ec.SECP384R1())
-        _write_private(out / name, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption()))
-        (out / f"{name}.pub").write_bytes(key.public_key().public_bytes(
+        _write(out / name, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                             serialization.NoEncryption()), 0o600)
+        _write(out / f"{name}.pub", key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + f" {name}\n".encode())
 
 
@@ -97,8 +110,11 @@ def main() -> None:
     parser.add_argument("--hosts", default="127.0.0.1,::1,localhost",
                         help="comma-separated addresses/names the SuperLink certificate is valid for")
     args = parser.parse_args()
-    write_certificates(args.out / "certs", args.hosts.split(","))
-    write_supernode_keys(args.out / "keys", args.supernodes)
+    try:
+        write_certificates(args.out / "certs", args.hosts.split(","))
+        write_supernode_keys(args.out / "keys", args.supernodes)
+    except FileExistsError as err:
+        sys.exit(f"credentials.py: {err}")
 
 
 if __name__ == "__main__":

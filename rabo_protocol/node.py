@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .keys import PositiveFloat, PositiveInt
-from .parsing import ConfigError, parse_model
+from .parsing import ConfigError, PathStr, parse_model
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
@@ -24,7 +24,7 @@ class NodeConfig(BaseModel):
     num_partitions: PositiveInt | None = None
     resource_ratio: Ratio | Literal["auto"] | None = None
     memory_mb: PositiveFloat | None = None
-    data_path: str | None = None
+    data_path: PathStr | None = None
     device_class: str | None = None
     """The virtual clock's device class of this node (run key ``device-profiles``); wins over the
     run's ``device-classes``."""

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import Annotated
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from .defaults import AUTO, TUNED_KEYS
 
 
 class ConfigError(ValueError):
     """An invalid run or node config; the message names every offending key."""
+
+
+def _usable_path(value: str) -> str:
+    """A path every system call can take: no NUL byte, encodable as a file name, no component over
+    255 bytes (NAME_MAX of the common file systems); otherwise the run would fail deep inside."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte; give a file system path")
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise ValueError("cannot be encoded as a file name on this system") from None
+    if any(len(part) > 255 for part in encoded.split(os.sep.encode())):
+        raise ValueError("has a path component longer than 255 bytes")
+    return value
+
+
+PathStr = Annotated[str, AfterValidator(_usable_path)]
+"""A path-valued key (checked as a path; whether it exists is for its user to say)."""
 
 
 def _describe(error: Mapping[str, object], model: type[BaseModel]) -> str:

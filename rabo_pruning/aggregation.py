@@ -126,3 +126,9 @@ class CoverageAverage:
         covered = sum(int(np.count_nonzero(self.counts[k])) for k in keys)
         size = sum(self.counts[k].size for k in keys)
         return covered / size if size else 0.0
+
+    def covered_fraction_below(self, coverage: int) -> float:
+        """Of the coordinates some client covered, the fraction fewer than ``coverage`` clients did."""
+        covered = sum(int(np.count_nonzero(c)) for c in self.counts.values())
+        below = sum(int(np.count_nonzero((c > 0) & (c < coverage))) for c in self.counts.values())
+        return below / covered if covered else 0.0

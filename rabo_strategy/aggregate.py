@@ -13,6 +13,8 @@ from flwr.app import MetricRecord
 from rabo_protocol.presets import DIRECTION_PART, Algorithm, MomentumScope
 from rabo_pruning.aggregation import CoverageAverage
 
+from .screen import MIN_PEERS
+
 Parts = dict[str, dict[str, np.ndarray]]
 MOMENTUM_SCOPES: tuple[MomentumScope, ...] = get_args(MomentumScope)
 
@@ -58,9 +60,12 @@ class OuterUpdate:
 
 
 def round_metrics(acc: CoverageAverage, x_keys: Sequence[str], y_keys: Sequence[str],
-                  accepted: Sequence[MetricRecord], failed: int) -> MetricRecord:
+                  accepted: Sequence[MetricRecord], failed: int, unscreened: int = 0,
+                  untrained: int = 0) -> MetricRecord:
     """Coverage of x and y (min, mean, fraction covered; ``x_keys`` are the reply part that updates
-    x), reply counts, and the clients' own numeric metrics averaged by their num-examples."""
+    x), reply counts, the screen's figures (``unscreened`` replies, ``untrained`` rows, and the
+    fraction of the covered coordinates fewer than ``MIN_PEERS`` + 1 replies trained), and the
+    clients' own numeric metrics averaged by their num-examples."""
     total = sum(float(m["num-examples"]) for m in accepted)  # type: ignore[arg-type]
     out: dict[str, float | int] = {
         "coverage-x-min": acc.min_coverage(x_keys),
@@ -72,6 +77,9 @@ def round_metrics(acc: CoverageAverage, x_keys: Sequence[str], y_keys: Sequence[
         "replies": len(accepted),
         "failed-replies": failed,
         "tolerated-byzantine-min": acc.tolerated([*x_keys, *y_keys]),
+        "unscreened-replies": unscreened,
+        "untrained-rows": untrained,
+        "unprotected-fraction": acc.covered_fraction_below(MIN_PEERS + 1),
         "num-examples": int(total),
     }
     server_keys = set(out)

@@ -27,6 +27,10 @@ class Sent:
     """Parameter name -> the node's slice of it."""
     num_examples: int | None = None
     """The train examples the node declared (bounds its reply's num-examples)."""
+    examples_cap: int | None = None
+    """The most num-examples its reply weighs (the server's, ``NodeProfile.examples_cap``)."""
+    partition_id: int | None = None
+    """The node's partition as the server admitted it (its reply's ``partition-id``)."""
 
 
 def train_messages(
@@ -49,5 +53,6 @@ def train_messages(
                                     **widths})
         messages.append(Message(content=RecordDict({ARRAYS: pack(slices), CONFIG: node_config}),
                                 dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(server_round)))
-        sent[node] = Sent(profile.client_key, ratio, index, profile.num_examples)
+        sent[node] = Sent(profile.client_key, ratio, index, profile.num_examples, profile.examples_cap,
+                          profile.partition_id)
     return messages, sent

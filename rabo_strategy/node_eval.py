@@ -22,6 +22,7 @@ from rabo_protocol.wire import ARRAYS, CONFIG, METRICS, pack, widths_config
 from rabo_pruning import submodel_spec
 from tasks.structure import Structure
 
+from .claims import client_text
 from .profiles import NodeProfile
 
 Statistics = Callable[[Mapping[str, int], Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
@@ -74,15 +75,15 @@ def _score(msg: Message) -> tuple[float, float]:
     """(accuracy, loss) of an evaluate reply; ValueError when they are not a probability and a
     finite loss >= 0."""
     if msg.has_error():
-        raise ValueError(msg.error.reason[:200])
+        raise ValueError(f"client error: {client_text(msg.error.reason)}")
     record = msg.content.metric_records.get(METRICS)
     if record is None:
         raise ValueError("no metrics")
     accuracy, loss = record.get("eval-accuracy"), record.get("eval-loss")
     if not (isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0):
-        raise ValueError(f"eval-accuracy={accuracy!r} is not in [0, 1]")
+        raise ValueError(f"eval-accuracy={client_text(repr(accuracy), 40)} is not in [0, 1]")
     if not (isinstance(loss, float) and math.isfinite(loss) and loss >= 0.0):
-        raise ValueError(f"eval-loss={loss!r} is not a finite number >= 0")
+        raise ValueError(f"eval-loss={client_text(repr(loss), 40)} is not a finite number >= 0")
     return accuracy, loss
 
 

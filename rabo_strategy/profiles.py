@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
 import numpy as np
@@ -13,6 +13,8 @@ from flwr.serverapp import Grid
 
 from rabo_protocol.presets import Capacity, Sizing
 from rabo_protocol.wire import CONFIG, PROFILE, decode_profile
+
+from .claims import client_text
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class NodeProfile:
     (None: not declared, not bounded)."""
     device_class: str | None = None
     """The node's device class on the virtual clock (None: the real clock)."""
+    examples_cap: int | None = None
+    """The most num-examples a reply of the node weighs, which the server decides at admission
+    (:func:`admit_profiles`; None: no bound)."""
 
     @property
     def client_key(self) -> int:
@@ -69,25 +74,102 @@ def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, Config
                 raise ValueError(reply.error.reason)
             profiles[node] = resolve_profile(node, reply.content[PROFILE], levels)
         except (KeyError, ValueError, TypeError) as err:
-            log(WARNING, "node %d left out: its profile is invalid: %s", node, err)
+            log(WARNING, "node %d left out: its profile is invalid: %s", node, client_text(err))
     return profiles
+
+
+EXAMPLES_VS_MEDIAN = 4
+"""A node's replies weigh at most this many times the lower median of the train examples the
+admitted nodes declared: a node that declares 1e9 examples does not buy the weight of ``mean``.
+4: the largest partition of the built-in partitioners is at most 3.1 times the lower median
+(``separated``, 4 partitions), so honest nodes of a simulation are never capped."""
+
+
+def _federation_partitions(found: Sequence[NodeProfile], profiles: Mapping[int, NodeProfile],
+                           connected: int) -> int | None:
+    """The federation's one ``num-partitions``: the admitted nodes' (all equal), else the value
+    most ``found`` nodes declare (ties: the one nearest ``connected``, then the larger), never 1
+    while more than one node is connected (one node would own every sample)."""
+    if fixed := next((p.num_partitions for p in profiles.values() if p.num_partitions is not None), None):
+        return fixed
+    votes = [p.num_partitions for p in found if p.num_partitions is not None
+             and (p.num_partitions > 1 or connected <= 1)]
+    if not votes:
+        return None
+    return max(set(votes), key=lambda n: (votes.count(n), -abs(n - connected), n))
+
+
+def _refusal(profile: NodeProfile, partitions: int | None, held: Mapping[int, int]) -> str | None:
+    """Why the server refuses ``profile``'s partition claim (None: it does not): ``held`` maps
+    each partition id already admitted to its node."""
+    pid, declared = profile.partition_id, profile.num_partitions
+    if pid is None:
+        return None
+    if declared is not None and declared != partitions:
+        alone = " (one partition of every sample, while other nodes are connected)" if declared == 1 else ""
+        return f"it declares num-partitions={declared}, the federation has {partitions}{alone}"
+    if partitions is not None and pid >= partitions:
+        return f"its partition-id={pid} is not below the federation's num-partitions={partitions}"
+    if held.get(pid, profile.node_id) != profile.node_id:
+        return f"partition {pid} is held by node {held[pid]}"
+    return None
+
+
+def _examples_caps(profiles: Mapping[int, NodeProfile], owned_by_node: Mapping[int, Mapping[str, np.ndarray]]
+                   ) -> dict[int, int | None]:
+    """Each node's cap on the num-examples of its replies: its declaration, at most the samples it
+    owns (per-sample tasks: the server knows them) and ``EXAMPLES_VS_MEDIAN`` x the lower median
+    of the declarations (None: nothing bounds it)."""
+    declared = sorted(p.num_examples for p in profiles.values() if p.num_examples is not None)
+    median_bound = EXAMPLES_VS_MEDIAN * declared[(len(declared) - 1) // 2] if declared else None
+    caps: dict[int, int | None] = {}
+    for node, profile in profiles.items():
+        owned = owned_by_node.get(node, {})
+        bounds = [b for b in (profile.num_examples, median_bound,
+                              min((len(c) for c in owned.values()), default=None)) if b is not None]
+        caps[node] = min(bounds) if bounds else None
+    return caps
 
 
 def admit_profiles(found: Mapping[int, NodeProfile],
                    owned: Callable[[NodeProfile], Mapping[str, np.ndarray]],
-                   profiles: dict[int, NodeProfile], owned_by_node: dict[int, dict[str, np.ndarray]]) -> None:
+                   profiles: dict[int, NodeProfile], owned_by_node: dict[int, dict[str, np.ndarray]],
+                   grid: Grid | None = None) -> None:
     """Add each ``found`` profile to ``profiles`` with its node's per-sample coordinates
-    ``owned(profile)`` in ``owned_by_node``; a node whose coordinates raise ValueError is logged
-    and left out."""
-    for node, profile in found.items():
+    ``owned(profile)`` in ``owned_by_node``, if the server accepts its claims; else log why and
+    leave it out (it is queried again when next sampled).
+
+    Partitions: the federation has one ``num-partitions`` (:func:`_federation_partitions`, with
+    the nodes connected to ``grid`` now) and each partition id one node (the first admitted;
+    ``found`` in node order), so per-sample coordinates never overlap. A node whose coordinates
+    raise ValueError is left out. Sizes: every admitted node's ``examples_cap`` is recomputed
+    (:func:`_examples_caps`), as each admission moves the median.
+    """
+    batch = sorted(found.values(), key=lambda p: p.node_id)
+    connected = len(list(grid.get_node_ids())) if grid is not None else 0
+    partitions = _federation_partitions(batch, profiles, max(connected, len(profiles) + len(batch)))
+    held = {p.partition_id: n for n, p in profiles.items() if p.partition_id is not None}
+    for profile in batch:
+        node = profile.node_id
         try:
+            if reason := _refusal(profile, partitions, held):
+                raise ValueError(reason)
             owned_by_node[node] = dict(owned(profile))
         except ValueError as err:
-            log(WARNING, "node %d left out: %s", node, err)
+            log(WARNING, "node %d left out: %s", node, client_text(err))
             continue
         profiles[node] = profile
+        if profile.partition_id is not None:
+            held[profile.partition_id] = node
         log(INFO, "node %d: partition %s, ratio %s (from %s), %s train examples", node,
             profile.partition_id, profile.ratio, profile.source, profile.num_examples)
+    for node, cap in _examples_caps(profiles, owned_by_node).items():
+        if cap != profiles[node].examples_cap:
+            profiles[node] = replace(profiles[node], examples_cap=cap)
+            if cap is not None and profiles[node].num_examples not in (None, cap):
+                log(WARNING, "node %d declares %s train examples: its replies weigh at most %d (the "
+                    "samples it owns, or %d x the median declaration)", node,
+                    profiles[node].num_examples, cap, EXAMPLES_VS_MEDIAN)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,30 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 
+class TooFewNodes(RuntimeError):
+    """Fewer nodes than the run needs connected within the wait: the run stops with this message."""
+
+
+def wait_for_nodes(grid: Grid, required: int, timeout: float,
+                   key: str = "min-available-nodes") -> list[int]:
+    """The connected node ids, sorted, once at least ``required`` are connected.
+
+    Waits at most ``timeout`` seconds (the run's ``round-timeout``), then raises
+    :class:`TooFewNodes` naming ``key``, the nodes connected and the wait: a run that can never
+    start ends with one message instead of waiting forever (Flower's own sampling never gives up).
+    """
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < required:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TooFewNodes(
+                f"{key}={required} but only {len(nodes)} node(s) connected within {timeout:g} s "
+                f"(round-timeout); lower {key} or start more SuperNodes")
+        log(INFO, "Waiting for nodes: %d connected, %d required (%s)", len(nodes), required, key)
+        time.sleep(min(1.0, left))
+    return nodes
+
+
 @dataclass(frozen=True)
 class NodeSampling:
     """As FedAvg: ``max(fraction_train * connected, min_train_nodes)`` nodes (at most all), drawn
@@ -24,16 +48,8 @@ class NodeSampling:
     seed: int = 0
 
     def sample(self, grid: Grid, server_round: int) -> list[int]:
-        """The round's node ids, sorted; RuntimeError when too few nodes connect in time."""
-        deadline = time.monotonic() + self.wait_timeout
-        while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"min-available-nodes={self.min_available_nodes} but only {len(nodes)} node(s) "
-                    f"connected within {self.wait_timeout:g} s (round-timeout); lower "
-                    "min-available-nodes or start more SuperNodes")
-            log(INFO, "Waiting for nodes: %d connected, %d required", len(nodes), self.min_available_nodes)
-            time.sleep(1.0)
+        """The round's node ids, sorted; :class:`TooFewNodes` when too few nodes connect in time."""
+        nodes = wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         size = min(len(nodes), max(int(len(nodes) * self.fraction_train), self.min_train_nodes))
         rng = np.random.default_rng([self.seed, server_round])
         # Choose positions, not ids: node ids are uint64 and would lose precision in numpy.

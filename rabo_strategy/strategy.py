@@ -20,12 +20,15 @@ from tasks import LayerSpec
 from tasks.structure import Structure, as_structure
 
 from .aggregate import OuterUpdate, round_metrics
+from .claims import client_text
 from .clock import RoundClock
+from .lazy import LazyCheck
 from .messages import Sent, train_messages
 from .node_eval import NodeEvaluation, Statistics
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
-from .replies import Parsed, RmsBound, class_rows, parse_reply
+from .replies import Parsed, class_rows, parse_reply
 from .sampling import NodeSampling
+from .screen import AgreementScreen
 
 Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 """Per-sample parameters: the global coordinates a node's samples own (empty for most tasks)."""
@@ -66,9 +69,9 @@ class ResourceAdaptiveBilevel(Strategy):
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
-        self.rms_bound, self.head_rows = RmsBound(cfg.max_update_norm_ratio), cfg.head_rows
-        self.aggregation, self.trim_fraction = cfg.aggregation, cfg.trim_fraction
-        self.clock = RoundClock(cfg, self.sizer.sizing)
+        self.screen = AgreementScreen(cfg.min_agreement, cfg.max_update_norm_ratio, cfg.clip_factor)
+        self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
+        self.clock, self.trim_fraction = RoundClock(cfg, self.sizer.sizing), cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
         self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
         self.profiles: dict[int, NodeProfile] = {}
@@ -111,8 +114,7 @@ class ResourceAdaptiveBilevel(Strategy):
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         parsed: list[tuple[int, Sent, Parsed]] = []
         row_weights: dict[int, dict[str, np.ndarray]] = {}
-        failures: dict[int, str] = {}
-        replied: set[int] = set()  # nodes counted once each
+        failures, untrained, replied = dict[int, str](), dict[int, int](), set[int]()  # replied: counted once
         for msg in replies:
             node = msg.metadata.src_node_id
             if node in replied:
@@ -123,16 +125,18 @@ class ResourceAdaptiveBilevel(Strategy):
                 if reason := self.clock.late(self.profiles.get(node), msg):
                     raise ValueError(reason)
                 sent = self._sent.get(node)
-                values, index, metrics, rms = parse_reply(msg, sent, parts, reference, self.max_update_norm)
+                values, index, metrics = parse_reply(msg, sent, parts, reference, self.max_update_norm)
                 assert sent is not None
                 values, index, row_weights[node] = class_rows(
                     values, index, metrics, self.structure.classifier, self.head_rows)
+                values, index, untrained[node] = self.lazy(node, values, index, reference, server_round)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
-                failures[node] = f"{type(err).__name__}: {err}"
+                failures[node] = client_text(f"{type(err).__name__}: {err}", 400)
                 continue
-            parsed.append((node, sent, (values, index, metrics, rms)))
-        for i, reason in self.rms_bound.filter([(s.ratio, p[-1]) for _, s, p in parsed]).items():
-            failures[parsed[i][0]] = reason
+            parsed.append((node, sent, (values, index, metrics)))
+        screened = [(n, s.client_key, s.ratio, *p[:2]) for n, s, p in parsed]
+        refused, unjudged = self.screen.filter(screened, reference)
+        failures |= refused
         accepted = [item for item in parsed if item[0] not in failures]
         accepted.sort(key=lambda item: (item[1].client_key, item[0]))  # partition order: seeded sums
         for node in self._sent.keys() - replied:
@@ -142,14 +146,14 @@ class ResourceAdaptiveBilevel(Strategy):
 
         shapes = {f"{part}:{name}": t.shape for part, full in reference.items() for name, t in full.items()}
         acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
-        for node, _, (values, index, metrics, _) in accepted:
+        for node, _, (values, index, metrics) in accepted:
             acc.add(values, index, float(metrics["num-examples"]), row_weights[node])  # type: ignore[arg-type]
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
+        self.lazy.remember(self.accepted_ratios, server_round)
         self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted}, self._sent.keys() - replied)
-        x_part = DIRECTION_PART[self.algorithm]
-        metrics = round_metrics(acc, [f"{x_part}:{k}" for k in self._global["x"]],
+        metrics = round_metrics(acc, [f"{DIRECTION_PART[self.algorithm]}:{k}" for k in self._global["x"]],
                                 [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
-                                len(failures))
+                                len(failures), unjudged, sum(untrained[n] for n, *_ in accepted))
         metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies)})
         if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
@@ -170,17 +174,17 @@ class ResourceAdaptiveBilevel(Strategy):
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
         return {"velocity": dict(self.outer.velocity),
-                "rms-history": {str(r): list(v) for r, v in self.rms_bound.accepted.items()},
+                "agreement-record": {k: list(v) for k, v in self.screen.record.items()},
                 "node-eval-rows": list(self.node_evaluation.rows)}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.outer.velocity = dict(state["velocity"])  # type: ignore[call-overload]
-        history = state.get("rms-history", {})
-        self.rms_bound.accepted = {float(r): list(v) for r, v in history.items()}  # type: ignore[union-attr]
+        self.screen.record = {int(k): (float(v[0]), float(v[1]), float(v[2]))  # type: ignore[union-attr]
+                              for k, v in state.get("agreement-record", {}).items()}
         self.node_evaluation.rows = list(state.get("node-eval-rows", []))  # type: ignore[call-overload]
 
     def ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""
         if unknown := [n for n in nodes if n not in self.profiles]:
             admit_profiles(query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
-                                          self.query_timeout), self.owned, self.profiles, self._owned)
+                                          self.query_timeout), self.owned, self.profiles, self._owned, grid)

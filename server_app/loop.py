@@ -12,8 +12,13 @@ from flwr.common.logger import log
 from flwr.serverapp.strategy import Strategy
 
 from .metering import MeteredGrid
+from .results import client_flops
 
 Row = dict[str, float | int]
+
+
+class IdleRun(RuntimeError):
+    """``max-idle-rounds`` rounds in a row left the global model unchanged: the run stops."""
 
 
 def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
@@ -36,7 +41,7 @@ def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
 def run_rounds(
     strategy: Strategy, grid: MeteredGrid, arrays: ArrayRecord, rounds: range, *, timeout: float,
     train_timeout: float | None = None, evaluate: Callable[[int, ArrayRecord], MetricRecord],
-    on_round_end: Callable[[int, ArrayRecord, Row, list[Row]], None],
+    on_round_end: Callable[[int, ArrayRecord, Row, list[Row]], None], max_idle_rounds: int = 0,
 ) -> ArrayRecord:
     """Train, evaluate federatedly (if the strategy asks) and centrally, for each round.
 
@@ -47,8 +52,12 @@ def run_rounds(
     ``train_timeout`` seconds (default ``timeout``: the round deadline plus grace, when there is
     one; ``train-round-seconds`` is how long the server waited); ``late-replies`` counts the
     replies that arrived after their round closed.
+    A round whose ``aggregate_train`` returns no arrays (no valid reply, or too few, for any
+    strategy) is idle; after ``max_idle_rounds`` idle rounds in a row (0: never) it raises
+    :class:`IdleRun` once that round is recorded, rather than run on for every remaining round.
     Returns the final global arrays.
     """
+    idle = 0
     for rnd in rounds:
         log(INFO, "[ROUND %d/%d]", rnd, rounds.stop - 1)
         grid.take()  # count this round's messages only
@@ -59,6 +68,7 @@ def run_rounds(
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays
+        idle = 0 if new_arrays is not None else idle + 1
         # the strategy's metrics may carry clients' averaged figures: the server's keys come last
         row: Row = {**dict(train_metrics or {}), "round": rnd, "train-round-seconds": train_seconds}
         messages = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
@@ -74,7 +84,13 @@ def run_rounds(
                    and (accepted is None or r.metadata.src_node_id in accepted)]
         row["bytes-down"] = sum(down for down, _ in traffic.values())
         row["bytes-up"] = sum(up for _, up in traffic.values())
-        row["client-flops"] = sum(int(c.get("flops", 0)) for c in clients)
+        row["client-flops"] = client_flops(clients)  # not a sum of what clients claim
         row["late-replies"] = grid.take_late()
         on_round_end(rnd, arrays, row, clients)
+        if 0 < max_idle_rounds <= idle:
+            raise IdleRun(
+                f"rounds {rnd - idle + 1}-{rnd} all left the global model unchanged: no valid train reply "
+                "(each failed, was rejected or came after round-timeout) or fewer than "
+                "min-successful-replies; check the nodes' logs and round-timeout. max-idle-rounds="
+                f"{max_idle_rounds} stops a run after so many such rounds in a row (0: never)")
     return arrays

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -142,18 +143,47 @@ def rounds_to_target(rows: Sequence[Mapping[str, Any]], target: float = ACCURACY
     return None
 
 
-def cost_by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean cost per resource ratio, and each ratio's FLOPs/memory relative to ratio 1."""
-    keys = ("flops-per-step", "peak-memory-mb", "train-seconds", "bytes-up", "bytes-down")
+CLAIMED_COSTS = ("flops", "flops-per-step", "peak-memory-mb", "train-seconds")
+"""What a client measures of its own round: its report, which the server cannot check."""
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[float, list[Mapping[str, Any]]]:
     groups: dict[float, list[Mapping[str, Any]]] = defaultdict(list)
     for row in client_rows:
-        if "resource-ratio" in row:  # a plug-in's client may not report one
+        if _finite(row.get("resource-ratio")):  # a plug-in's client may not report one
             groups[float(row["resource-ratio"])].append(row)
-    summary = {
-        str(ratio): {k: sum(float(r[k]) for r in rows if k in r) / max(sum(k in r for r in rows), 1)
-                     for k in keys if any(k in r for r in rows)}
-        for ratio, rows in sorted(groups.items(), reverse=True)
-    }
+    return groups
+
+
+def _typical(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """A cost of the replies at one ratio: server-measured bytes averaged; a client's own report
+    (:data:`CLAIMED_COSTS`) the lower median of the reports, >= 0, so one node's figure moves it
+    only when it is the median (when it is alone at its ratio, its figure is the ratio's)."""
+    values = sorted(float(r[key]) for r in rows if _finite(r.get(key)))
+    if not values:
+        return None
+    if key not in CLAIMED_COSTS:
+        return sum(values) / len(values)
+    return max(values[(len(values) - 1) // 2], 0.0)
+
+
+def client_flops(client_rows: Sequence[Mapping[str, Any]]) -> int:
+    """The FLOPs of a round's accepted replies: each counted at its ratio's :func:`_typical`
+    reported FLOPs (a reply without a ratio: the lower median of those without one)."""
+    groups = _by_ratio(client_rows)
+    groups[-1.0] = [r for r in client_rows if not _finite(r.get("resource-ratio"))]
+    return int(sum(len(rows) * (_typical(rows, "flops") or 0.0) for rows in groups.values()))
+
+
+def cost_by_ratio(client_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Cost per resource ratio (:func:`_typical`), and each ratio's FLOPs/memory relative to ratio 1."""
+    keys = ("flops-per-step", "peak-memory-mb", "train-seconds", "bytes-up", "bytes-down")
+    summary = {str(ratio): {k: v for k in keys if (v := _typical(rows, k)) is not None}
+               for ratio, rows in sorted(_by_ratio(client_rows).items(), reverse=True)}
     full = summary.get("1.0")
     if full:
         for stats in summary.values():

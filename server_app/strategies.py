@@ -73,9 +73,14 @@ def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | N
             raise ConfigError(f"invalid run config: 'strategy' = {cfg.strategy!r} cannot be built with "
                               f"no arguments ({err}); give the class a classmethod "
                               "from_run_config(cfg, task)") from None
+        # Flower's sampling waits for max(min-available-nodes, min-train-nodes) nodes, forever
+        needs = max(("min-available-nodes", cfg.min_available_nodes),
+                    ("min-train-nodes", cfg.min_train_nodes if "min_train_nodes" in kwargs else 0),
+                    key=lambda item: item[1])
         # the built-in strategy's reply checks, for the plug-in too (server_app/validation.py)
         return ValidatedReplies(plugin, cfg.max_update_norm,
-                                {**client_config, **widths_config(task.full_widths())})
+                                {**client_config, **widths_config(task.full_widths())},
+                                min_nodes=needs, wait_timeout=cfg.round_timeout)
 
     def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:

@@ -24,21 +24,28 @@ from flwr.serverapp.strategy import Strategy
 
 from rabo_protocol.wire import CONFIG
 from rabo_strategy import NodeProfile, query_profiles
-from rabo_strategy.replies import check_examples, decode
+from rabo_strategy.claims import Claimed, accept_metrics, check_examples, clean_metrics, client_text
+from rabo_strategy.profiles import admit_profiles
+from rabo_strategy.replies import decode
+from rabo_strategy.sampling import wait_for_nodes
 
 
 def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm: float,
-                declared: int | None = None) -> None:
+                declared: int | None = None, profile: Claimed | None = None) -> None:
     """Raise ValueError saying what is wrong with a plug-in's train reply (``declared``: the
-    node's train examples from its profile, the bound of its num-examples)."""
+    node's train examples from its profile, the bound of its num-examples; with the node's
+    ``profile``, its metrics are also kept as :func:`rabo_strategy.claims.accept_metrics` says)."""
     if msg.has_error():
-        raise ValueError(f"client error: {msg.error.reason}")
+        raise ValueError(f"client error: {client_text(msg.error.reason)}")
     arrays = list(msg.content.array_records.values())
     metrics = list(msg.content.metric_records.values())
     if len(arrays) != 1 or len(metrics) != 1:
         raise ValueError(f"expected one ArrayRecord and one MetricRecord, got {len(arrays)} and "
                          f"{len(metrics)}")
-    check_examples(metrics[0], declared)
+    if profile is None:
+        check_examples(metrics[0], declared)
+    else:
+        accept_metrics(metrics[0], msg.metadata.src_node_id, profile)
     if set(arrays[0].keys()) != set(reference):
         raise ValueError(f"the reply's arrays {sorted(arrays[0].keys())[:4]}... are not the model's")
     squared = 0.0
@@ -48,6 +55,8 @@ def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm:
     if not math.sqrt(squared) <= max_update_norm:
         raise ValueError(f"update norm {math.sqrt(squared):.3g} above "
                          f"max-update-norm={max_update_norm:g}")
+    if squared == 0.0 and reference:
+        raise ValueError("every array was returned exactly as it was sent (nothing was trained)")
 
 
 IDENTITY_KEYS = {"partition-id"}
@@ -81,12 +90,18 @@ class ValidatedReplies(Strategy):
     messages carry ``client_config`` (the model's input shape and classes, the input
     standardisation, the full widths) as the built-in strategy's do, so nodes need no special case
     for a plug-in.
+
+    ``min_nodes`` is (key, count): before each round it waits at most ``wait_timeout`` seconds for
+    ``count`` connected nodes and then stops the run with a message naming ``key``
+    (:func:`rabo_strategy.sampling.wait_for_nodes`), where Flower's own sampling waits forever.
     """
 
     def __init__(self, inner: Strategy, max_update_norm: float,
                  client_config: Mapping[str, ConfigRecordValues] | None = None,
-                 query_timeout: float = 120.0) -> None:
+                 query_timeout: float = 120.0, min_nodes: tuple[str, int] = ("min-available-nodes", 0),
+                 wait_timeout: float = 600.0) -> None:
         self.inner = inner
+        self.min_nodes, self.wait_timeout = min_nodes, wait_timeout
         self.max_update_norm = max_update_norm
         self.client_config = dict(client_config or {})
         self.query_timeout = query_timeout
@@ -104,10 +119,12 @@ class ValidatedReplies(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._reference = {k: a.numpy() for k, a in arrays.items()}
+        key, count = self.min_nodes
+        wait_for_nodes(grid, count, self.wait_timeout, key)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         unknown = sorted({m.metadata.dst_node_id for m in messages} - self.profiles.keys())
-        self.profiles.update(query_profiles(grid, unknown, self.client_config, (1.0,), server_round,
-                                            self.query_timeout))
+        admit_profiles(query_profiles(grid, unknown, self.client_config, (1.0,), server_round,
+                                      self.query_timeout), lambda _: {}, self.profiles, {}, grid)
         messages = [self._with_client_config(m) for m in messages if m.metadata.dst_node_id in self.profiles]
         self._sent_to = {m.metadata.dst_node_id for m in messages}
         return messages
@@ -128,11 +145,11 @@ class ValidatedReplies(Strategy):
                 replied.add(node)
                 if node not in self._sent_to:
                     raise ValueError("not sent a train message this round")
-                check_reply(msg, self._reference, self.max_update_norm,
-                            self.profiles[node].num_examples)
+                check_reply(msg, self._reference, self.max_update_norm, profile=self.profiles[node])
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failed += 1
-                log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, err)
+                log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node,
+                    client_text(err, 400))
                 continue
             good.append(msg)
         self.accepted_ratios = {m.metadata.src_node_id: 1.0 for m in good}
@@ -170,6 +187,19 @@ class ValidatedReplies(Strategy):
                 for m in self.inner.configure_evaluate(server_round, arrays, config, grid)]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The plug-in's average of the evaluate replies, whose metrics are first cleaned and
+        whose num-examples are capped as a train reply's (its weight in FedAvg's average)."""
+        replies = list(replies)
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                continue
+            for record in msg.content.metric_records.values():
+                clean_metrics(record, node)
+                cap = getattr(self.profiles.get(node), "examples_cap", None)
+                examples = record.get("num-examples")
+                if cap is not None and isinstance(examples, (int, float)) and not examples <= cap:
+                    record["num-examples"] = cap
         return self.inner.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:

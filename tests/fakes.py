@@ -33,9 +33,10 @@ FAST_CONFIG = {
 """A run config small enough for a real run of the apps in a test: 3 rounds of a few steps."""
 
 STRATEGY_DEFAULTS = {"outer-momentum": 0.0, "momentum-scope": "all", "max-update-norm": 1e300,
-                     "mask-policy": "static"}
+                     "mask-policy": "static", "min-agreement": -1.0, "clip-factor": 0.0}
 """Where the tests' strategies differ from the run config's defaults: plain averaging of the
-replies (no momentum, no norm bound) and the static masks, unless a test says otherwise."""
+replies (no momentum, no norm bound, no agreement screen) and the static masks, unless a test says
+otherwise."""
 
 DIGITS_TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10)
 """The test task: the CNN on 8x8 digits at its default widths."""

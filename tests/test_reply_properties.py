@@ -3,7 +3,8 @@
 Hypothesis draws, per node, either an honest reply or one fault with arbitrary parameters (a
 bad num-examples of any type or size, any other dtype, any other shape, arbitrary bytes, extra
 bytes, a NaN/Inf anywhere, an update past ``max-update-norm``, a missing or unknown array, a
-missing or doubled record, a client error), and every reply carries arbitrary extra metrics,
+missing or doubled record, a client error, a reply that trained nothing), and every reply carries
+arbitrary extra metrics,
 including the server's own keys. The built-in strategy and a wrapped plug-in FedAvg must not
 raise, must count each faulty reply in ``failed-replies`` and give the model of the same round
 with the faulty nodes' replies left out. The draws are derandomized (the same 60 cases on every
@@ -59,6 +60,7 @@ FAULTS = st.one_of(
     st.tuples(st.just("records"), st.sampled_from(["no-arrays", "no-metrics", "two-metrics",
                                                    "metrics-as-config", "empty"])),
     st.tuples(st.just("error"), st.none()),
+    st.tuples(st.just("untrained"), st.none()),
 )
 NODES = st.lists(st.tuples(st.sampled_from([1.0, 0.5, 0.25, 0.125]), st.one_of(st.none(), FAULTS), NOISE),
                  min_size=1, max_size=5)
@@ -88,6 +90,8 @@ def _faulty_reply(tensors: dict[str, np.ndarray], sent: dict[str, np.ndarray], e
         assume(all(np.all(np.isfinite(t)) for t in tensors.values()))
     elif kind == "drop-key":
         del tensors[key]
+    elif kind == "untrained":  # every tensor returned as it was sent (h: zero): nothing trained
+        tensors = {k: np.array(sent[k] if k in sent else np.zeros_like(t)) for k, t in tensors.items()}
     elif kind == "extra-key":
         tensors[arg] = np.zeros(3, dtype=np.float32)
     record = ArrayRecord({k: Array(np.ascontiguousarray(t)) for k, t in tensors.items()})

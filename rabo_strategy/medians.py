@@ -1,0 +1,125 @@
+"""Per-coordinate views of the replies' updates, and their medians with each reply left out of its
+own reference.
+
+The rows of a stack are replies, the columns the coordinates of one part of the model; NaN marks a
+coordinate a reply did not cover. Every function here is exact (no interpolation) and vectorised
+over the columns, one sort per call.
+
+Example:
+    >>> import numpy as np
+    >>> stack = np.array([[1.0, np.nan], [2.0, 5.0], [4.0, 7.0], [-9.0, 6.0]])
+    >>> leave_one_out(stack, np.ones(4, dtype=bool))[:, 0].tolist()
+    [2.0, 1.0, 1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from rabo_pruning.submodel import SliceIndex
+
+__all__ = ["leave_group_out", "leave_one_out", "stack_part", "typical_size", "unstack_row", "updates_of"]
+
+Sliced = tuple[Mapping[str, np.ndarray], Mapping[str, SliceIndex]]
+"""One reply's updates keyed ``part:param`` and the slices they sit at."""
+
+
+def _middle(ordered: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    n = len(ordered)
+    pick = [np.clip(i, 0, n - 1) for i in (low, high)]
+    return (np.take_along_axis(ordered, pick[0], axis=0) + np.take_along_axis(ordered, pick[1], axis=0)) / 2
+
+
+def leave_one_out(stack: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Row i, per column: the median of the values of the rows in the set ``inside`` (a boolean per
+    row) other than row i itself; NaN where no such value exists or row i is NaN."""
+    members = np.where(inside[:, None], stack, np.nan)
+    order = np.argsort(members, axis=0, kind="stable")  # NaN (not covered, not a member) sorts last
+    ordered = np.take_along_axis(members, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(len(stack)).reshape(-1, 1), axis=0)
+    count = (~np.isnan(members)).sum(axis=0, keepdims=True)
+    # a member leaves its own position out of the middle it picks; a non-member sees all members
+    own = inside[:, None] & ~np.isnan(stack)
+    others = count - own
+    low, high = (others - 1) // 2, others // 2
+    skip_low = np.where(own & (low >= rank), low + 1, low)
+    skip_high = np.where(own & (high >= rank), high + 1, high)
+    value = _middle(ordered, skip_low, skip_high)
+    return np.where((others >= 1) & ~np.isnan(stack), value, np.nan)
+
+
+def typical_size(stack: np.ndarray, inside: np.ndarray, ratios: Sequence[float]) -> np.ndarray:
+    """Row i, per column: the smaller of two leave-one-out medians of the absolute values, over the
+    rows in ``inside`` and over those of them at ``ratios[i]`` (a ratio group can lower its members'
+    size bound, never raise it above the others')."""
+    magnitude = np.abs(stack)
+    everyone = leave_one_out(magnitude, inside)
+    out = everyone.copy()
+    for ratio in set(ratios):
+        group = np.array([r == ratio for r in ratios])
+        if (group & inside).sum() > 1:
+            same = leave_one_out(magnitude, group & inside)
+            mine, all_others = same[group], everyone[group]
+            out[group] = np.where(np.isnan(mine), all_others, np.fmin(mine, all_others))
+    return out
+
+
+def leave_group_out(stack: np.ndarray, ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Row i, per column: the median of the rows at other ratios than ``ratios[i]`` (a group of
+    colluders at one ratio never sits in its own reference; NaN where none covers the column), and
+    how many of them cover it."""
+    out, count = np.full(stack.shape, np.nan), np.zeros(stack.shape, dtype=np.int64)
+    covered = ~np.isnan(stack)
+    for ratio in set(ratios):
+        group = np.array([r == ratio for r in ratios])
+        if (~group).any():
+            out[group] = leave_one_out(stack, ~group)[group]
+            count[group] = covered[~group].sum(axis=0)
+    return out, count
+
+
+def updates_of(values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
+               reference: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A reply's updates: ``values`` minus the sent slice of ``reference`` (h: itself)."""
+    out = {}
+    for key, value in values.items():
+        part, name = key.split(":", 1)
+        base = 0.0 if part == "h" else index[key].take(reference[part][name])
+        out[key] = value.astype(np.float64) - base
+    return out
+
+
+def unstack_row(row: np.ndarray, reply: Sliced, part: str, full: Mapping[str, np.ndarray],
+             out: dict[str, np.ndarray]) -> None:
+    """The flattened full-coordinate ``row`` back into ``reply``'s slices of ``part``."""
+    updates, index = reply
+    start = 0
+    for name, tensor in full.items():
+        key, stop = f"{part}:{name}", start + tensor.size
+        if key in updates:
+            out[key] = index[key].take(row[start:stop].reshape(tensor.shape))
+        start = stop
+
+def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarray],
+               min_replies: int) -> np.ndarray | None:
+    """The replies' updates of ``part`` as rows over its flattened full coordinates (NaN where
+    a reply did not cover one); None when ``min_replies`` or fewer replies carry it."""
+    rows = []
+    for updates, index in replies:
+        pieces = []
+        for name, tensor in full.items():
+            key = f"{part}:{name}"
+            value = np.full(tensor.shape, np.nan)
+            if key in updates:
+                covered = np.zeros(tensor.shape)
+                index[key].add_into(covered, np.ones(updates[key].shape))
+                filled = np.zeros(tensor.shape)
+                index[key].add_into(filled, updates[key])
+                value = np.where(covered > 0, filled, np.nan)
+            pieces.append(value.ravel())
+        rows.append(np.concatenate(pieces) if pieces else np.zeros(0))
+    carrying = sum(1 for updates, _ in replies if any(k.split(":", 1)[0] == part for k in updates))
+    return np.stack(rows) if carrying > min_replies else None
