@@ -13,8 +13,10 @@ The attackers run the real local round and then change their reply before it is 
 
 Cases (:data:`CASES`): one attacker of each ratio, the two clients at 1/8 colluding (the whole
 group of a ratio), the three full-size clients (the only ones that cover every unit), one
-full-size client reversed x2.5. Rules (:data:`RULES`): ``defaults`` (the run config's defaults:
-``mean`` with the agreement screen), ``mean, no screen`` (the previous defaults), ``median``.
+full-size client reversed x2.5; and the honest run on a label-skewed split (Dirichlet 0.1). Rules
+(:data:`RULES`): ``defaults`` (the run config's defaults: ``mean`` with the agreement screen and
+the relative size bound), ``mean, no screen`` (the previous defaults), ``median``, and, on the
+honest cases only, ``defaults + clip 3`` (per-coordinate clipping, what it costs honest clients).
 Final test accuracy, replies refused per round, and the round minimum of ``tolerated-byzantine-min``.
 
     python benchmarks/byzantine.py --quick    # sklearn digits, 20 rounds
@@ -44,6 +46,7 @@ from server_app.inprocess import InProcessGrid
 
 CASES: dict[str, tuple[str, float, tuple[int, ...]]] = {
     "honest": ("reverse", 1.0, ()),
+    "honest, label skew": ("reverse", 1.0, ()),
     "absent, ratio 1": ("absent", 1.0, (0,)),
     "reverse x10, ratio 1": ("reverse", 10.0, (0,)),
     "reverse x10, ratio 1/2": ("reverse", 10.0, (1,)),
@@ -57,12 +60,20 @@ CASES: dict[str, tuple[str, float, tuple[int, ...]]] = {
     "three full-size": ("reverse", 10.0, (0, 4, 8)),
 }
 """Case -> (attack, scale, attacking partition ids)."""
+CASE_CONFIG: dict[str, dict[str, Any]] = {
+    "honest, label skew": {"partitioner": "dirichlet", "dirichlet-alpha": 0.1},
+}
+"""Cases run on another split than the IID default (what each rule costs the clients whose data
+differs most)."""
 RULES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "mean, no screen": {"min-agreement": -1.0, "max-update-norm-ratio": 0.0, "clip-factor": 0.0},
+    "defaults + clip 3": {"clip-factor": 3.0},
     "median": {"aggregation": "median"},
 }
-QUICK_RULES = ("defaults", "mean, no screen")
+QUICK_RULES = ("defaults", "mean, no screen", "defaults + clip 3")
+ONLY_HONEST = ("defaults + clip 3",)
+"""Rules run on the honest cases only (what per-coordinate clipping costs honest clients)."""
 
 
 class Attacker:
@@ -129,17 +140,22 @@ def main() -> None:
     if args.quick:
         base |= {"dataset": "sklearn-digits", "batch-size": 32}
     rules = args.rules or (QUICK_RULES if args.quick else list(RULES))
-    jobs = [((case, rule), base | RULES[rule]) for case in (args.cases or CASES) for rule in rules]
+    jobs = [((case, rule), base | RULES[rule] | CASE_CONFIG.get(case, {}))
+            for case in (args.cases or CASES) for rule in rules
+            if rule not in ONLY_HONEST or CASES[case][2] == ()]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = dict(pool.map(run_one, jobs))
     honest = {rule: rows[-1]["test-accuracy"] for (case, rule), rows in results.items() if case == "honest"}
+    skewed = {rule: rows[-1]["test-accuracy"] for (case, rule), rows in results.items()
+              if case in CASE_CONFIG}
     reference = honest.get("mean, no screen")
     table = []
     for (case, rule), rows in results.items():
         final = rows[-1]["test-accuracy"]
         table.append({
             "case": case, "attackers": len(CASES[case][2]), "rule": rule, "final-accuracy": final,
-            "vs-honest-same-rule-points": 100 * (final - honest[rule]) if rule in honest else None,
+            "vs-honest-same-rule-points": (100 * (final - honest[rule]) if case not in CASE_CONFIG
+                                           else 100 * (final - skewed.get("mean, no screen", final))),
             "vs-honest-mean-points": 100 * (final - reference) if reference is not None else None,
             "refused-per-round": statistics.mean(r.get("failed-replies", 0) for r in rows[1:]),
             "tolerated-byzantine-min": min(r.get("tolerated-byzantine-min", 0) for r in rows[1:]),

@@ -67,9 +67,9 @@ class RoundKeys(BaseModel):
     """The run stops after this many rounds in a row that left the global model unchanged (no
     valid reply, or too few: ``min-successful-replies``); 0: never."""
     max_update_norm: PositiveFloat = 1000.0
-    max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 0.0
-    min_agreement: Annotated[float, Field(ge=-1, lt=1)] = -0.2
-    clip_factor: Annotated[float, Field(ge=0, le=1e6)] = 3.0
+    max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 10.0
+    min_agreement: Annotated[float, Field(ge=-1, lt=1)] = -0.1
+    clip_factor: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     aggregation: Aggregation = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0

@@ -7,9 +7,9 @@ Its *agreement* is the cosine between its update and that reference there, avera
 parts (x or h, y, v). A node's *record* keeps two summaries of its agreement over the rounds it
 was judged (the server's history, checkpointed): its mean, with :data:`PRIOR_ROUNDS` neutral
 rounds (agreement 0) in front, which separates a node that keeps disagreeing from an honest one
-whose single rounds are noisy; and a fast average (weight :data:`FAST_MEMORY` on the past), which
-catches a node that turns after a good record. A reply is refused when its mean is at most
-``min_agreement`` or its fast average at most :data:`FAST_FACTOR` times that.
+whose single rounds are noisy; and a fast average (weight :data:`FAST_MEMORY` on the past, which
+starts at 0 too), which catches a node that turns after a good record. A reply is refused when its
+mean is at most ``min_agreement`` or its fast average at most :data:`FAST_FACTOR` times that.
 
 Colluders that are the majority of a coordinate's other clients set its median. Two passes keep
 them out of the final reference: the first judges each reply by the smaller of its agreement with
@@ -24,7 +24,8 @@ whose norm on its judged coordinates exceeds that many times the others' typical
 
 What it cannot see: a coordinate that fewer than :data:`MIN_PEERS` + 1 replies cover is protected
 only through the judgement of the rest of its replies' coordinates (``unprotected-fraction`` in
-the round metrics); a reply with no judged coordinate is accepted unjudged (``unscreened-replies``).
+the round metrics); a reply with no judged coordinate is accepted unjudged (``unscreened-replies``),
+and in a round of fewer than :data:`MIN_REPLIES` replies no reply is refused for its direction.
 
 Example:
     >>> import numpy as np
@@ -55,7 +56,11 @@ MIN_PEERS = 3
 """Other replies a coordinate needs for a reply to be judged on it (a median of 3 is set by their
 majority)."""
 
-PRIOR_ROUNDS = 1
+MIN_REPLIES = 6
+"""Replies a round needs for the direction test to refuse any: with fewer, one honest client's
+noise is as large as the signal (a 4-client MobileNet round's honest reply measured -0.33), and a
+median of 5 others still tolerates 2 colluders."""
+PRIOR_ROUNDS = 2
 """Neutral rounds (agreement 0) in front of a node's mean agreement: one noisy first round does not
 refuse an honest node."""
 FAST_MEMORY = 0.5
@@ -77,6 +82,21 @@ class Verdict:
     clipped: dict[str, np.ndarray]
     """The reply's updates keyed ``part:param`` (its slice shapes), each coordinate clipped to
     ``clip`` times the others' typical size there (as sent when ``clip`` is 0)."""
+
+
+def _relative(size: Sequence[Mapping[str, float]], ratios: Sequence[float],
+              accepted: np.ndarray) -> list[dict[str, float]]:
+    """Each reply's size per part over the median size of the other accepted replies at its ratio
+    (a reply is never in its own reference; a reply alone at its ratio gets none)."""
+    out: list[dict[str, float]] = []
+    for i, own in enumerate(size):
+        out.append({})
+        for part, value in own.items():
+            peers = [other[part] for j, other in enumerate(size)
+                     if j != i and accepted[j] and ratios[j] == ratios[i] and part in other]
+            if peers:
+                out[i][part] = value / (float(np.median(peers)) or 1e-300)
+    return out
 
 
 @dataclass
@@ -110,11 +130,13 @@ class AgreementScreen:
                   if (stack := stack_part(replies, part, reference[part], MIN_PEERS)) is not None}
         everyone = np.ones(len(replies), dtype=bool)
         first = self._judge(stacks, everyone, ratios, cross_ratio=True)
-        accepted = np.array([not self._refuses(self._record(node, a))
+        judging = len(replies) >= MIN_REPLIES
+        accepted = np.array([not (judging and self._refuses(self._record(node, a)))
                              for node, a in zip(nodes, first[0], strict=True)])
         if accepted.sum() <= MIN_PEERS:  # too few to make a reference of: judge against everyone
             accepted = everyone
         agreement, size, judged = self._judge(stacks, accepted, ratios, cross_ratio=False)
+        size = _relative(size, ratios, accepted)
         clipped = [dict(updates) for updates, _ in replies]
         if self.clip > 0:
             for part, stack in stacks.items():
@@ -129,7 +151,8 @@ class AgreementScreen:
             if record is not None:
                 self.record[node] = record
             verdicts.append(Verdict(agreement[i], size[i], judged[i],
-                                    self._reason(record, agreement[i], size[i]), clipped[i]))
+                                    self._reason(record if judging else None, agreement[i], size[i]),
+                                    clipped[i]))
         return verdicts
 
     def _judge(self, stacks: Mapping[str, np.ndarray], inside: np.ndarray, ratios: Sequence[float],
@@ -169,7 +192,7 @@ class AgreementScreen:
         if not agreement:
             return self.record.get(node)
         now = float(np.mean(list(agreement.values())))
-        mean, rounds, fast = self.record.get(node, (0.0, 0.0, now))
+        mean, rounds, fast = self.record.get(node, (0.0, 0.0, 0.0))  # the prior: neutral rounds
         return ((mean * (rounds + PRIOR_ROUNDS) + now) / (rounds + PRIOR_ROUNDS + 1), rounds + 1,
                 FAST_MEMORY * fast + (1 - FAST_MEMORY) * now)
 
@@ -208,6 +231,7 @@ class AgreementScreen:
                     f"accepted others' median: {parts}); min-agreement={self.min_agreement:g}")
         for part, ratio in sorted(size.items()):
             if self.max_size > 0 and not ratio <= self.max_size:
-                return (f"part '{part}' update is {ratio:.3g}x the others' typical size on the same "
-                        f"coordinates, above max-update-norm-ratio={self.max_size:g}")
+                return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
+                        f"(each measured against the typical update on its own coordinates), above "
+                        f"max-update-norm-ratio={self.max_size:g}")
         return None

@@ -33,7 +33,8 @@ FAST_CONFIG = {
 """A run config small enough for a real run of the apps in a test: 3 rounds of a few steps."""
 
 STRATEGY_DEFAULTS = {"outer-momentum": 0.0, "momentum-scope": "all", "max-update-norm": 1e300,
-                     "mask-policy": "static", "min-agreement": -1.0, "clip-factor": 0.0}
+                     "mask-policy": "static", "min-agreement": -1.0, "clip-factor": 0.0,
+                     "max-update-norm-ratio": 0.0}
 """Where the tests' strategies differ from the run config's defaults: plain averaging of the
 replies (no momentum, no norm bound, no agreement screen) and the static masks, unless a test says
 otherwise."""

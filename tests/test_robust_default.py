@@ -13,12 +13,13 @@ from server_app.inprocess import InProcessGrid
 from tests.fakes import SMALL_DIGITS_TASK, built_in_strategy, fake_client, initial_model, train_reply
 
 TASK = SMALL_DIGITS_TASK
-SCREEN = {"min_agreement": -0.2, "clip_factor": 3.0}  # the run config's defaults
+SCREEN = {"min_agreement": -0.1, "max_update_norm_ratio": 10.0}  # the run config's defaults
 
 
 def _client(ratios: list[float], attackers: dict[int, float], lazy: str = ""):  # noqa: ANN202
     """Honest clients move every coordinate along one shared direction plus their own noise; an
-    attacker sends that update reversed and ``attackers[pid]`` times larger. ``lazy``: partition 0
+    attacker sends that update reversed and ``attackers[pid]`` times larger (a negative scale: in
+    the honest direction, ``-attackers[pid]`` times larger). ``lazy``: partition 0
     pads half its rows with the sent values (``pad``) or replays its previous reply (``replay``)."""
     previous: dict[int, dict] = {}
 
@@ -61,13 +62,15 @@ CASES = {  # issue 29's rows: (ratios by partition, attacker -> scale)
     "the three full-size clients attack": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5],
                                            {0: 10.0, 4: 10.0, 8: 10.0}),
     "one full-size reversed x2.5": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5], {0: 2.5}),
+    "one of ten 10x larger in the honest direction": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5], {5: -10.0}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_default_screen_refuses_reversed_updates(case: str) -> None:
     """Without the screen (the previous defaults) every attacker is accepted; with it each is
-    refused, every round, and no honest reply is. The three full-size attackers are 3 of the 5
+    refused, every round (by its direction, or by its size against the others at its ratio), and
+    no honest reply is. The three full-size attackers are 3 of the 5
     others on every coordinate a 1/2 client trains beyond the first quarter (static masks): the
     first pass compares each reply with the other ratios' median too, so they are refused there,
     and the second pass judges the 1/2 clients against the accepted replies only."""
