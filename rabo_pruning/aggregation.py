@@ -44,11 +44,19 @@ class CoverageAverage:
         self.sums = {k: np.zeros(s, dtype=np.float64) for k, s in shapes.items()}
         self.weights = {k: np.zeros(s, dtype=np.float64) for k, s in shapes.items()}
         self.counts = {k: np.zeros(s, dtype=np.int64) for k, s in shapes.items()}
+        self.lazy = {k: np.zeros(s, dtype=np.int64) for k, s in shapes.items()}
+        """Per coordinate, the added clients that returned it exactly as sent (averaged, counted in
+        the mask coverage, not in the trained coverage)."""
 
     def add(self, values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
-            weight: float, row_weights: Mapping[str, np.ndarray] | None = None) -> None:
+            weight: float, row_weights: Mapping[str, np.ndarray] | None = None,
+            untrained: Mapping[str, SliceIndex] | None = None) -> None:
         """Add one client's slices (``values[k]`` sits at ``index[k]``) with ``weight``; a key of
-        ``row_weights`` takes its per-row weights (first axis of ``values[k]``, positive) instead."""
+        ``row_weights`` takes its per-row weights (first axis of ``values[k]``, positive) instead.
+        The coordinates at ``untrained[k]`` it returned exactly as sent: averaged, but left out of
+        :meth:`min_trained` and :meth:`covered_fraction_below`."""
+        for key, idx in (untrained or {}).items():
+            idx.add_into(self.lazy[key], np.ones(idx.shape(self.lazy[key].shape), dtype=np.int64))
         if self.rule != "mean":
             self._clients.append((values, index))
         row_weights = row_weights or {}
@@ -62,6 +70,9 @@ class CoverageAverage:
             idx.add_into(self.sums[key], w * value.astype(np.float64))
             idx.add_into(self.weights[key], w)
             idx.add_into(self.counts[key], np.ones(value.shape, dtype=np.int64))
+
+    def _trained(self, key: str) -> np.ndarray:
+        return self.counts[key] - self.lazy[key]
 
     def average(self, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The rule's value where covered; ``previous`` where no client covered a coordinate."""
@@ -114,6 +125,10 @@ class CoverageAverage:
         """C*: the smallest number of clients that covered any coordinate of ``keys``."""
         return min((int(self.counts[k].min()) for k in keys), default=0)
 
+    def min_trained(self, keys: Iterable[str]) -> int:
+        """Like :meth:`min_coverage`, counting only the clients that changed the coordinate."""
+        return min((int(self._trained(k).min()) for k in keys), default=0)
+
     def mean_coverage(self, keys: Iterable[str]) -> float:
         keys = list(keys)
         total = sum(int(self.counts[k].sum()) for k in keys)
@@ -129,6 +144,7 @@ class CoverageAverage:
 
     def covered_fraction_below(self, coverage: int) -> float:
         """Of the coordinates some client covered, the fraction fewer than ``coverage`` clients did."""
-        covered = sum(int(np.count_nonzero(c)) for c in self.counts.values())
-        below = sum(int(np.count_nonzero((c > 0) & (c < coverage))) for c in self.counts.values())
+        trained = [self._trained(k) for k in self.counts]
+        covered = sum(int(np.count_nonzero(c)) for c in trained)
+        below = sum(int(np.count_nonzero((c > 0) & (c < coverage))) for c in trained)
         return below / covered if covered else 0.0

@@ -63,8 +63,9 @@ def round_metrics(acc: CoverageAverage, x_keys: Sequence[str], y_keys: Sequence[
                   accepted: Sequence[MetricRecord], failed: int, unscreened: int = 0,
                   untrained: int = 0) -> MetricRecord:
     """Coverage of x and y (min, mean, fraction covered; ``x_keys`` are the reply part that updates
-    x), reply counts, the screen's figures (``unscreened`` replies, ``untrained`` rows, and the
-    fraction of the covered coordinates fewer than ``MIN_PEERS`` + 1 replies trained), and the
+    x; ``-trained-min`` counts only the clients that changed a coordinate), reply counts, the
+    screen's figures (``unscreened`` replies, ``untrained`` rows, and the fraction of the covered
+    coordinates fewer than ``MIN_PEERS`` + 1 replies trained), and the
     clients' own numeric metrics averaged by their num-examples."""
     total = sum(float(m["num-examples"]) for m in accepted)  # type: ignore[arg-type]
     out: dict[str, float | int] = {
@@ -74,6 +75,8 @@ def round_metrics(acc: CoverageAverage, x_keys: Sequence[str], y_keys: Sequence[
         "coverage-y-mean": acc.mean_coverage(y_keys),
         "coverage-x-fraction": acc.covered_fraction(x_keys),
         "coverage-y-fraction": acc.covered_fraction(y_keys),
+        "coverage-x-trained-min": acc.min_trained(x_keys),
+        "coverage-y-trained-min": acc.min_trained(y_keys),
         "replies": len(accepted),
         "failed-replies": failed,
         "tolerated-byzantine-min": acc.tolerated([*x_keys, *y_keys]),

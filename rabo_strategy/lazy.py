@@ -1,9 +1,12 @@
 """Cheap plausibility checks for lazy clients: untrained rows and replayed replies.
 
-A row (a unit: the first axis of a sliced tensor) that a reply returns exactly as it was sent
-(a hypergradient row exactly zero) was not trained: it is taken out of the reply before the
-aggregation, so it neither pulls the average back to the old value nor counts in the coverage
-(C_x*, C_y* report what was trained). A reply that leaves every row as sent is refused. A reply
+A row (a unit: the first axis of a sliced tensor of x, y or v) that a reply returns exactly as it
+was sent was not trained: ``untrained-rows`` counts it, and the trained coverage
+(``coverage-x-trained-min``, ``coverage-y-trained-min``) leaves it out, beside the coverage of the
+masks (C_x*, C_y*). It stays in the average as "no change", since an honest client's
+dead unit returns its row unchanged too (dropping it would bias the average); a padded reply only
+damps the others' steps there. A hypergradient row exactly zero is a value, not a lazy row. A
+reply that changes nothing (every row as sent, h all zero) is refused. A reply
 carrying a tensor identical to one of the previous round's replies (any node's) is a replay and is
 refused: the global model moved in between, so an honest client cannot return the same values.
 
@@ -17,9 +20,9 @@ Example:
     >>> check = LazyCheck()
     >>> sent = {"y": {"w": np.zeros((3, 2))}}
     >>> values = {"y:w": np.array([[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])}
-    >>> kept, index, untrained = check(1, values, {"y:w": SliceIndex(None)}, sent, server_round=1)
-    >>> index["y:w"].out.tolist(), untrained
-    ([0, 2], 1)
+    >>> untrained, count = check(1, values, {"y:w": SliceIndex(None)}, sent, server_round=1)
+    >>> untrained["y:w"].out.tolist(), count
+    ([1], 1)
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def _digest(value: np.ndarray) -> str:
 
 @dataclass
 class LazyCheck:
-    """Drops the untrained rows of a reply and refuses replays of the previous round."""
+    """Finds the untrained rows of a reply and refuses empty replies and replays of the previous
+    round."""
 
     previous: set[str] = field(default_factory=set)
     """Digests of the tensors the previous round's accepted replies carried."""
@@ -52,35 +56,32 @@ class LazyCheck:
 
     def __call__(self, node: int, values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
                  reference: Mapping[str, Mapping[str, np.ndarray]], server_round: int
-                 ) -> tuple[dict[str, np.ndarray], dict[str, SliceIndex], int]:
-        """``values`` (keyed ``part:param``, at ``index``) without the rows left as sent
-        (``reference``: the global tensors by reply part; h rows: zero), their index, and the number
-        of rows dropped. ValueError for a reply that trained no row or replays a previous reply."""
-        kept_values, kept_index, dropped, total = {}, {}, 0, 0
+                 ) -> tuple[dict[str, SliceIndex], int]:
+        """The rows of ``values`` (keyed ``part:param``, at ``index``; ``reference``: the global
+        tensors by reply part) left exactly as sent, as slices, and their number. ValueError for a
+        reply that changed nothing (h: all zero) or replays a previous reply."""
+        untrained, count, changed = {}, 0, False
         digests = self.current[node] = set()
         for key, value in values.items():
             part, name = key.split(":", 1)
             sent = np.zeros_like(value) if part == "h" else index[key].take(reference[part][name])
             moved = (np.any((value != sent).reshape(len(value), -1), axis=1) if value.ndim
-                     else np.array([True]))
-            total, dropped = total + moved.size, dropped + int((~moved).sum())
-            rows = np.flatnonzero(moved)
-            if value.ndim and rows.size < len(value):
+                     else np.array([bool(value != sent)]))
+            changed |= bool(moved.any())
+            if part != "h" and value.ndim and not moved.all():  # a zero hypergradient row is a value
                 full = index[key]
                 out = np.arange(len(value)) if full.out is None else full.out
-                kept_index[key] = SliceIndex(out[rows], full.inp, full.rest)
-                kept_values[key] = value[rows]
-            else:
-                kept_values[key], kept_index[key] = value, index[key]
-            if rows.size and kept_values[key].size > 1:
-                digest = _digest(kept_values[key])
+                untrained[key] = SliceIndex(out[~moved], full.inp, full.rest)
+                count += int((~moved).sum())
+            if moved.any() and value.size > 1:
+                digest = _digest(value)
                 if digest in self.previous and server_round > self.previous_round:
                     raise ValueError(f"{key} is identical to a tensor of a reply of the previous round "
                                      "(a replay)")
                 digests.add(digest)
-        if total and dropped == total:
+        if values and not changed:
             raise ValueError("every row was returned exactly as it was sent (nothing was trained)")
-        return kept_values, kept_index, dropped
+        return untrained, count
 
     def remember(self, accepted: Iterable[int], server_round: int) -> None:
         """End of a round: the tensors of the ``accepted`` nodes' replies (as they were checked,

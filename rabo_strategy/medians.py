@@ -104,14 +104,15 @@ def unstack_row(row: np.ndarray, reply: Sliced, part: str, full: Mapping[str, np
         start = stop
 
 def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarray],
-               min_replies: int) -> np.ndarray | None:
-    """The replies' updates of ``part`` as rows over its flattened full coordinates (NaN where
-    a reply did not cover one); None when ``min_replies`` or fewer replies carry it."""
+               min_replies: int, positions: np.ndarray | None = None) -> np.ndarray | None:
+    """The replies' updates of ``part`` as rows over its flattened full coordinates, or over the
+    sorted flat ``positions`` of them only (NaN where a reply did not cover one); None when
+    ``min_replies`` or fewer replies carry it. One tensor is held at full size at a time."""
     rows = []
     for updates, index in replies:
-        pieces = []
+        pieces, start = [], 0
         for name, tensor in full.items():
-            key = f"{part}:{name}"
+            key, stop = f"{part}:{name}", start + tensor.size
             value = np.full(tensor.shape, np.nan)
             if key in updates:
                 covered = np.zeros(tensor.shape)
@@ -119,7 +120,12 @@ def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarr
                 filled = np.zeros(tensor.shape)
                 index[key].add_into(filled, updates[key])
                 value = np.where(covered > 0, filled, np.nan)
-            pieces.append(value.ravel())
+            if positions is None:
+                pieces.append(value.ravel())
+            else:
+                chosen = positions[(positions >= start) & (positions < stop)] - start
+                pieces.append(value.ravel()[chosen])
+            start = stop
         rows.append(np.concatenate(pieces) if pieces else np.zeros(0))
     carrying = sum(1 for updates, _ in replies if any(k.split(":", 1)[0] == part for k in updates))
     return np.stack(rows) if carrying > min_replies else None

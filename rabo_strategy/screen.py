@@ -56,6 +56,9 @@ MIN_PEERS = 3
 """Other replies a coordinate needs for a reply to be judged on it (a median of 3 is set by their
 majority)."""
 
+SAMPLE = 65_536
+"""Coordinates per part the direction and size are measured on (a cosine over that many is within
+about 1/256 of the whole part's)."""
 MIN_REPLIES = 6
 """Replies a round needs for the direction test to refuse any: with fewer, one honest client's
 noise is as large as the signal (a 4-client MobileNet round's honest reply measured -0.33), and a
@@ -82,6 +85,13 @@ class Verdict:
     clipped: dict[str, np.ndarray]
     """The reply's updates keyed ``part:param`` (its slice shapes), each coordinate clipped to
     ``clip`` times the others' typical size there (as sent when ``clip`` is 0)."""
+
+
+def _sample(full: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Evenly spaced flat positions of at most :data:`SAMPLE` of a part's coordinates (None: all):
+    the cosines and sizes are estimated there, so the screen's cost stays bounded for any network."""
+    total = sum(t.size for t in full.values())
+    return np.linspace(0, total - 1, SAMPLE).astype(np.int64) if total > SAMPLE else None
 
 
 def _relative(size: Sequence[Mapping[str, float]], ratios: Sequence[float],
@@ -127,7 +137,8 @@ class AgreementScreen:
         trained at ``ratios[i]``; ``reference``: the global tensors by reply part (full shapes)."""
         parts = sorted({key.split(":", 1)[0] for updates, _ in replies for key in updates})
         stacks = {part: stack for part in parts
-                  if (stack := stack_part(replies, part, reference[part], MIN_PEERS)) is not None}
+                  if (stack := stack_part(replies, part, reference[part], MIN_PEERS,
+                                          _sample(reference[part]))) is not None}
         everyone = np.ones(len(replies), dtype=bool)
         first = self._judge(stacks, everyone, ratios, cross_ratio=True)
         judging = len(replies) >= MIN_REPLIES
@@ -139,7 +150,9 @@ class AgreementScreen:
         size = _relative(size, ratios, accepted)
         clipped = [dict(updates) for updates, _ in replies]
         if self.clip > 0:
-            for part, stack in stacks.items():
+            for part in stacks:  # every coordinate, at full size
+                stack = stack_part(replies, part, reference[part], MIN_PEERS)
+                assert stack is not None
                 typical = typical_size(stack, accepted, ratios)
                 bound = np.where(np.isnan(typical), np.inf, self.clip * typical)
                 for i, row in enumerate(stack):

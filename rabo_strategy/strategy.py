@@ -112,9 +112,8 @@ class ResourceAdaptiveBilevel(Strategy):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         parts = REPLY_PARTS[self.algorithm]
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
-        parsed: list[tuple[int, Sent, Parsed]] = []
-        row_weights: dict[int, dict[str, np.ndarray]] = {}
-        failures, untrained, replied = dict[int, str](), dict[int, int](), set[int]()  # replied: counted once
+        parsed, row_weights = list[tuple[int, Sent, Parsed]](), dict[int, dict[str, np.ndarray]]()
+        failures, untrained, replied = dict[int, str](), dict[int, tuple](), set[int]()  # replied: once
         for msg in replies:
             node = msg.metadata.src_node_id
             if node in replied:
@@ -129,7 +128,7 @@ class ResourceAdaptiveBilevel(Strategy):
                 assert sent is not None
                 values, index, row_weights[node] = class_rows(
                     values, index, metrics, self.structure.classifier, self.head_rows)
-                values, index, untrained[node] = self.lazy(node, values, index, reference, server_round)
+                untrained[node] = self.lazy(node, values, index, reference, server_round)
             except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
                 failures[node] = client_text(f"{type(err).__name__}: {err}", 400)
                 continue
@@ -147,13 +146,14 @@ class ResourceAdaptiveBilevel(Strategy):
         shapes = {f"{part}:{name}": t.shape for part, full in reference.items() for name, t in full.items()}
         acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
         for node, _, (values, index, metrics) in accepted:
-            acc.add(values, index, float(metrics["num-examples"]), row_weights[node])  # type: ignore[arg-type]
+            acc.add(values, index, float(metrics["num-examples"]),  # type: ignore[arg-type]
+                    row_weights[node], untrained=untrained[node][0])
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
         self.lazy.remember(self.accepted_ratios, server_round)
         self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted}, self._sent.keys() - replied)
         metrics = round_metrics(acc, [f"{DIRECTION_PART[self.algorithm]}:{k}" for k in self._global["x"]],
                                 [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
-                                len(failures), unjudged, sum(untrained[n] for n, *_ in accepted))
+                                len(failures), unjudged, sum(untrained[n][1] for n, *_ in accepted))
         metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies)})
         if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "

@@ -87,13 +87,14 @@ def test_the_default_screen_refuses_reversed_updates(case: str) -> None:
 
 def test_rows_left_as_sent_do_not_count_as_trained() -> None:
     """A client that trains half the rows it was sent and pads the rest with the sent values: the
-    padded rows are not averaged and not counted in the coverage (issue 29, lazy clients)."""
+    padded rows are counted as untrained and left out of the trained coverage (issue 29)."""
     grid = InProcessGrid(_client([1.0] * 3, {}, lazy="pad"), 3, {})
     honest_grid = InProcessGrid(_client([1.0] * 3, {}), 3, {})
     _, honest = _round(_strategy((1.0,)), honest_grid, 1, initial_model(TASK))
     _, padded = _round(_strategy((1.0,)), grid, 1, initial_model(TASK))
     assert honest["untrained-rows"] == 0 and padded["untrained-rows"] > 0
-    assert padded["coverage-y-min"] == 2 and honest["coverage-y-min"] == 3
+    assert padded["coverage-y-trained-min"] == 2 and honest["coverage-y-trained-min"] == 3
+    assert padded["coverage-y-min"] == honest["coverage-y-min"] == 3  # the masks' coverage
     assert padded["replies"] == 3
 
 
