@@ -201,7 +201,8 @@ def test_a_slow_node_misses_the_deadline_and_its_reply_is_never_applied() -> Non
     every round, counted as late replies, and never reach the strategy's aggregation."""
     def train(msg: Message, pid: int) -> Message:
         time.sleep(0.5 if pid == 2 else 0.0)
-        return train_reply(msg, unpack(msg.content["arrays"]), {"num-examples": 5})
+        trained = {p: {k: a + 0.01 for k, a in d.items()} for p, d in unpack(msg.content["arrays"]).items()}
+        return train_reply(msg, trained, {"num-examples": 5})
 
     app = fake_client(lambda pid: {"partition-id": pid}, train)
     strategy = built_in_strategy(SMALL_DIGITS_TASK.layers, ratio_levels=(1.0,), round_deadline=0.2,
