@@ -103,6 +103,29 @@ def unstack_row(row: np.ndarray, reply: Sliced, part: str, full: Mapping[str, np
             out[key] = index[key].take(row[start:stop].reshape(tensor.shape))
         start = stop
 
+def _at(update: np.ndarray | None, index: SliceIndex | None, shape: tuple[int, ...],
+        flat: np.ndarray) -> np.ndarray:
+    """The values of a full tensor of ``shape`` at the ``flat`` positions, holding ``update`` at
+    ``index`` and NaN elsewhere, without building the full tensor."""
+    out = np.full(len(flat), np.nan)
+    if update is None or index is None:
+        return out
+    where = np.unravel_index(flat, shape)
+    local, hit = [], np.ones(len(flat), dtype=bool)
+    for axis, size in enumerate(shape):
+        kept = index.dims[axis] if axis < len(index.dims) else None
+        if kept is None:
+            local.append(where[axis])
+            continue
+        inverse = np.full(size, -1, dtype=np.int64)
+        inverse[kept] = np.arange(len(kept))
+        position = inverse[where[axis]]
+        hit &= position >= 0
+        local.append(position)
+    out[hit] = update[tuple(axis[hit] for axis in local)]
+    return out
+
+
 def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarray],
                min_replies: int, positions: np.ndarray | None = None) -> np.ndarray | None:
     """The replies' updates of ``part`` as rows over its flattened full coordinates, or over the
@@ -113,18 +136,18 @@ def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarr
         pieces, start = [], 0
         for name, tensor in full.items():
             key, stop = f"{part}:{name}", start + tensor.size
-            value = np.full(tensor.shape, np.nan)
-            if key in updates:
-                covered = np.zeros(tensor.shape)
-                index[key].add_into(covered, np.ones(updates[key].shape))
-                filled = np.zeros(tensor.shape)
-                index[key].add_into(filled, updates[key])
-                value = np.where(covered > 0, filled, np.nan)
-            if positions is None:
-                pieces.append(value.ravel())
-            else:
+            if positions is not None:
                 chosen = positions[(positions >= start) & (positions < stop)] - start
-                pieces.append(value.ravel()[chosen])
+                pieces.append(_at(updates.get(key), index.get(key), tensor.shape, chosen))
+            else:
+                value = np.full(tensor.shape, np.nan)
+                if key in updates:
+                    covered = np.zeros(tensor.shape)
+                    index[key].add_into(covered, np.ones(updates[key].shape))
+                    filled = np.zeros(tensor.shape)
+                    index[key].add_into(filled, updates[key])
+                    value = np.where(covered > 0, filled, np.nan)
+                pieces.append(value.ravel())
             start = stop
         rows.append(np.concatenate(pieces) if pieces else np.zeros(0))
     carrying = sum(1 for updates, _ in replies if any(k.split(":", 1)[0] == part for k in updates))
