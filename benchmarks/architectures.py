@@ -39,7 +39,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import RESULTS, Job, benchmark_parser, run_parallel, save_figure, write_table
+from common import RESULTS, Job, benchmark_parser, preset, run_parallel, save_figure, write_table
 
 from client_app.app import node_test_data
 from client_app.local import local_round
@@ -54,10 +54,8 @@ RATIOS = (1.0, 0.5, 0.25, 0.125)
 NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
             "resnet-18": ("hyper-representation-resnet", {"resnet-depth": 18}),
             "vit": ("hyper-representation-vit", {})}
-SCENARIOS = {"iid": {"partitioner": "iid"},
-             "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9}}
-METHODS = {"resource-adaptive": {}, "full-model": {"strategy": "full-model"},
-           "drop-weak": {"strategy": "drop-weak"},
+SCENARIOS = {"iid": {"partitioner": "iid"}, "budget-correlated": preset("budget-correlated")}
+METHODS = {"resource-adaptive": {}, "full-model": preset("full-model"), "drop-weak": preset("drop-weak"),
            # variants for the causes (``--methods``): nested masks, RABO, both
            "resource-adaptive, static masks": {"mask-policy": "static"},
            "resource-adaptive, rabo": {"algorithm": "rabo"},
@@ -218,8 +216,7 @@ def main() -> None:
     if not args.skip_cost:
         write_table(f"{name}-cost", cost_table(), meta)
     rounds = 3 if args.quick else args.rounds
-    base = {"task": "hyper-representation-resnet", "profile": True, "profile-memory": False,
-            "num-server-rounds": rounds}
+    base = {**preset("resnet20"), "profile": True, "profile-memory": False, "num-server-rounds": rounds}
     if args.quick:  # ResNet-20 at a quarter of its width (4 channels in the first stage)
         base |= {"dataset": "sklearn-digits", "resnet-width": 4}
     seeds = [0] if args.quick else list(range(args.seeds))

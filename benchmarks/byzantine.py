@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import write_table
+from common import preset, write_table
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from client_app.app import app as client_app
@@ -136,7 +136,7 @@ def main() -> None:
                         + ", ".join(QUICK_RULES) + ")")
     parser.add_argument("--cases", nargs="*", choices=list(CASES), help="default: all")
     args = parser.parse_args()
-    base: dict[str, Any] = {"profile": False, "num-server-rounds": 20, "seed": 0}
+    base: dict[str, Any] = {**preset("default"), "profile": False, "num-server-rounds": 20, "seed": 0}
     if args.quick:
         base |= {"dataset": "sklearn-digits", "batch-size": 32}
     rules = args.rules or (QUICK_RULES if args.quick else list(RULES))

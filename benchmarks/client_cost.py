@@ -34,7 +34,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from common import figure_path, write_table
+from common import figure_path, preset, write_table
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,8 +51,8 @@ RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 ALGORITHMS = ("rabo", "rafbo")
 TASKS: dict[str, dict[str, Any]] = {
     "hyper-representation": {},
-    # the README's hyper-cleaning command: the task's defaults (rabo_protocol/defaults.py) do the rest
-    "hyper-cleaning": {"task": "hyper-cleaning", "label-noise": 0.5},
+    # the preset conf/hyper-cleaning.toml: the task's defaults (rabo_protocol/defaults.py) do the rest
+    "hyper-cleaning": preset("hyper-cleaning"),
 }
 NODE_ID = 1000  # InProcessGrid's id of its first node
 

@@ -35,6 +35,14 @@ from server_app.results import versions, write_json  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def preset(name: str) -> dict[str, Any]:
+    """The keys of the experiment preset ``conf/<name>.toml``, read by Flower's own parser: what
+    ``flwr run . --run-config conf/<name>.toml`` sends (every other key keeps pyproject's value)."""
+    from rabo_protocol.flwr_compat import parse_config_args
+
+    return parse_config_args([str(ROOT / "conf" / f"{name}.toml")])
+
+
 @dataclass
 class Run:
     config: dict[str, Any]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import figure_path, method_style, run_inprocess, write_table
+from common import figure_path, method_style, preset, run_inprocess, write_table
 from matplotlib.ticker import MaxNLocator
 
 from tasks.datasets import load_images
@@ -38,24 +38,20 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("rabo-autograd", {"algorithm": "rabo", "hypergradient": "autograd"}),
     ("rafbo-fd", {"algorithm": "rafbo", "hypergradient": "finite-difference"}),
     ("rafbo-autograd", {"algorithm": "rafbo", "hypergradient": "autograd"}),
-    ("full-model", {"strategy": "full-model"}),
-    ("drop-weak", {"strategy": "drop-weak"}),
-    ("fednest-aid", {"strategy": "fednest-aid"}),
-    ("f2sa", {"strategy": "f2sa"}),
+    *((name, preset(name)) for name in ("full-model", "drop-weak", "fednest-aid", "f2sa")),
     ("masks-rolling", {"mask-policy": "rolling"}),
     ("masks-random", {"mask-policy": "random"}),
     ("masks-importance", {"mask-policy": "importance"}),
     ("masks-coverage", {"mask-policy": "coverage"}),
 ]
-HYPER_CLEANING = {"task": "hyper-cleaning", "label-noise": 0.5}  # with the task's defaults
+HYPER_CLEANING = preset("hyper-cleaning")  # with the task's defaults
 # task -> (config, reference algorithm, clients, clients sampled per round)
 TASKS: dict[str, tuple[dict[str, Any], str, int, int]] = {
     "hyper-representation": ({}, "rabo", 10, 10),
     "hyper-cleaning": (HYPER_CLEANING, "rafbo", 10, 10),
-    "fednest-mlp": ({"task": "hyper-representation-mlp"}, "rabo", 100, 10),
+    "fednest-mlp": (preset("mlp"), "rabo", 100, 10),  # its fraction-train: set per run
 }
-PARTITIONS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": {"partitioner": "dirichlet",
-                                                                "dirichlet-alpha": 0.3}}
+PARTITIONS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
 
 
 def settings(quick: bool) -> tuple[dict[str, Any], list[int], dict[str, tuple[int, int]]]:

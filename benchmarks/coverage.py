@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from common import figure_path, run_inprocess, write_table
+from common import figure_path, preset, run_inprocess, write_table
 
 FULL_CLIENTS = (0, 1, 2, 4, 7, 10)
 NUM_CLIENTS = 10
@@ -33,7 +33,7 @@ def main() -> None:
     if args.quick:
         base, seeds = {"dataset": "sklearn-digits", "num-server-rounds": 8}, [0]
     else:
-        base, seeds = {"num-server-rounds": 30}, [0, 1]
+        base, seeds = preset("default"), [0, 1]
     if args.seeds is not None:
         seeds = list(range(args.seeds))
     base |= {"algorithm": args.algorithm, "profile": False}

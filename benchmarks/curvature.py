@@ -18,10 +18,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from common import run_inprocess, write_table
+from common import preset, run_inprocess, write_table
 
-SCENARIOS = {"iid": {"partitioner": "iid"},
-             "dirichlet-0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3}}
+SCENARIOS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Real `flwr run` from scripts: a private FLWR_HOME and SuperLink port, status checked with `flwr ls`.
+"""Real `flwr run` from scripts: a private FLWR_HOME and SuperLink port, status checked with `flwr list`.
 
 `flwr run` exits 0 even when the run failed, so :meth:`Session.run` waits for the run and reads its
 status. The detached local SuperLink that `flwr run` starts is stopped when the session closes.
@@ -40,7 +40,7 @@ class Session:
 
     def run(self, run_config: str, num_supernodes: int, *, timeout: float = 3600,
             poll: Callable[[], None] | None = None) -> dict:
-        """Submit, wait until finished (calling ``poll`` every second); returns the `flwr ls` entry."""
+        """Submit, wait until finished (calling ``poll`` every second); returns the `flwr list` entry."""
         run_id = self.cli("run", ".", "--federation-config",
                           f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
                           "--run-config", run_config)["run-id"]
@@ -48,7 +48,7 @@ class Session:
         while True:
             if poll is not None:
                 poll()
-            entry = self.cli("ls", "--run-id", run_id)["runs"][0]
+            entry = self.cli("list", "--run-id", run_id)["runs"][0]
             if entry["status"].startswith("finished") or time.monotonic() > deadline:
                 return {**entry, "run-id": run_id}
             time.sleep(1)
@@ -61,6 +61,7 @@ def session() -> Iterator[Session]:
         home = Path(tmp) / "flwr-home"
         env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+               "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
                # the repository on the path of the SuperLink's processes: plug-ins such as
                # tests.toy_strategy import there (the FAB itself ships only the app packages)
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

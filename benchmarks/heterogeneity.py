@@ -35,21 +35,22 @@ import time
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, run_parallel, save_figure, write_table
+from common import RESULTS, Job, preset, run_parallel, save_figure, write_table
 
 from rabo_protocol.defaults import TASK_DEFAULTS
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "iid": {"partitioner": "iid"},
-    "dirichlet-0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3},
-    "shards-2": {"partitioner": "shards", "shards-per-client": 2},
-    "budget-correlated": {"partitioner": "budget-correlated", "budget-correlation": 0.9},
-    "separated": {"partitioner": "separated"},
+    "dirichlet-0.3": preset("dirichlet"),
+    "shards-2": preset("shards"),
+    "budget-correlated": preset("budget-correlated"),
+    "separated": preset("separated"),
 }
+"""The data scenarios: the presets conf/<name>.toml (IID is the default run's)."""
 # task -> (config, clients, clients sampled per round)
 TASKS: dict[str, tuple[dict[str, Any], int, int]] = {
     "cnn": ({"task": "hyper-representation"}, 10, 10),
-    "mlp": ({"task": "hyper-representation-mlp"}, 100, 10),
+    "mlp": (preset("mlp"), 100, 10),  # its fraction-train and min-train-nodes: set per run
 }
 BEFORE = {"scaler": False, "absent-class-weight": 1.0, "head-rows": "covered",
           "momentum-scope": "all", "step-guard": "none",
@@ -59,13 +60,13 @@ PLAIN = {"absent-class-weight": 1.0, "logit-adjustment": 0.0, "head-rows": "cove
 """Plain cross-entropy and plain row averaging: the full model's best loss under label skew."""
 METHODS: dict[str, dict[str, Any]] = {
     "resource-adaptive": {},
-    "full-model": {"strategy": "full-model"},
-    "drop-weak": {"strategy": "drop-weak"},
-    "full-model, plain CE": {"strategy": "full-model", **PLAIN},
-    "rabo": {"algorithm": "rabo"},
+    "full-model": preset("full-model"),
+    "drop-weak": preset("drop-weak"),
+    "full-model, plain CE": {**preset("full-model"), **PLAIN},
+    "rabo": preset("rabo"),
     "rafbo": {"algorithm": "rafbo"},
-    "fednest-aid": {"strategy": "fednest-aid"},
-    "f2sa": {"strategy": "f2sa"},
+    "fednest-aid": preset("fednest-aid"),
+    "f2sa": preset("f2sa"),
     "masks-static": {"mask-policy": "static"},
     "masks-coverage": {"mask-policy": "coverage"},
     "rabo-before": {"algorithm": "rabo", **BEFORE},

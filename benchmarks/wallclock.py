@@ -215,8 +215,9 @@ def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Thr
     keys = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                     for k, v in {**config, "results-dir": str(out)}.items())
     run_id = _flwr(env, "run", ".", "wallclock", "--run-config", keys)["run-id"]
-    # every `flwr ls` starts a Python process (about 0.7 s of CPU): poll rarely, beside throttled nodes
-    while not (entry := _flwr(env, "ls", "--run-id", str(run_id))["runs"][0])["status"].startswith("finish"):
+    # every `flwr list` starts a Python process (about 0.7 s of CPU): poll rarely, beside throttled nodes
+    while not (entry := _flwr(env, "list", "--run-id", str(run_id))["runs"][0])["status"].startswith(
+            "finished"):
         time.sleep(20)
     if entry["status"] != "finished:completed":
         raise RuntimeError(f"run {run_id}: {entry['status']} {entry.get('status-details')}")

@@ -32,11 +32,10 @@ import time
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, benchmark_parser, run_parallel, save_figure, write_table
+from common import RESULTS, Job, benchmark_parser, preset, run_parallel, save_figure, write_table
 
 WIDTHS = ("1", "0.5", "0.25", "0.125")
-SCENARIOS = {"iid": {"partitioner": "iid"},
-             "dirichlet-0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3}}
+SCENARIOS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
 POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
             "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
             "ordered-dropout": {"mask-policy": "ordered-dropout"},

@@ -41,9 +41,10 @@ from tasks.network import running_statistics, with_statistics
 
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
+from .privacy import sliced_dp_mod
 from .timing import after_round, deadline_ratio, node_device, startup_seconds
 
-app = ClientApp()
+app = ClientApp(mods=[sliced_dp_mod])  # dp-clip: client_app/privacy.py
 
 
 @app.query()
@@ -190,7 +191,7 @@ def train(msg: Message, context: Context) -> Message:
     reply, metrics = local_round(
         task, data, cfg, widths, parts,
         server_round=int(config["server-round"]), partition_id=client_key,
-        proximal_mu=_proximal_mu(config),
+        proximal_mu=_proximal_mu(config), count_flops=node_device(cfg, node) is not None,
     )
     if own is not None:  # ... and return them in place, the other samples' weights unchanged
         for name in task.sample_params:

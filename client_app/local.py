@@ -45,11 +45,12 @@ def round_steps(cfg: RunConfig) -> int:
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
-    proximal_mu: float = 0.0,
+    proximal_mu: float = 0.0, count_flops: bool = False,
 ) -> tuple[dict[str, Params], dict[str, float | list[int]]]:
     """Run RABO or RAFBO locally on the received slices.
 
-    Returns the reply parts ((h, y, v) for RABO, (x, y, v) for RAFBO) and the metrics.
+    Returns the reply parts ((h, y, v) for RABO, (x, y, v) for RAFBO) and the metrics. FLOPs are
+    counted with ``profile``, or with ``count_flops`` alone: the virtual clock times a round by them.
     """
     device = resolve_device(cfg.device)
     model = task.build_model(widths).to(device)
@@ -71,7 +72,8 @@ def local_round(
                                    (cfg.seed, server_round, partition_id), cfg.distill_weight,
                                    None if cfg.own_width_share == "uniform" else cfg.own_width_share)
     memory = cfg.profile and cfg.profile_memory
-    with measure(device, flops=cfg.profile, memory=memory) as cost:
+    count = cfg.profile or count_flops
+    with measure(device, flops=count, memory=memory) as cost:
         result = run(problem, estimator, solver, x, y, v, next_train, next_val,
                      first_step=(server_round - 1) * solver.outer_steps)
 
@@ -84,7 +86,7 @@ def local_round(
         "steps": steps,
         **result.metrics,
     }
-    if cfg.profile:
+    if count:
         metrics.update({"flops": cost.flops, "flops-per-step": cost.flops / max(steps, 1)})
     if memory:
         metrics["peak-memory-mb"] = cost.peak_bytes / 2**20

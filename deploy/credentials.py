@@ -55,7 +55,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def write_certificates(out: Path, hosts: list[str], days: int = 30) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca = (x509.CertificateBuilder().subject_name(_name("RABO demo CA")).issuer_name(_name("RABO demo CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

@@ -3,13 +3,16 @@
 # with its own budget, secured with TLS and SuperNode authentication (Flower's own mechanisms).
 #
 #   deploy/localhost.sh start [--insecure]   # credentials, SuperLink, register keys, SuperNodes
-#   flwr run . rabo-local --stream           # submit (then check: flwr ls --run-id <id> rabo-local)
+#   flwr run . rabo-local --stream           # submit (then: flwr list rabo-local --run-id <id>)
+#   flwr log <id> rabo-local                 # follow a run's logs (--show: print them once)
 #   deploy/localhost.sh stop                 # stop every process by its PID
 #
 # Settings (environment): DEPLOY_DIR (.deploy), SUPERLINK_PORT (9200), SUPERNODE_PORT (9210; node i
 # uses SUPERNODE_PORT+i), BUDGETS (one node config per SuperNode, ';'-separated; default three
 # nodes with ratios 1, 1/2 and a 16 MB memory budget). --insecure (no TLS, no authentication) is
 # for localhost demos only. Every process gets FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1.
+# The SuperLink keeps its state in $DIR/state/superlink.db: runs (and their logs) outlive a restart;
+# remove that directory for a fresh start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${DEPLOY_DIR:-.deploy}
@@ -34,18 +37,23 @@ start() {
     fi
     rm -f "$pid_file"  # stale: that process is gone
   done
-  mkdir -p "$DIR/pids" "$DIR/logs" "$FLWR_HOME"
-  local n=${#BUDGETS[@]} names=() link_tls=() node_tls=() i
+  mkdir -p "$DIR/pids" "$DIR/logs" "$DIR/state" "$FLWR_HOME"
+  local n=${#BUDGETS[@]} names=() link_tls=() node_tls=() cli_tls=() i
   for ((i = 0; i < n; i++)); do names+=("sn$i"); done
   if [[ $insecure == --insecure ]]; then
-    link_tls=(--insecure); node_tls=(--insecure)
+    link_tls=(--insecure); node_tls=(--insecure); cli_tls=(--insecure)
   else
     python deploy/credentials.py "$DIR" "${names[@]}"
     link_tls=(--ssl-ca-certfile "$DIR/certs/ca.crt" --ssl-certfile "$DIR/certs/server.pem"
               --ssl-keyfile "$DIR/certs/server.key" --enable-supernode-auth)
+    cli_tls=(--root-certificates "$DIR/certs/ca.crt")
   fi
+  # The flwr CLI's connection (flwr run . rabo-local), before any process starts: a config.toml that
+  # is not valid TOML stops here with one message. Every other entry of the file is kept.
+  python deploy/flwr_config.py "$FLWR_HOME/config.toml" rabo-local "127.0.0.1:$LINK_PORT" "${cli_tls[@]}"
+  # Runs, registered SuperNodes and logs live in the database, so a restarted SuperLink keeps them.
   flower-superlink "${link_tls[@]}" --host 127.0.0.1 --port "$LINK_PORT" \
-    > "$DIR/logs/superlink.log" 2>&1 &
+    --database "$DIR/state/superlink.db" > "$DIR/logs/superlink.log" 2>&1 &
   echo $! > "$DIR/pids/superlink.pid"
   local scheme=https curl_tls=(--cacert "$DIR/certs/ca.crt")
   [[ $insecure == --insecure ]] && { scheme=http; curl_tls=(); }
@@ -62,21 +70,23 @@ start() {
     stop > /dev/null
     exit 1
   fi
-  # The flwr CLI's connection entry (flwr run . rabo-local).
-  python - "$FLWR_HOME/config.toml" "$LINK_PORT" "$insecure" "$(realpath "$DIR")" <<'PY'
-import re, sys
-path, port, insecure, folder = sys.argv[1:]
-default = ('[superlink]\ndefault = "local"\n\n[superlink.supergrid]\naddress = "api.flower.ai"\n\n'
-           '[superlink.local]\naddress = ":local:"\n')  # what flwr itself writes on first use
-text = open(path).read() if __import__("os").path.exists(path) else default
-text = re.sub(r"\n\[superlink\.rabo-local\][^\[]*", "\n", text)
-entry = f'\n[superlink.rabo-local]\naddress = "127.0.0.1:{port}"\n'
-entry += "insecure = true\n" if insecure else f'root-certificates = "{folder}/certs/ca.crt"\n'
-open(path, "w").write(text.rstrip("\n") + "\n" + entry)
-PY
+  # Restarted on the same database: the previous start's keys were replaced, so unregister its nodes.
+  for id_file in "$DIR"/state/sn*.node-id; do
+    [[ -f $id_file ]] || continue
+    flwr supernode unregister "$(cat "$id_file")" rabo-local > /dev/null 2>&1 || true
+    rm -f "$id_file"
+  done
   for ((i = 0; i < n; i++)); do
     if [[ $insecure != --insecure ]]; then
-      flwr supernode register "$DIR/keys/sn$i.pub" rabo-local > /dev/null
+      if ! flwr supernode register "$DIR/keys/sn$i.pub" rabo-local --format json | python -c '
+import json, sys
+reply = json.load(sys.stdin)
+sys.exit(reply.get("error-message", "no reply")) if not reply.get("success") else print(reply["node-id"])
+' > "$DIR/state/sn$i.node-id"; then
+        echo "registering sn$i with the SuperLink failed (above); stopping" >&2
+        stop > /dev/null
+        exit 1
+      fi
       node_tls=(--root-certificates "$DIR/certs/ca.crt" --auth-supernode-private-key "$DIR/keys/sn$i")
     fi
     flower-supernode "${node_tls[@]}" --superlink "127.0.0.1:$LINK_PORT" --port $((NODE_PORT + i)) \
@@ -84,7 +94,8 @@ PY
     echo $! > "$DIR/pids/sn$i.pid"
   done
   echo "SuperLink on 127.0.0.1:$LINK_PORT and $n SuperNodes started (logs and PIDs in $DIR)."
-  echo "Submit: flwr run . rabo-local --stream    Status: flwr ls rabo-local --format json"
+  echo "Submit: flwr run . rabo-local --stream    Status: flwr list rabo-local --format json"
+  echo "Logs of a run: flwr log <run-id> rabo-local"
 }
 
 stop() {

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["stop"]
+__all__ = ["stop", "stop_strays", "strays"]
 
 
 def stop(processes: Sequence[subprocess.Popen], timeout: float = 30.0) -> None:
@@ -17,3 +22,37 @@ def stop(processes: Sequence[subprocess.Popen], timeout: float = 30.0) -> None:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def strays(addresses: Sequence[str]) -> dict[int, str]:
+    """{PID: program} of the Flower processes whose command line names one of ``addresses``
+    (host:port), such as ``flwr-serverapp --runtime-api-address 127.0.0.1:9200`` (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        programs = [Path(arg).name for arg in argv[:2] if Path(arg).name.startswith(("flwr-", "flower-"))]
+        if programs and any(address in argv for address in addresses):
+            found[int(entry.name)] = programs[0]
+    return found
+
+
+def stop_strays(addresses: Sequence[str], timeout: float = 30.0) -> list[int]:
+    """Stop what Flower started for ``addresses`` and left behind: a SuperLink that is killed leaves
+    its ServerApp running until that gives up reporting to it, and a SuperNode's helper outlives the
+    SuperNode for a moment. SIGTERM, ``timeout`` s, then SIGKILL; returns the PIDs found."""
+    pids = list(strays(addresses))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid in strays(addresses) if pid in pids]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids

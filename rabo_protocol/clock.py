@@ -27,11 +27,10 @@ building on the device, latency, contention, thermal throttling, and the server'
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 __all__ = ["SHIPPED", "DeviceClass", "load_device_classes", "round_seconds"]
 

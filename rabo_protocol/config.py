@@ -29,14 +29,16 @@ from .defaults import TUNED_KEYS, Source, resolve
 from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, Steps, TaskKeys, TimeKeys
 from .parsing import parse_model
 from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
+from .privacy import PrivacyKeys
 
 
-class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, EstimatorKnobs):
+class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys, EstimatorKnobs):
     """Keys are the hyphenated names used in pyproject.toml and ``--run-config``.
 
     The estimators' own knobs (``fd-alpha``, ``neumann-steps``, ...) and their checks are inherited
     from the estimator modules (``bilevel.EstimatorKnobs``), the data, round and output keys from
-    :class:`DataKeys`, :class:`RoundKeys`, :class:`TimeKeys`, :class:`ClassKeys` and :class:`OutputKeys`.
+    :class:`DataKeys`, :class:`RoundKeys`, :class:`TimeKeys`, :class:`ClassKeys`, :class:`OutputKeys`
+    and :class:`~rabo_protocol.privacy.PrivacyKeys`.
 
     The keys of ``rabo_protocol.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
     strategy's) default; the field defaults below are the global ones (hyper-representation's).

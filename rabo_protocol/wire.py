@@ -2,7 +2,10 @@
 
 Train instruction: ``arrays`` = dense slices keyed ``"{part}:{param}"`` (part x, y or v) and
 ``config`` = the strategy's client config (``in-shape``, ``num-classes``, ``input-mean``,
-``input-std``) plus ``server-round``, ``resource-ratio`` and ``width.{layer}`` for every layer.
+``input-std``) plus ``server-round``, ``resource-ratio`` and ``width.{layer}`` for every layer; with
+``dp-clip`` > 0 also ``dp-noise-multiplier`` in ``config`` and a ``dp-coverage`` record (each
+coordinate's planned coverage, keyed ``x:<param>``, ``y:<param>``, the node's slices;
+``rabo_protocol.privacy``).
 Train reply: ``arrays`` with parts ``presets.REPLY_PARTS[algorithm]`` ((h, y, v) for RABO,
 h = hypergradient shaped like x; (x, y, v) for RAFBO) and ``metrics`` with ``num-examples``.
 Evaluate instruction (``node-eval-every``): ``arrays`` = the slices of x and y of the submodel the
@@ -21,7 +24,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
-from flwr.common.serde import message_to_proto
+
+from .flwr_compat import message_to_proto
 
 ARRAYS = "arrays"
 CONFIG = "config"

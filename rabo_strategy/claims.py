@@ -21,7 +21,7 @@ from logging import WARNING
 from typing import Protocol
 
 from flwr.app import MetricRecord
-from flwr.common.logger import log
+from flwr.common import log
 
 TEXT_LIMIT = 200
 """Characters of a client's text (an error reason, a key) the server logs or stores."""

@@ -15,7 +15,7 @@ from dataclasses import replace
 from logging import WARNING
 
 from flwr.app import Message
-from flwr.common.logger import log
+from flwr.common import log
 
 from rabo_protocol import RunConfig
 from rabo_protocol.clock import round_seconds
@@ -45,9 +45,10 @@ class RoundClock:
         self.charged, self._late = {}, set()
 
     def late(self, profile: NodeProfile | None, reply: Message) -> str | None:
-        """Why ``reply`` misses the round on the virtual clock (None: in time, or the real clock)."""
+        """Why ``reply`` misses the round on the virtual clock (None: in time, the real clock, or an
+        error reply, which the reply parser reports with the client's own reason)."""
         device = self.devices.get(profile.device_class or "") if profile is not None else None
-        if device is None:
+        if device is None or reply.has_error():
             return None
         node = reply.metadata.src_node_id
         metrics = reply.content.metric_records.get(METRICS, {})

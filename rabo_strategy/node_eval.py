@@ -16,7 +16,7 @@ from logging import WARNING
 
 import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 
 from rabo_protocol.wire import ARRAYS, CONFIG, METRICS, pack, widths_config
 from rabo_pruning import submodel_spec

@@ -8,7 +8,7 @@ from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 
 from rabo_protocol.presets import Capacity, Sizing

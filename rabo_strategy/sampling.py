@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from logging import INFO
 
 import numpy as np
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 
 

@@ -7,7 +7,7 @@ from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, MetricRecord
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -25,6 +25,7 @@ from .clock import RoundClock
 from .lazy import LazyCheck
 from .messages import Sent, train_messages
 from .node_eval import NodeEvaluation, Statistics
+from .privacy import SlicedPrivacy
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
 from .replies import Parsed, class_rows, parse_reply
 from .sampling import NodeSampling
@@ -36,6 +37,15 @@ Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 
 def _no_owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
     return {}
+
+
+def log_summary(algorithm: str, outer_lr: float, sizer: RoundSizer, sampling: NodeSampling) -> None:
+    """Flower's strategy summary: the algorithm, sizing, ratio levels and sampling."""
+    log(INFO, "\t├──> Algorithm: %s, outer-lr %s, sizing %s, capacity %s", algorithm, outer_lr, sizer.sizing,
+        sizer.capacity)
+    log(INFO, "\t├──> Ratio levels (by partition id): %s", sizer.levels)
+    log(INFO, "\t└──> Sampling: fraction %.2f, min train nodes %d, min available %d",
+        sampling.fraction_train, sampling.min_train_nodes, sampling.min_available_nodes)
 
 
 class ResourceAdaptiveBilevel(Strategy):
@@ -69,7 +79,8 @@ class ResourceAdaptiveBilevel(Strategy):
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
-        self.screen = AgreementScreen(cfg.min_agreement, cfg.max_update_norm_ratio, cfg.clip_factor)
+        self.privacy = SlicedPrivacy(cfg)  # dp-clip: rabo_strategy/privacy.py
+        self.screen = AgreementScreen(*self.privacy.screen_settings(cfg))
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
         self.clock, self.trim_fraction = RoundClock(cfg, self.sizer.sizing), cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
@@ -82,11 +93,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self._global: dict[str, dict[str, np.ndarray]] = {}
 
     def summary(self) -> None:
-        log(INFO, "\t├──> Algorithm: %s, outer-lr %s, sizing %s, capacity %s", self.algorithm,
-            self.outer.outer_lr, self.sizer.sizing, self.sizer.capacity)
-        log(INFO, "\t├──> Ratio levels (by partition id): %s", self.sizer.levels)
-        log(INFO, "\t└──> Sampling: fraction %.2f, min train nodes %d, min available %d",
-            self.sampling.fraction_train, self.sampling.min_train_nodes, self.sampling.min_available_nodes)
+        log_summary(self.algorithm, self.outer.outer_lr, self.sizer, self.sampling)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -103,6 +110,7 @@ class ResourceAdaptiveBilevel(Strategy):
                                  server_round, params)
         messages, self._sent = train_messages(self.structure, self._global, training, specs, self._owned,
                                               {**self.client_config, **dict(config.items())}, server_round)
+        self.privacy.plan(messages, self._sent, self._global, len(nodes), len(list(grid.get_node_ids())))
         self.clock.sent(messages)
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
             len(list(grid.get_node_ids())), sorted(s.ratio for s in self._sent.values()))
@@ -146,15 +154,16 @@ class ResourceAdaptiveBilevel(Strategy):
         shapes = {f"{part}:{name}": t.shape for part, full in reference.items() for name, t in full.items()}
         acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
         for node, _, (values, index, metrics) in accepted:
-            acc.add(values, index, float(metrics["num-examples"]),  # type: ignore[arg-type]
-                    row_weights[node], untrained=untrained[node][0])
+            acc.add(values, index, self.privacy.weight(metrics), row_weights[node], untrained[node][0])
+        private = self.privacy.release(acc, self._sent, {n for n, *_ in accepted}, reference, server_round)
         self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
         self.lazy.remember(self.accepted_ratios, server_round)
         self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted}, self._sent.keys() - replied)
         metrics = round_metrics(acc, [f"{DIRECTION_PART[self.algorithm]}:{k}" for k in self._global["x"]],
                                 [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
                                 len(failures), unjudged, sum(untrained[n][1] for n, *_ in accepted))
-        metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies)})
+        metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies),
+                        **private})
         if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
                 "the global model is unchanged", server_round, len(accepted), self.min_successful_replies)
@@ -175,13 +184,14 @@ class ResourceAdaptiveBilevel(Strategy):
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
         return {"velocity": dict(self.outer.velocity),
                 "agreement-record": {k: list(v) for k, v in self.screen.record.items()},
-                "node-eval-rows": list(self.node_evaluation.rows)}
+                "node-eval-rows": list(self.node_evaluation.rows), **self.privacy.state()}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.outer.velocity = dict(state["velocity"])  # type: ignore[call-overload]
         self.screen.record = {int(k): (float(v[0]), float(v[1]), float(v[2]))  # type: ignore[union-attr]
                               for k, v in state.get("agreement-record", {}).items()}
         self.node_evaluation.rows = list(state.get("node-eval-rows", []))  # type: ignore[call-overload]
+        self.privacy.load(state)
 
     def ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, Context
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
@@ -157,7 +157,9 @@ def _run_in(run_dir: Path, cfg: RunConfig, strategy: Strategy, grid: MeteredGrid
             row.get("coverage-x-min"), row.get("coverage-y-min"), row.get("failed-replies"),
             rows[-1]["elapsed-seconds"], left)
 
-    log(INFO, "Starting %s: rounds %d-%d", name, first_round, cfg.num_server_rounds)
+    # The directory up front: a run cut short (a SuperLink restart) is resumed from it (resume-from).
+    log(INFO, "Starting %s: rounds %d-%d, checkpoints in %s", name, first_round, cfg.num_server_rounds,
+        run_dir)
     if first_round == 1:
         trackers.log_round(0, rows[0])
     sizing = PRESETS[cfg.strategy].sizing if cfg.strategy in PRESETS else None

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from flwr.app import Context, Error, Message, RecordDict, UserConfig, UserConfigValue
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
+
+from rabo_protocol.flwr_compat import Run, TaskIdentity
 
 ClientCallable = Callable[[Message, Context], Message]
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from logging import WARNING
 from pathlib import Path
 
-from flwr.common.logger import log
+from flwr.common import log
 
 LOCK = "run.lock"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
 from .metering import MeteredGrid

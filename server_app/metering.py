@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from logging import WARNING
 
 from flwr.app import Message, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
+from rabo_protocol.flwr_compat import Run
 from rabo_protocol.wire import message_bytes
 
 __all__ = ["POLL_SECONDS", "MeteredGrid", "message_bytes"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
+
+from rabo_protocol.flwr_compat import TaskIdentity
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from rabo_protocol.flwr_compat import aggregate_arrayrecords
 from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning import CoverageAverage, SliceIndex
 from server_app.inprocess import InProcessGrid

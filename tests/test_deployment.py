@@ -105,7 +105,7 @@ def test_secured_deployment(tmp_path: Path) -> None:
                        f"num-server-rounds=2 dataset='sklearn-digits' results-dir='{results}'")["run-id"]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            entry = _flwr(env, "ls", "--run-id", run_id, "secure")["runs"][0]
+            entry = _flwr(env, "list", "--run-id", run_id, "secure")["runs"][0]
             if entry["status"].startswith("finished"):
                 break
             time.sleep(3)

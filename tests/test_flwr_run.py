@@ -1,6 +1,6 @@
 """One real `flwr run` on the Ray simulation engine, checked by the run's status.
 
-`flwr run` exits 0 even when the run failed, so the test reads the status with `flwr ls`.
+`flwr run` exits 0 even when the run failed, so the test reads the status with `flwr list`.
 It uses a private FLWR_HOME and SuperLink port, and stops that SuperLink afterwards.
 """
 
@@ -32,7 +32,8 @@ def _free_port() -> int:
 def flwr_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     home = tmp_path / "flwr-home"
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port())}
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+           "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port())}
     yield env
     # The local SuperLink is detached and outlives `flwr run`: stop the one this test started.
     subprocess.run(["pkill", "-TERM", "-f", f"flower-superlink.*{home}"], check=False)
@@ -53,7 +54,7 @@ def _run(env: dict[str, str], results: Path, run_config: str) -> tuple[dict, lis
     assert submitted["success"], submitted
     deadline = time.monotonic() + 300
     while True:
-        entry = _flwr(env, "ls", "--run-id", submitted["run-id"])["runs"][0]
+        entry = _flwr(env, "list", "--run-id", submitted["run-id"])["runs"][0]
         if entry["status"].startswith("finished") or time.monotonic() > deadline:
             break
         time.sleep(2)

@@ -8,6 +8,7 @@ from bilevel.estimators.f2sa import F2SAKnobs
 from rabo_protocol.config import RunConfig
 from rabo_protocol.keys import OutputKeys, RoundKeys, TaskKeys, TimeKeys
 from rabo_protocol.node import NodeConfig
+from rabo_protocol.privacy import PrivacyKeys
 from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import Placement
 from server_app.inprocess import InProcessGrid
@@ -22,6 +23,7 @@ RunConfig._task_defaults, RunConfig._check_strategy, RunConfig._check_combinatio
 RoundKeys._parse_levels, RoundKeys._check_levels, OutputKeys._parse_loggers
 TimeKeys._parse_classes, TimeKeys._check_clock
 NodeConfig._ratio_or_auto, NodeConfig._partition_in_range, TaskKeys._check_task
+PrivacyKeys._check_privacy
 # torch: nn.Module.forward is called by Module.__call__; numpy: flags.writeable is set, not read
 HyperCleaning.forward, HyperRepresentation.forward
 _.forward, _.writeable  # noqa: F821 - vulture matches attribute names on any object
@@ -30,6 +32,8 @@ _.fc, _.maxpool, _.conv_proj, _.heads, _.track_running_stats  # noqa: F821
 _.running_mean, _.running_var, _.num_batches_tracked  # noqa: F821
 # Flower: the Grid protocol's task identity, set for messages built outside a running app
 _.task_id  # noqa: F821
+# Python: a module's __getattr__ (PEP 562) serves rabo_protocol/flwr_compat.py's lazy symbols
+_.__getattr__  # noqa: F821
 # public utilities for tests and benchmarks: the in-process grid, the exact placement optimum,
 # a placement's score, whether a scaler is installed
 InProcessGrid, optimum, Placement.coverage, OutputScaler.active
