@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["stop", "stop_strays", "strays"]
+__all__ = ["flwr_json", "stop", "stop_strays", "strays"]
+
+
+def flwr_json(env: dict[str, str], *args: str, cwd: Path, timeout: float = 300.0) -> dict:
+    """``flwr <args> --format json`` (the ``flwr`` beside this Python) parsed; RuntimeError when it
+    says ``"success": false``, since ``flwr`` exits 0 even then."""
+    out = subprocess.run([str(Path(sys.executable).parent / "flwr"), *args, "--format", "json"], env=env,
+                         cwd=cwd, check=True, capture_output=True, text=True, timeout=timeout).stdout
+    data = json.loads(out)
+    if not data.get("success"):
+        raise RuntimeError(f"flwr {' '.join(args)}: {data}")
+    return data
 
 
 def stop(processes: Sequence[subprocess.Popen], timeout: float = 30.0) -> None:

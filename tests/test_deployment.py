@@ -18,7 +18,7 @@ import pytest
 
 from client_app.budget import peak_memory_bytes
 from deploy.credentials import write_certificates, write_supernode_keys
-from deploy.processes import stop
+from deploy.processes import flwr_json, stop
 from rabo_protocol import parse_run_config
 from tasks import client_data, make_task
 
@@ -38,11 +38,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _flwr(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run([str(BIN / "flwr"), *args, "--format", "json"], env=env, cwd=ROOT,
-                         check=True, capture_output=True, text=True, timeout=120).stdout
-    data = json.loads(out)
-    assert data.get("success"), data  # flwr exits 0 even when it failed
-    return data
+    return flwr_json(env, *args, cwd=ROOT, timeout=120)
 
 
 def _memory_between_quarter_and_half() -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from deploy.flwr_config import set_connection
-from deploy.processes import stop, stop_strays, strays
+from deploy.processes import flwr_json, stop, stop_strays, strays
 from tests.test_deployment import _free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +34,7 @@ FAILED_DETAILS = ("Task failed with unknown error.", "No heartbeat received from
 
 
 def _flwr(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run([str(BIN / "flwr"), *args, "--format", "json"], env=env, cwd=ROOT,
-                         check=True, capture_output=True, text=True, timeout=300).stdout
-    data = json.loads(out)
-    assert data.get("success"), data  # flwr exits 0 even when it failed
-    return data
+    return flwr_json(env, *args, cwd=ROOT, timeout=300)
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float, every: float = 1.0) -> None:
