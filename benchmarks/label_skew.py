@@ -16,21 +16,29 @@ small clients (5-9), the lowest per-class accuracy, the spread of the per-class 
 MNIST, ratios 1, 1/2, 1/4, 1/8 by partition id; the CNN with 10 clients, the MLP with 100 (10 per
 round).
 
-    python benchmarks/label_skew.py                       # 4 panels x 20 runs, 20 rounds, seed 0
-    python benchmarks/label_skew.py --mask-policy static --losses masked+covered --name label-skew-static
-    python benchmarks/label_skew.py --scenarios separated --tasks cnn --rounds 10
+    python -m benchmarks.label_skew                       # 4 panels x 20 runs, 20 rounds, seed 0
+    python -m benchmarks.label_skew --mask-policy static --losses masked+covered --name label-skew-static
+    python -m benchmarks.label_skew --scenarios separated --tasks cnn --rounds 10
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
-from common import Job, run_parallel, write_table
-from heterogeneity import SCENARIOS, TASKS
+from benchmarks.common import (
+    CORES,
+    Job,
+    benchmark_parser,
+    figure_path,
+    method_style,
+    run_parallel,
+    write_table,
+)
+from benchmarks.vocab import HYPER_REPRESENTATION, SPLITS, TASKS, sampled
 
 LOSSES: dict[str, dict[str, Any]] = {
     "masked+holders": {"absent-class-weight": 0.0, "logit-adjustment": 0.0, "head-rows": "holders"},
@@ -61,13 +69,10 @@ def last(curve: list[dict[str, Any]], key: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser = benchmark_parser(__doc__, quick=None, seeds=1, rounds=20, workers=CORES)
     parser.add_argument("--scenarios", default="separated,dirichlet-0.3")
-    parser.add_argument("--tasks", default="cnn,mlp")
+    parser.add_argument("--tasks", default=",".join(HYPER_REPRESENTATION))
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated subset of LOSSES")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of METHODS")
     parser.add_argument("--mask-policy", default="coverage", help="the resource-adaptive runs' mask policy")
     parser.add_argument("--name", default="label-skew")
@@ -85,8 +90,8 @@ def main() -> None:
         for scenario in args.scenarios.split(","):
             for (loss, method), overrides in runs.items():
                 for seed in seeds:
-                    config = {**base, **task_config, **SCENARIOS[scenario], **overrides, "seed": seed,
-                              "fraction-train": per_round / clients, "min-train-nodes": per_round}
+                    config = {**base, **task_config, **SPLITS[scenario], **overrides, "seed": seed,
+                              **sampled(clients, per_round)}
                     jobs.append(Job((task, scenario, loss, method, seed), config, clients))
     jobs.sort(key=lambda j: (j.key[0] != "cnn", j.key[3] == "rabo"))
     start = time.perf_counter()
@@ -118,21 +123,20 @@ def main() -> None:
                     "outer-steps-clipped": statistics.mean(
                         statistics.mean(p.get("outer-steps-clipped", 0.0) for p in c[1:]) for c in got),
                 })
-    write_table(args.name, table,
+    write_table(args.out, args.name, table,
                 {**base, "seeds": seeds, "losses": LOSSES, "methods": METHODS, "extra": {
                     " / ".join(k): v for k, v in EXTRA.items()}, "scenarios": args.scenarios,
                  "workers": args.workers, "seconds": time.perf_counter() - start,
                  "load-average": os.getloadavg()})
-    plot(args.name, curves, [(t, sc) for t in args.tasks.split(",") for sc in args.scenarios.split(",")],
-         list(runs))
+    panels = [(t, sc) for t in args.tasks.split(",") for sc in args.scenarios.split(",")]
+    plot(args.out, args.name, curves, panels, list(runs))
 
 
-def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]], panels: list[tuple[str, str]],
-         runs: list[tuple[str, str]]) -> None:
+def plot(out: Path, name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]],
+         panels: list[tuple[str, str]], runs: list[tuple[str, str]]) -> None:
     """Per panel, per run: accuracy on classes 0-4 (solid) and 5-9 (dashed), and the ratio of their
     logit scales (bottom row), by round (seed 0)."""
     import matplotlib.pyplot as plt
-    from common import figure_path, method_style
 
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7), squeeze=False, sharex=True)
     for j, (task, scenario) in enumerate(panels):
@@ -151,8 +155,8 @@ def plot(name: str, curves: dict[tuple[Any, ...], list[dict[str, Any]]], panels:
     axes[1][0].set_ylabel("logit scale, classes 5-9 / 0-4")
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=90)
-    print(f"written: {figure_path(name)}")
+    fig.savefig(figure_path(out, name), dpi=90)
+    print(f"written: {figure_path(out, name)}")
 
 
 if __name__ == "__main__":

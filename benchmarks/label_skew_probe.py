@@ -13,12 +13,11 @@ others 5-9) and Dirichlet(0.3), one run of ``--rounds`` rounds on the in-process
   classifier rows of classes 0-4 and of 5-9, and the RMS of its x direction (RABO: h; RAFBO: its
   local x change).
 
-    python benchmarks/label_skew_probe.py            # 2 tasks x 2 scenarios x 8 runs, 20 rounds
+    python -m benchmarks.label_skew_probe            # 2 tasks x 2 scenarios x 8 runs, 20 rounds
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -29,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import curve_of, run_inprocess, write_table
 from flwr.app import ConfigRecord
-from heterogeneity import SCENARIOS, TASKS
-from label_skew import LOSSES, METHODS
 
+from benchmarks.common import CORES, benchmark_parser, curve_of, run_inprocess, write_table
+from benchmarks.label_skew import LOSSES, METHODS
+from benchmarks.vocab import HYPER_REPRESENTATION, SPLITS, TASKS, sampled
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from rabo_protocol.wire import ARRAYS, pack, unpack
@@ -137,10 +136,9 @@ def one(key: tuple[str, str, str, str], rounds: int) -> tuple[tuple[str, ...], d
     torch.set_num_threads(1)
     task, scenario, method, loss = key
     task_config, clients, per_round = TASKS[task]
-    config = {"num-server-rounds": rounds, "profile": False, **task_config, **SCENARIOS[scenario],
+    config = {"num-server-rounds": rounds, "profile": False, **task_config, **SPLITS[scenario],
               **LOSSES[loss], **METHODS[method], **FULL_MODEL.get(method, {}), "seed": 0,
-              "fraction-train": per_round / clients,
-              "min-train-nodes": per_round}
+              **sampled(clients, per_round)}
     with tempfile.TemporaryDirectory() as tmp:
         result = run_inprocess(config, clients, Path(tmp))
         run_dir = next(Path(tmp).iterdir())
@@ -161,18 +159,16 @@ def one(key: tuple[str, str, str, str], rounds: int) -> tuple[tuple[str, ...], d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--tasks", default="cnn,mlp")
+    parser = benchmark_parser(__doc__, quick=None, rounds=20, workers=CORES)
+    parser.add_argument("--tasks", default=",".join(HYPER_REPRESENTATION))
     parser.add_argument("--scenarios", default="separated,dirichlet-0.3")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     keys = [(t, s, m, loss) for t in args.tasks.split(",") for s in args.scenarios.split(",")
             for m, loss in RUNS]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         rows = dict(pool.map(one, keys, [args.rounds] * len(keys)))
-    write_table("label-skew-probe", [rows[k] for k in keys],
+    write_table(args.out, "label-skew-probe", [rows[k] for k in keys],
                 {"rounds": args.rounds, "runs": RUNS, "losses": LOSSES, "methods": METHODS,
                  "seconds": time.perf_counter() - start, "load-average": os.getloadavg()})
 

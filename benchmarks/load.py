@@ -3,13 +3,12 @@
 Starts a private local SuperLink, submits `flwr run`, samples memory while it runs, and prints
 peak memory and seconds per round. Not a timed test: run it by hand.
 
-    python benchmarks/load.py                 # 1,000 clients, 50 per round, 5 rounds
-    python benchmarks/load.py --quick         # 200 clients, 20 per round, 2 rounds
+    python -m benchmarks.load                 # 1,000 clients, 50 per round, 5 rounds
+    python -m benchmarks.load --quick         # 200 clients, 20 per round, 2 rounds
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -17,7 +16,9 @@ import time
 from pathlib import Path
 
 import psutil
-from flwr_cli import session
+
+from benchmarks.common import benchmark_parser
+from benchmarks.flwr_cli import session
 
 
 def _tree_rss(since: float) -> int:
@@ -31,11 +32,9 @@ def _tree_rss(since: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, quick="200 clients, 20 per round, 2 rounds", out=False, rounds=5)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--per-round", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="200 clients, 20 per round, 2 rounds")
     args = parser.parse_args()
     if args.quick:
         args.clients, args.per_round, args.rounds = 200, 20, 2

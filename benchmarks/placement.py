@@ -9,19 +9,18 @@ integer programme of rabo_pruning/coverage_reference.py does not finish on these
 the CNN ran 20 minutes without a proof). The small-case sweep repeats the property test's check
 (exact optimum, up to 6 clients, widths 2-8) on more mixes.
 
-    python benchmarks/placement.py            # about 2 min
-    python benchmarks/placement.py --quick    # fewer mixes (about 30 s)
+    python -m benchmarks.placement            # about 2 min
+    python -m benchmarks.placement --quick    # fewer mixes (about 30 s)
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
 import numpy as np
-from common import ROOT, write_table  # noqa: F401  (puts the repository on sys.path)
 
+from benchmarks.common import benchmark_parser, write_table
 from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import coverage_bounds, coverage_of, kept_units, place, window
 from tasks import HyperRepresentation, HyperRepresentationMLP, LayerSpec
@@ -51,7 +50,7 @@ def _mixes(quick: bool) -> list[tuple[str, tuple[LayerSpec, ...], list[float]]]:
     mixes = [
         ("cnn default (10)", CNN.layers, [1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5]),
         ("cnn 1/2, 1/4 (8)", CNN.layers, [0.5] * 4 + [0.25] * 4),
-        ("cnn issue-16 mix (8)", CNN.layers, [0.3, 0.75, 0.3, 0.75, 0.5, 0.6, 0.3, 0.6]),
+        ("cnn 0.3 to 0.75 mix (8)", CNN.layers, [0.3, 0.75, 0.3, 0.75, 0.5, 0.6, 0.3, 0.6]),
         ("cnn 16 x 0.3", CNN.layers, [0.3] * 16),
         ("cnn 20 x 0.2", CNN.layers, [0.2] * 20),
     ]
@@ -78,8 +77,7 @@ def _small_cases(count: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__)
     args = parser.parse_args()
     table = []
     for name, layers, ratios in _mixes(args.quick):
@@ -102,8 +100,8 @@ def main() -> None:
     name = "placement" + ("-quick" if args.quick else "")
     at_bound = sum(row["at-bound"] for row in table)
     print(f"real widths: {at_bound} of {len(table)} (mix, objective) pairs reach both bounds")
-    write_table(name, table, {"small-cases": f"{hits} of {count} optimal",
-                              "coverage": "C_x*/C_y*"})
+    write_table(args.out, name, table, {"small-cases": f"{hits} of {count} optimal",
+                                        "coverage": "C_x*/C_y*"})
 
 
 if __name__ == "__main__":

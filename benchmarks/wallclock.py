@@ -1,9 +1,9 @@
 """Wall-clock to accuracy on slow devices: the virtual clock against a real deployment of throttled
-SuperNodes (issue 27).
+SuperNodes.
 
-    python benchmarks/wallclock.py                  # both clocks, IID and budget-correlated
-    python benchmarks/wallclock.py --virtual-only   # no cgroups needed
-    python benchmarks/wallclock.py --quick          # 4 rounds, IID only
+    python -m benchmarks.wallclock                  # both clocks, IID and budget-correlated
+    python -m benchmarks.wallclock --clock virtual  # no cgroups needed
+    python -m benchmarks.wallclock --quick          # 4 rounds, IID only
 
 The federation: the default run's task (CNN, MNIST digits) on 4 clients, one per speed class:
 client i gets ``SHARES[i]`` = 0.8, 0.4, 0.2, 0.1 of one core (the order of ``ratio-levels``, so
@@ -24,13 +24,15 @@ Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its
 deadline), ``full-model`` (every node the full model: the round waits for the slowest) and
 ``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out).
 Writes ``wallclock-<work>.csv`` (one row per clock, split, method, round), ``-summary.csv``,
-``-targets.csv``, ``-devices.toml`` and ``.png`` to benchmarks/results/.
+``-targets.csv``, ``-devices.toml``, ``-host.json`` and ``.png`` to ``--out``; finished runs, the
+measured host and the device file stay in ``benchmarks/results/cache`` for the next invocation.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -45,9 +47,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import RESULTS, ROOT, benchmark_parser, method_style, run_inprocess, save_figure, write_table
 from flwr.app import ConfigRecord
 
+from benchmarks.common import (
+    CACHE,
+    ROOT,
+    benchmark_parser,
+    method_style,
+    run_inprocess,
+    save_figure,
+    write_table,
+)
+from benchmarks.vocab import splits
 from client_app.app import local_data
 from client_app.budget import probe_round
 from deploy.processes import stop
@@ -64,7 +75,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "full-model": {"strategy": "full-model"},
     "drop-weak": {"strategy": "drop-weak", "capacity": "deadline"},
 }
-SPLITS = {"iid": {"partitioner": "iid"}, "budget-correlated": {"partitioner": "budget-correlated"}}
+SPLITS = splits("iid", "budget-correlated")
 WORK: dict[str, dict[str, Any]] = {"default": {}, "heavy": {"batch-size": 256, "outer-steps": 9}}
 """Local work per round: the default run's (0.3 s of a core for the full model, against 2.7 s to
 start a ClientApp process), or about 9x that (``heavy``), comparable to the start."""
@@ -235,7 +246,7 @@ def time_to(rows: list[dict[str, Any]], target: float) -> float | None:
 def summarize(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]],
               closes_at: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per run: final accuracy, seconds, time to 90 % of the full model's final accuracy (same
-    clock and split), CPU-seconds, longest train round; and the issue's targets."""
+    clock and split), CPU-seconds, longest train round; and the targets, each met or not."""
     summary = []
     for (clock, split, method), (rows, cpu) in runs.items():
         full = runs.get((clock, split, "full-model"))
@@ -279,7 +290,7 @@ def summarize(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float
 
 
 def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]], splits: list[str],
-           name: str) -> None:
+           out: Path, name: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.2), squeeze=False)
@@ -294,11 +305,11 @@ def figure(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]],
         ax.set(xlabel="seconds (real: wall-clock; virtual: simulated)", ylabel="test accuracy",
                title=split, ylim=(0, 1))
         ax.legend(fontsize=8)
-    save_figure(fig, name)
+    save_figure(fig, out, name)
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, rounds=10, seeds=1)
+    parser = benchmark_parser(__doc__, rounds=10)
     parser.add_argument("--clock", choices=("both", "virtual", "real"), default="both",
                         help="which runs to do now (the others: from the cache of an earlier invocation)")
     parser.add_argument("--work", choices=list(WORK), default="heavy", help="local work per round (WORK)")
@@ -311,7 +322,7 @@ def main() -> None:
     load = os.getloadavg()
     rounds, splits = (4, ["iid"]) if args.quick else (args.rounds, list(SPLITS))
     # the machine's measured speed, the deadline and the devices, fixed by the first invocation
-    cache = RESULTS / "cache" / f"wallclock-{args.work}-{rounds}rounds"
+    cache = CACHE / f"wallclock-{args.work}-{rounds}rounds"
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "host.json").is_file():
         gflops, step_ms, smallest = host_speed(WORK[args.work])
@@ -358,12 +369,14 @@ def main() -> None:
     columns = ("round", "test-accuracy", "seconds", "train-round-seconds", "simulated-seconds", "replies",
                "failed-replies", "late-replies", "client-flops")
     name = f"wallclock-{args.work}"
-    write_table(name, [{"clock": c, "split": s, "method": m, **{k: r.get(k) for k in columns}}
-                              for (c, s, m), (rows, _) in runs.items() for r in rows], meta)
+    write_table(args.out, name, [{"clock": c, "split": s, "method": m, **{k: r.get(k) for k in columns}}
+                                 for (c, s, m), (rows, _) in runs.items() for r in rows], meta)
     summary, targets = summarize(runs, closes_at)
-    write_table(f"{name}-summary", summary, meta)
-    write_table(f"{name}-targets", targets, meta)
-    figure(runs, splits, name)
+    write_table(args.out, f"{name}-summary", summary, meta)
+    write_table(args.out, f"{name}-targets", targets, meta)
+    shutil.copy(devices, args.out / f"{name}-devices.toml")
+    shutil.copy(cache / "host.json", args.out / f"{name}-host.json")
+    figure(runs, splits, args.out, name)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,15 @@ width (``own-width-share`` 0.5; nested-coverage also 0.75). Per policy: the full
 model's final test accuracy, ``test-accuracy@<r>`` of the submodel each ratio deploys (its leading
 units, the same network for every policy), the worst width, and client GFLOPs over the run.
 
-Targets (issue "deployable widths"), checked for every policy: full width within 1 point of
+Targets (the deployable-widths targets), checked for every policy: full width within 1 point of
 ``coverage``; accuracy at r = 1/4 within 5 points of the full width (IID) and within 8
 (Dirichlet); no width below 50 %. The policy meeting the most targets (ties: the higher mean
 over widths) is reported as the pick.
 
-    python benchmarks/widths.py                        # 30 rounds, 3 seeds
-    python benchmarks/widths.py --rounds 20 --seeds 2
-    python benchmarks/widths.py --quick                # sklearn digits, 10 rounds, 1 seed, 5 policies
-    python benchmarks/widths.py --rounds 10 --seeds 2 --policies "coverage;nested-coverage"
+    python -m benchmarks.widths                        # 30 rounds, 3 seeds
+    python -m benchmarks.widths --rounds 20 --seeds 2
+    python -m benchmarks.widths --quick                # sklearn digits, 10 rounds, 1 seed, 5 policies
+    python -m benchmarks.widths --rounds 10 --seeds 2 --policies "coverage;nested-coverage"
 
 Finished runs are cached (``benchmarks/results/cache/<name>``), so a grid can be run in parts.
 """
@@ -29,13 +29,16 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from common import RESULTS, Job, benchmark_parser, preset, run_parallel, save_figure, write_table
+
+from benchmarks.common import CACHE, CORES, Job, benchmark_parser, run_parallel, save_figure, write_table
+from benchmarks.vocab import splits
 
 WIDTHS = ("1", "0.5", "0.25", "0.125")
-SCENARIOS = {"iid": {"partitioner": "iid"}, "dirichlet-0.3": preset("dirichlet")}
+SCENARIOS = splits("iid", "dirichlet-0.3")
 POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
             "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
             "ordered-dropout": {"mask-policy": "ordered-dropout"},
@@ -99,7 +102,7 @@ def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
     return max(policies, key=lambda p: (met[p], mean[p]))
 
 
-def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: str,
+def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], out: Path, name: str,
          policies: list[str]) -> None:
     fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 8), squeeze=False)
     colours = plt.get_cmap("tab20")
@@ -120,11 +123,11 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], name: st
         axes[1][j].set(title="accuracy at r = 1/4 by round", xlabel="round", ylabel="test accuracy",
                        ylim=(0, 1))
     axes[0][0].legend(fontsize=7, loc="lower right")
-    save_figure(fig, name)
+    save_figure(fig, out, name)
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, rounds=30)
+    parser = benchmark_parser(__doc__, rounds=30, seeds=3, workers=CORES)
     parser.add_argument("--policies", default=None,
                         help=f"';'-separated, of: {'; '.join(POLICIES)} (coverage, the targets' reference, "
                              f"is always run; default: all, with --quick: {'; '.join(QUICK_POLICIES)})")
@@ -137,14 +140,15 @@ def main() -> None:
     rounds = 10 if args.quick else args.rounds
     seeds = [0] if args.quick else list(range(args.seeds))
     name = "widths-quick" if args.quick else "widths"
-    meta = {"load-average": os.getloadavg(), "command": " ".join(["benchmarks/widths.py", *sys.argv[1:]])}
+    meta = {"load-average": os.getloadavg(),
+            "command": " ".join(["python -m benchmarks.widths", *sys.argv[1:]])}
     base = {"profile": True, "profile-memory": False, "num-server-rounds": rounds}
     if args.quick:
         base["dataset"] = "sklearn-digits"
     jobs = [Job((scenario, policy, seed), {**base, **keys, **overrides, "seed": seed}, 10)
             for scenario, keys in SCENARIOS.items() for policy, overrides in POLICIES.items()
             if policy in policies for seed in seeds]
-    curves = run_parallel(jobs, args.workers, cache=RESULTS / "cache" / name)
+    curves = run_parallel(jobs, args.workers, cache=CACHE / name)
     table = summarise(curves, seeds, policies)
     checks = check_targets(table)
     chosen = pick(table, checks)
@@ -153,9 +157,9 @@ def main() -> None:
               f"{check['measured']}")
     print(f"pick: {chosen}")
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg(), "pick": chosen}
-    write_table(name, table, meta)
-    write_table(f"{name}-targets", checks, meta)
-    plot(curves, table, seeds, name, policies)
+    write_table(args.out, name, table, meta)
+    write_table(args.out, f"{name}-targets", checks, meta)
+    plot(curves, table, seeds, args.out, name, policies)
 
 
 if __name__ == "__main__":

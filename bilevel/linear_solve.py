@@ -9,22 +9,26 @@ and a warm start v0, and return the new v. Neither ever forms H_yy.
   warm start): exact in n_y steps in exact arithmetic, and after k steps its error in the H-norm is
   at most 2 ((sqrt(kappa) - 1) / (sqrt(kappa) + 1))^k of the start's, against (1 - 1/kappa)^k for gd
   at its best step. It needs the same H in every product, so all products must use one minibatch.
-  It stops early when the residual is below ``tol`` ||b||, and, as a guard, when a search direction
-  has curvature p^T H p <= 0 (H not positive definite there, or the products too noisy): it then
-  keeps the iterate reached so far.
+  It stops early when the residual is below ``tol`` ||b||.
+
+  **Breakdown.** CG assumes H positive definite. When a search direction p has curvature
+  p^T H p <= 0 (or NaN: H indefinite there, or the products too noisy) it stops, returns the iterate
+  reached so far (v0 itself when the first direction breaks down; never NaN) and warns
+  :class:`IndefiniteSystemWarning`. The message is the same every time, so Python's default warning
+  filter shows it once per calling line; ``warnings.simplefilter("error", IndefiniteSystemWarning)``
+  turns it into an exception.
 
   Each new residual is re-orthogonalised against all earlier ones (stored normalised: ``steps``
   vectors shaped like y; y is a classifier head in every built-in task). Without it, CG on these
   systems is hypersensitive to the products' rounding: H_yy has a large cluster of eigenvalues at
-  2 mu, and measured on the CNN (width 0.5x, float64) exact products perturbed by 1e-12 relative
-  noise raised the error of v at K = 20 from 0.114 to 0.144 and at K = 100 from 1.9e-6 to 3.5e-6;
-  finite-difference products (error 4e-5 in the stiffest direction at fd-alpha = 0.01) reached only
-  0.23 and 1.1e-4. With re-orthogonalisation finite differences reach 0.113 and 4.3e-6.
+  2 mu, and finite-difference products perturb it enough to lose most of CG's advantage
+  (measured in docs/results.md, section 1, "CG needed re-orthogonalisation").
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -36,6 +40,12 @@ from .types import Params
 Solver = Literal["gd", "cg"]
 SOLVERS: tuple[Solver, ...] = ("gd", "cg")
 HVP = Callable[[Params], Params]
+
+__all__ = ["HVP", "SOLVERS", "IndefiniteSystemWarning", "Solver", "cg", "gd", "solve"]
+
+
+class IndefiniteSystemWarning(RuntimeWarning):
+    """:func:`cg` met a search direction of curvature p^T H p <= 0 and stopped there."""
 
 
 def _dot(a: Params, b: Params) -> float:
@@ -56,7 +66,17 @@ def gd(hvp: HVP, b: Params, v0: Params, *, steps: int, lr: float) -> Params:
 
 
 def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Params:
-    """``steps`` conjugate-gradient iterations on H v = b from v0 (see the module docstring)."""
+    """``steps`` conjugate-gradient iterations on H v = b from v0 (see the module docstring).
+
+    Stops at a direction of curvature p^T H p <= 0, keeping the iterate reached so far, and warns
+    :class:`IndefiniteSystemWarning`.
+
+    >>> import torch
+    >>> h = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
+    >>> v = cg(lambda p: {"y": h @ p["y"]}, {"y": torch.ones(2)}, {"y": torch.zeros(2)}, steps=2)
+    >>> torch.allclose(h @ v["y"], torch.ones(2))
+    True
+    """
     warm = any(bool(torch.any(t != 0)) for t in v0.values())
     r = _axpy(-1.0, hvp(v0), b) if warm else dict(b)
     v, p = v0, dict(r)
@@ -70,6 +90,9 @@ def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Pa
         hp = hvp(p)
         curvature = _dot(p, hp)
         if not curvature > 0.0:  # also catches NaN
+            warnings.warn("conjugate gradient stopped at a direction of curvature p^T H p <= 0 (H_yy "
+                          "not positive definite there, or the products too noisy); v is the iterate "
+                          "reached so far", IndefiniteSystemWarning, stacklevel=2)
             break
         step = rr / curvature
         v, r = _axpy(step, p, v), _axpy(-step, hp, r)

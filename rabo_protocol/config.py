@@ -23,7 +23,7 @@ from bilevel import EstimatorKnobs, SolverConfig
 from bilevel.oracles import Oracle
 from bilevel.step_guard import StepGuard
 from rabo_pruning.masks import NESTED_POLICIES
-from tasks import DataSpec
+from tasks import TASKS, DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
 from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, Steps, TaskKeys, TimeKeys
@@ -40,35 +40,35 @@ class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys
     :class:`DataKeys`, :class:`RoundKeys`, :class:`TimeKeys`, :class:`ClassKeys`, :class:`OutputKeys`
     and :class:`~rabo_protocol.privacy.PrivacyKeys`.
 
-    The keys of ``rabo_protocol.defaults.TUNED_KEYS`` left unset or ``"auto"`` take the task's (or
-    strategy's) default; the field defaults below are the global ones (hyper-representation's).
-    ``sources`` says, per key, where its value came from.
+    The keys of ``rabo_protocol.defaults.TUNED_KEYS`` (``mu``, ``algorithm``, ``outer-lr``, ...)
+    have no default here: left unset or ``"auto"`` they take the task's (or strategy's), declared
+    with the task (``tasks.registry.TASKS``). ``sources`` says, per key, where its value came from.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               alias_generator=lambda n: n.replace("_", "-"))
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
 
-    # problem (data keys: DataKeys)
-    mu: Annotated[float, Field(ge=0, le=1e6)] = 1e-3
+    # problem (data keys: DataKeys); a tuned key (no default) is filled by _task_defaults
+    mu: Annotated[float, Field(ge=0, le=1e6)]
     # method
     strategy: str = "resource-adaptive"
-    algorithm: Algorithm = "rafbo"
+    algorithm: Algorithm
     hypergradient: Oracle = "finite-difference"
     train_outer: bool = True
     num_server_rounds: Annotated[int, Field(ge=1, le=1_000_000)] = 30
     inner_steps: Steps = 5
-    v_steps: Steps = 5
+    v_steps: Steps
     outer_steps: Steps = 3
     inner_lr: Rate = 0.3
-    v_lr: Rate = 0.1
-    outer_lr: Rate = 0.1
+    v_lr: Rate
+    outer_lr: Rate
     outer_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     scaler: bool = False
     momentum_scope: MomentumScope = "covered"
     step_guard: StepGuard = "curvature"
-    outer_trust_region: Annotated[float, Field(ge=0, le=1e6)] = 0.2
+    outer_trust_region: Annotated[float, Field(ge=0, le=1e6)]
     # execution (output keys: OutputKeys)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
 
@@ -114,8 +114,8 @@ class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RunConfig:
-        if self.task == "hyper-cleaning" and self.label_noise == 0.0:
-            raise ValueError("task 'hyper-cleaning' needs corrupted labels: set 'label-noise' in (0, 1), "
+        if self.task in TASKS and TASKS[self.task].needs_label_noise and self.label_noise == 0.0:
+            raise ValueError(f"task '{self.task}' needs corrupted labels: set 'label-noise' in (0, 1), "
                              "e.g. label-noise=0.5")
         if self.mask_policy not in NESTED_POLICIES:
             nested = " or ".join(repr(p) for p in NESTED_POLICIES)

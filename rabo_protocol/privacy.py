@@ -60,7 +60,7 @@ class PrivacyKeys(BaseModel):
         if ":" in (strategy := str(getattr(self, "strategy", ""))):
             raise ValueError(f"dp-clip={self.dp_clip:g} is for the built-in strategies (the plug-in "
                              f"'{strategy}' sends no coverage); use Flower's LocalDpMod "
-                             "with algorithm='rafbo' (README, 'Differential privacy')")
+                             "with algorithm='rafbo' (docs/robustness.md, 'Differential privacy')")
         return self
 
 

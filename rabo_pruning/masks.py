@@ -21,29 +21,26 @@ channel groups of any network) and never on the architecture: each group keeps
   width inside them (``client_app/nested.py``).
 - ``nested-coverage`` (ours): a leading core for the nested widths, the rest of the budget where
   the round's coverage is lowest; steps as ``ordered-dropout``. See :mod:`rabo_pruning.nested`.
+
+:data:`POLICIES` names them all, once: the ``mask-policy`` key's allowed values and
+:data:`NESTED_POLICIES` are read from it, so a new policy is its class and one row there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
 from tasks.structure import as_structure
 
-from .coverage import COVERAGE_OBJECTIVES, Objective, kept_units, window
+from .coverage import Objective, kept_units, window
 from .nested import NestedCoveragePolicy
 from .placement import place
 from .policy import MaskPolicy, Network, RoundClient
 from .submodel import SubmodelSpec
-
-MaskPolicyName = Literal["static", "rolling", "random", "importance", "coverage", "combined",
-                         "ordered-dropout", "nested-coverage"]
-MASK_POLICIES: tuple[MaskPolicyName, ...] = get_args(MaskPolicyName)
-NESTED_POLICIES: tuple[MaskPolicyName, ...] = ("ordered-dropout", "nested-coverage")
-"""The policies whose clients draw a nested width per step (``client_app/nested.py``)."""
 
 
 class _PerLayerPolicy:
@@ -181,24 +178,46 @@ class CombinedPolicy(CoveragePolicy):
     nested = True
 
 
-def make_mask_policy(name: str, seed: int, coverage_objective: Objective = "x-first",
-                     levels: Sequence[float] = (1.0, 0.5, 0.25, 0.125)) -> MaskPolicy:
-    """The policy called ``name``; ``seed`` seeds random and importance, ``coverage_objective``
-    is what coverage and combined maximise first (see :class:`CoveragePolicy`), ``levels`` (the
-    run's ratio-levels) are the nested widths of nested-coverage."""
-    if coverage_objective not in COVERAGE_OBJECTIVES:
-        raise ValueError(f"unknown coverage-objective '{coverage_objective}'; "
-                         f"allowed: {', '.join(COVERAGE_OBJECTIVES)}")
-    policies: dict[str, MaskPolicy] = {
-        "static": StaticPolicy(), "rolling": RollingPolicy(), "random": RandomPolicy(seed),
-        "importance": ImportancePolicy(seed), "coverage": CoveragePolicy(coverage_objective),
-        "combined": CombinedPolicy(coverage_objective),
-        "ordered-dropout": StaticPolicy(),  # the leading units; the client draws nested widths in them
-        "nested-coverage": NestedCoveragePolicy(tuple(levels)),
-    }
-    if name not in policies:
+@dataclass(frozen=True)
+class PolicyRequest:
+    """What a policy is built from: the run's ``seed`` (random, importance), ``coverage-objective``
+    (what coverage and combined maximise first) and ``ratio-levels`` (nested-coverage's widths)."""
+
+    seed: int
+    coverage_objective: Objective
+    levels: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    build: Callable[[PolicyRequest], MaskPolicy]
+    nested: bool = False
+    """Its clients draw a nested width per local step inside their units (``client_app/nested.py``)."""
+
+
+POLICIES: dict[str, PolicyEntry] = {
+    "static": PolicyEntry(lambda _: StaticPolicy()),
+    "rolling": PolicyEntry(lambda _: RollingPolicy()),
+    "random": PolicyEntry(lambda r: RandomPolicy(r.seed)),
+    "importance": PolicyEntry(lambda r: ImportancePolicy(r.seed)),
+    "coverage": PolicyEntry(lambda r: CoveragePolicy(r.coverage_objective)),
+    "combined": PolicyEntry(lambda r: CombinedPolicy(r.coverage_objective)),
+    "ordered-dropout": PolicyEntry(lambda _: StaticPolicy(), nested=True),  # the leading units
+    "nested-coverage": PolicyEntry(lambda r: NestedCoveragePolicy(r.levels), nested=True),
+}
+"""Every mask policy by name: the ``mask-policy`` key's allowed values, in this order."""
+MASK_POLICIES = tuple(POLICIES)
+MaskPolicyName = Literal[MASK_POLICIES]  # type: ignore[valid-type]
+NESTED_POLICIES = tuple(name for name, entry in POLICIES.items() if entry.nested)
+"""The policies whose clients draw a nested width per step (``client_app/nested.py``)."""
+
+
+def make_mask_policy(name: str, seed: int, coverage_objective: Objective = CoveragePolicy.objective,
+                     levels: Sequence[float] = NestedCoveragePolicy.levels) -> MaskPolicy:
+    """The policy called ``name`` (:data:`POLICIES`), built from :class:`PolicyRequest`'s values."""
+    if name not in POLICIES:
         raise ValueError(f"unknown mask-policy '{name}'; allowed: {', '.join(MASK_POLICIES)}")
-    return policies[name]
+    return POLICIES[name].build(PolicyRequest(seed, coverage_objective, tuple(levels)))
 
 
 def submodel_spec(layers: Network, ratio: float, policy: MaskPolicy | None = None,

@@ -21,6 +21,16 @@ optimum there is unknown).
 :func:`coverage_bounds` gives upper bounds that hold for any choice of kept units, windows or not;
 it, :func:`coverage_of`, :func:`kept_units` and :func:`window` are re-exported here from
 :mod:`rabo_pruning.coverage`.
+
+**Per-sample parameters.** The placement sees the prunable groups only, so its C_x* is over the x
+*layers*. A task's per-sample parameters (``sample_params``: hyper-cleaning's sample weights) are
+sliced by owner, not by ratio (each client gets the coordinates of its own samples), and never enter
+it. On hyper-cleaning the only prunable group is the fixed feature layer fc1 (x, never trained),
+read by the head (y): the placement's C_x* (fc1's unit coverage) equals its C_y* (the head's input
+coverage) and both objectives place the same windows, so the choice serves the head, not fc1.
+The round's reported ``coverage-x-min`` counts every x coordinate, per-sample weights included
+(each has one owner): on such a task it is 1 when every owner replied and 0 when one sat out.
+``tests/test_claims.py`` checks both.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class SubmodelSpec:
     """A client's submodel: the kept units of each prunable group."""
 
     kept: Mapping[str, np.ndarray]
-    owned: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sample_coords: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Per-sample parameter name -> the global coordinates of the client's samples, in its order."""
 
     def widths(self, network: Structure | Sequence[LayerSpec]) -> dict[str, int]:
@@ -72,7 +72,7 @@ class SubmodelSpec:
     def indices(self, network: Structure | Sequence[LayerSpec],
                 shapes: Mapping[str, tuple[int, ...]]) -> dict[str, SliceIndex]:
         """SliceIndex of every tensor of ``shapes`` and of every per-sample parameter."""
-        index = {name: SliceIndex(np.asarray(coords)) for name, coords in self.owned.items()}
+        index = {name: SliceIndex(np.asarray(coords)) for name, coords in self.sample_coords.items()}
         dims = as_structure(network).dims(self.kept, shapes)
         index.update({name: slice_index(d) for name, d in dims.items() if name in shapes})
         return index

@@ -1,11 +1,13 @@
-"""The resource-adaptive bilevel Strategy, split by job: which nodes train (``sampling``), what each
-node is and trains at (``profiles``), what it is sent (``messages``), which replies count
-(``replies``) and what they make of the global model (``aggregate``). The pruning itself (masks,
-slicing, per-coordinate averaging) is ``rabo_pruning``'s."""
+"""The resource-adaptive bilevel Strategy, split by job: which nodes train (``node_sampling``), what
+each node is and trains at (``profiles``), what it is sent (``messages``), which replies count
+(``intake``, ``replies``, ``lazy``, ``screen``) and what they make of the global model
+(``outer_update``, ``round_metrics``). What the server needs from any strategy is named in
+``contract``. The pruning itself (masks, slicing, per-coordinate averaging) is ``rabo_pruning``'s."""
 
+from .contract import ServerFacing, Stateful
+from .node_sampling import NodeSampling
 from .profiles import NodeProfile, RoundSizer, query_profiles, resolve_profile
-from .sampling import NodeSampling
 from .strategy import ResourceAdaptiveBilevel
 
-__all__ = ["NodeProfile", "NodeSampling", "ResourceAdaptiveBilevel", "RoundSizer", "query_profiles",
-           "resolve_profile"]
+__all__ = ["NodeProfile", "NodeSampling", "ResourceAdaptiveBilevel", "RoundSizer", "ServerFacing", "Stateful",
+           "query_profiles", "resolve_profile"]

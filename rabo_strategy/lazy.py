@@ -20,8 +20,8 @@ Example:
     >>> check = LazyCheck()
     >>> sent = {"y": {"w": np.zeros((3, 2))}}
     >>> values = {"y:w": np.array([[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])}
-    >>> untrained, count = check(1, values, {"y:w": SliceIndex(None)}, sent, server_round=1)
-    >>> untrained["y:w"].out.tolist(), count
+    >>> untrained = check(1, values, {"y:w": SliceIndex(None)}, sent, server_round=1)
+    >>> untrained.slices["y:w"].out.tolist(), untrained.rows
     ([1], 1)
 """
 
@@ -35,11 +35,21 @@ import numpy as np
 
 from rabo_pruning.submodel import SliceIndex
 
-__all__ = ["LazyCheck"]
+__all__ = ["LazyCheck", "Untrained"]
 
 
 def _digest(value: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Untrained:
+    """The rows of a reply returned exactly as they were sent."""
+
+    slices: dict[str, SliceIndex] = field(default_factory=dict)
+    """Key ``part:param`` -> those rows, as a slice of the global tensor."""
+    rows: int = 0
+    """Their number (the round's ``untrained-rows`` sums it)."""
 
 
 @dataclass
@@ -56,9 +66,9 @@ class LazyCheck:
 
     def __call__(self, node: int, values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex],
                  reference: Mapping[str, Mapping[str, np.ndarray]], server_round: int
-                 ) -> tuple[dict[str, SliceIndex], int]:
+                 ) -> Untrained:
         """The rows of ``values`` (keyed ``part:param``, at ``index``; ``reference``: the global
-        tensors by reply part) left exactly as sent, as slices, and their number. ValueError for a
+        tensors by reply part) left exactly as sent. ValueError for a
         reply that changed nothing (h: all zero) or replays a previous reply."""
         untrained, count, changed = {}, 0, False
         digests = self.current[node] = set()
@@ -81,7 +91,7 @@ class LazyCheck:
                 digests.add(digest)
         if values and not changed:
             raise ValueError("every row was returned exactly as it was sent (nothing was trained)")
-        return untrained, count
+        return Untrained(untrained, count)
 
     def remember(self, accepted: Iterable[int], server_round: int) -> None:
         """End of a round: the tensors of the ``accepted`` nodes' replies (as they were checked,

@@ -15,15 +15,22 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from rabo_pruning.submodel import SliceIndex
 
-__all__ = ["leave_group_out", "leave_one_out", "stack_part", "typical_size", "unstack_row", "updates_of"]
+__all__ = ["Sliced", "leave_group_out", "leave_one_out", "stack_part", "typical_size", "unstack_row",
+           "updates_of"]
 
-Sliced = tuple[Mapping[str, np.ndarray], Mapping[str, SliceIndex]]
-"""One reply's updates keyed ``part:param`` and the slices they sit at."""
+
+@dataclass(frozen=True)
+class Sliced:
+    """One reply's updates keyed ``part:param`` and the slices of the global tensors they sit at."""
+
+    updates: Mapping[str, np.ndarray]
+    index: Mapping[str, SliceIndex]
 
 
 def _middle(ordered: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -95,7 +102,7 @@ def updates_of(values: Mapping[str, np.ndarray], index: Mapping[str, SliceIndex]
 def unstack_row(row: np.ndarray, reply: Sliced, part: str, full: Mapping[str, np.ndarray],
              out: dict[str, np.ndarray]) -> None:
     """The flattened full-coordinate ``row`` back into ``reply``'s slices of ``part``."""
-    updates, index = reply
+    updates, index = reply.updates, reply.index
     start = 0
     for name, tensor in full.items():
         key, stop = f"{part}:{name}", start + tensor.size
@@ -132,7 +139,8 @@ def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarr
     sorted flat ``positions`` of them only (NaN where a reply did not cover one); None when
     ``min_replies`` or fewer replies carry it. One tensor is held at full size at a time."""
     rows = []
-    for updates, index in replies:
+    for reply in replies:
+        updates, index = reply.updates, reply.index
         pieces, start = [], 0
         for name, tensor in full.items():
             key, stop = f"{part}:{name}", start + tensor.size
@@ -150,5 +158,5 @@ def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarr
                 pieces.append(value.ravel())
             start = stop
         rows.append(np.concatenate(pieces) if pieces else np.zeros(0))
-    carrying = sum(1 for updates, _ in replies if any(k.split(":", 1)[0] == part for k in updates))
+    carrying = sum(1 for reply in replies if any(k.split(":", 1)[0] == part for k in reply.updates))
     return np.stack(rows) if carrying > min_replies else None

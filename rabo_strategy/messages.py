@@ -36,16 +36,16 @@ class Sent:
 def train_messages(
     layers: Structure, parts: Mapping[str, Mapping[str, np.ndarray]],
     training: Sequence[tuple[NodeProfile, float]], specs: Sequence[SubmodelSpec],
-    owned: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
+    coords_by_node: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
     server_round: int,
 ) -> tuple[list[Message], dict[int, Sent]]:
     """One train message per (node profile, ratio) of ``training`` with its mask ``specs`` (and
-    the per-sample coordinates it ``owned``), and what each node was sent, by node id."""
+    the coordinates of its samples in ``coords_by_node``), and what each node was sent, by node id."""
     shapes = {name: t.shape for part in ("x", "y") for name, t in parts[part].items()}
     messages, sent = [], {}
     for (profile, ratio), spec in zip(training, specs, strict=True):
         node = profile.node_id
-        spec = replace(spec, owned=dict(owned.get(node, {})))
+        spec = replace(spec, sample_coords=dict(coords_by_node.get(node, {})))
         index = spec.indices(layers, shapes)
         slices = {part: {name: index[name].take(t) for name, t in parts[part].items()} for part in SENT_PARTS}
         widths = widths_config(spec.widths(layers))

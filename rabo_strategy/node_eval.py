@@ -45,7 +45,7 @@ class EvalSent:
 
 def evaluate_messages(
     structure: Structure, parts: Mapping[str, Mapping[str, np.ndarray]], profiles: Sequence[NodeProfile],
-    owned: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
+    coords_by_node: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
     server_round: int, statistics: Statistics | None = None,
 ) -> tuple[list[Message], dict[int, EvalSent]]:
     """One evaluate message per node of ``profiles``: the slices of x and y of the submodel at its
@@ -54,8 +54,9 @@ def evaluate_messages(
     messages, sent = [], {}
     submodels: dict[object, tuple[dict[str, int], dict[str, dict[str, np.ndarray]]]] = {}
     for profile in profiles:
-        spec = replace(submodel_spec(structure, profile.ratio), owned=dict(owned.get(profile.node_id, {})))
-        key = (profile.node_id,) if spec.owned else profile.ratio  # per-sample parts: the node's own
+        coords = dict(coords_by_node.get(profile.node_id, {}))
+        spec = replace(submodel_spec(structure, profile.ratio), sample_coords=coords)
+        key = (profile.node_id,) if coords else profile.ratio  # per-sample parts: the node's own
         if key not in submodels:
             slices = spec.take(structure, parts)
             widths = spec.widths(structure)
@@ -134,13 +135,13 @@ class NodeEvaluation:
 
     def configure(self, server_round: int, structure: Structure,
                   parts: Mapping[str, Mapping[str, np.ndarray]], profiles: Sequence[NodeProfile],
-                  owned: Mapping[int, Mapping[str, np.ndarray]], config: Mapping[str, ConfigRecordValues],
-                  ) -> list[Message]:
+                  coords_by_node: Mapping[int, Mapping[str, np.ndarray]],
+                  config: Mapping[str, ConfigRecordValues]) -> list[Message]:
         if not evaluation_round(server_round, self.every, self.last_round):
             return []
         profiles = sorted(profiles, key=lambda p: (p.client_key, p.node_id))
-        messages, self._sent = evaluate_messages(structure, parts, profiles, owned, config, server_round,
-                                                 self.statistics)
+        messages, self._sent = evaluate_messages(structure, parts, profiles, coords_by_node, config,
+                                                 server_round, self.statistics)
         return messages
 
     def aggregate(self, server_round: int, replies: Sequence[Message]) -> MetricRecord:

@@ -115,7 +115,7 @@ def _refusal(profile: NodeProfile, partitions: int | None, held: Mapping[int, in
     return None
 
 
-def _examples_caps(profiles: Mapping[int, NodeProfile], owned_by_node: Mapping[int, Mapping[str, np.ndarray]]
+def _examples_caps(profiles: Mapping[int, NodeProfile], coords_by_node: Mapping[int, Mapping[str, np.ndarray]]
                    ) -> dict[int, int | None]:
     """Each node's cap on the num-examples of its replies: its declaration, at most the samples it
     owns (per-sample tasks: the server knows them) and ``EXAMPLES_VS_MEDIAN`` x the lower median
@@ -124,19 +124,19 @@ def _examples_caps(profiles: Mapping[int, NodeProfile], owned_by_node: Mapping[i
     median_bound = EXAMPLES_VS_MEDIAN * declared[(len(declared) - 1) // 2] if declared else None
     caps: dict[int, int | None] = {}
     for node, profile in profiles.items():
-        owned = owned_by_node.get(node, {})
+        coords = coords_by_node.get(node, {})
         bounds = [b for b in (profile.num_examples, median_bound,
-                              min((len(c) for c in owned.values()), default=None)) if b is not None]
+                              min((len(c) for c in coords.values()), default=None)) if b is not None]
         caps[node] = min(bounds) if bounds else None
     return caps
 
 
 def admit_profiles(found: Mapping[int, NodeProfile],
-                   owned: Callable[[NodeProfile], Mapping[str, np.ndarray]],
-                   profiles: dict[int, NodeProfile], owned_by_node: dict[int, dict[str, np.ndarray]],
+                   sample_coords_of: Callable[[NodeProfile], Mapping[str, np.ndarray]],
+                   profiles: dict[int, NodeProfile], coords_by_node: dict[int, dict[str, np.ndarray]],
                    grid: Grid | None = None) -> None:
     """Add each ``found`` profile to ``profiles`` with its node's per-sample coordinates
-    ``owned(profile)`` in ``owned_by_node``, if the server accepts its claims; else log why and
+    ``sample_coords_of(profile)`` in ``coords_by_node``, if the server accepts its claims; else log why and
     leave it out (it is queried again when next sampled).
 
     Partitions: the federation has one ``num-partitions`` (:func:`_federation_partitions`, with
@@ -154,7 +154,7 @@ def admit_profiles(found: Mapping[int, NodeProfile],
         try:
             if reason := _refusal(profile, partitions, held):
                 raise ValueError(reason)
-            owned_by_node[node] = dict(owned(profile))
+            coords_by_node[node] = dict(sample_coords_of(profile))
         except ValueError as err:
             log(WARNING, "node %d left out: %s", node, client_text(err))
             continue
@@ -163,7 +163,7 @@ def admit_profiles(found: Mapping[int, NodeProfile],
             held[profile.partition_id] = node
         log(INFO, "node %d: partition %s, ratio %s (from %s), %s train examples", node,
             profile.partition_id, profile.ratio, profile.source, profile.num_examples)
-    for node, cap in _examples_caps(profiles, owned_by_node).items():
+    for node, cap in _examples_caps(profiles, coords_by_node).items():
         if cap != profiles[node].examples_cap:
             profiles[node] = replace(profiles[node], examples_cap=cap)
             if cap is not None and profiles[node].num_examples not in (None, cap):

@@ -30,9 +30,9 @@ and in a round of fewer than :data:`MIN_REPLIES` replies no reply is refused for
 Example:
     >>> import numpy as np
     >>> from rabo_pruning.submodel import SliceIndex
-    >>> full = {"w": np.zeros(4)}
-    >>> honest = [({"x:w": np.array([1.0, 1, 1, 1]) + 0.1 * i}, {"x:w": SliceIndex(None)}) for i in range(6)]
-    >>> attacker = ({"x:w": -np.ones(4)}, {"x:w": SliceIndex(None)})
+    >>> full, whole = {"w": np.zeros(4)}, {"x:w": SliceIndex(None)}
+    >>> honest = [Sliced({"x:w": np.array([1.0, 1, 1, 1]) + 0.1 * i}, whole) for i in range(6)]
+    >>> attacker = Sliced({"x:w": -np.ones(4)}, whole)
     >>> screen = AgreementScreen(min_agreement=0.0)
     >>> verdicts = screen([*honest, attacker], {"x": full}, [1.0] * 7, range(7))
     >>> [v.refused is not None for v in verdicts]
@@ -46,11 +46,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rabo_pruning.submodel import SliceIndex
-
 from .medians import Sliced, leave_group_out, leave_one_out, stack_part, typical_size, unstack_row, updates_of
+from .replies import ParsedReply
 
-__all__ = ["MIN_PEERS", "AgreementScreen", "Verdict"]
+__all__ = ["MIN_PEERS", "AgreementScreen", "Sliced", "Verdict"]
 
 MIN_PEERS = 3
 """Other replies a coordinate needs for a reply to be judged on it (a median of 3 is set by their
@@ -135,7 +134,7 @@ class AgreementScreen:
         """One verdict per reply: ``replies[i]`` (its updates and slices) from the node whose record
         is kept under ``nodes[i]`` (its client key: the partition id, which survives a resume),
         trained at ``ratios[i]``; ``reference``: the global tensors by reply part (full shapes)."""
-        parts = sorted({key.split(":", 1)[0] for updates, _ in replies for key in updates})
+        parts = sorted({key.split(":", 1)[0] for reply in replies for key in reply.updates})
         stacks = {part: stack for part in parts
                   if (stack := stack_part(replies, part, reference[part], MIN_PEERS,
                                           _sample(reference[part]))) is not None}
@@ -148,7 +147,7 @@ class AgreementScreen:
             accepted = everyone
         agreement, size, judged = self._judge(stacks, accepted, ratios, cross_ratio=False)
         size = _relative(size, ratios, accepted)
-        clipped = [dict(updates) for updates, _ in replies]
+        clipped = [dict(reply.updates) for reply in replies]
         if self.clip > 0:
             for part in stacks:  # every coordinate, at full size
                 stack = stack_part(replies, part, reference[part], MIN_PEERS)
@@ -213,24 +212,23 @@ class AgreementScreen:
         return (record is not None and self.min_agreement > -1
                 and not (record[0] > self.min_agreement and record[2] > FAST_FACTOR * self.min_agreement))
 
-    def filter(self, replies: Sequence[tuple[int, int, float, dict[str, np.ndarray],
-                                             Mapping[str, SliceIndex]]],
+    def filter(self, replies: Sequence[ParsedReply],
                reference: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict[int, str], int]:
-        """Screen the round's ``replies`` (node, client key of its record, ratio, values keyed
-        ``part:param``, their slices): {node: why refused}, and the number of replies that could not
-        be judged. The accepted replies' ``values`` are clipped in place (``clip``)."""
-        verdicts = self([(updates_of(values, index, reference), index) for *_, values, index in replies],
-                        reference, [ratio for _, _, ratio, _, _ in replies], [key for _, key, *_ in replies])
+        """Screen the round's ``replies`` (each node's record kept under the client key it was
+        sent with): {node: why refused}, and the number of replies that could not be judged. The
+        accepted replies' ``values`` are clipped in place (``clip``)."""
+        verdicts = self([Sliced(updates_of(r.values, r.index, reference), r.index) for r in replies],
+                        reference, [r.sent.ratio for r in replies], [r.sent.client_key for r in replies])
         refused, unjudged = {}, 0
-        for (node, _, _, values, index), verdict in zip(replies, verdicts, strict=True):
+        for reply, verdict in zip(replies, verdicts, strict=True):
             unjudged += verdict.judged == 0
             if verdict.refused:
-                refused[node] = verdict.refused
+                refused[reply.node] = verdict.refused
             elif self.clip > 0:
                 for key, update in verdict.clipped.items():
                     part, name = key.split(":", 1)
-                    base = 0.0 if part == "h" else index[key].take(reference[part][name])
-                    values[key] = (update + base).astype(values[key].dtype)
+                    base = 0.0 if part == "h" else reply.index[key].take(reference[part][name])
+                    reply.values[key] = (update + base).astype(reply.values[key].dtype)
         return refused, unjudged
 
     def _reason(self, record: tuple[float, float, float] | None, agreement: Mapping[str, float],

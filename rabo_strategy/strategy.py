@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from logging import INFO, WARNING
 
 import numpy as np
@@ -19,23 +20,26 @@ from rabo_pruning.masks import MaskPolicy, RoundClient
 from tasks import LayerSpec
 from tasks.structure import Structure, as_structure
 
-from .aggregate import OuterUpdate, round_metrics
-from .claims import client_text
 from .clock import RoundClock
+from .contract import Row
+from .intake import take_replies
 from .lazy import LazyCheck
 from .messages import Sent, train_messages
 from .node_eval import NodeEvaluation, Statistics
+from .node_sampling import NodeSampling
+from .outer_update import OuterUpdate
 from .privacy import SlicedPrivacy
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
-from .replies import Parsed, class_rows, parse_reply
-from .sampling import NodeSampling
+from .replies import ParsedReply, class_rows, parse_reply
+from .round_metrics import round_metrics
 from .screen import AgreementScreen
 
-Owned = Callable[[NodeProfile], Mapping[str, np.ndarray]]
-"""Per-sample parameters: the global coordinates a node's samples own (empty for most tasks)."""
+SampleCoordsOf = Callable[[NodeProfile], Mapping[str, np.ndarray]]
+"""A node's profile -> per-sample parameter name -> the global coordinates of its samples (empty
+for tasks without per-sample parameters)."""
 
 
-def _no_owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
+def _no_sample_coords(profile: NodeProfile) -> Mapping[str, np.ndarray]:
     return {}
 
 
@@ -50,28 +54,31 @@ def log_summary(algorithm: str, outer_lr: float, sizer: RoundSizer, sampling: No
 
 class ResourceAdaptiveBilevel(Strategy):
     """Sends each sampled node the slices of x, y, v for its ratio; averages per coordinate.
+    It is :class:`~rabo_strategy.contract.ServerFacing` (what the server records and checkpoints).
 
-    Every setting comes from the validated run config ``cfg`` (README, "Configuration keys"):
+    Every setting comes from the validated run config ``cfg`` (docs/configuration.md):
     ``algorithm``, ``strategy`` (its sizing), ``ratio-levels``, ``capacity``, ``mask-policy``, the
     outer step (``outer-*``, ``momentum-scope``), sampling, reply checks, ``aggregation``.
 
     Args:
         layers: ``task.structure`` (its unit groups define every slice) or a layer list.
         cfg: the run config.
-        owned: the per-sample coordinates of a node (for tasks with per-sample x).
+        sample_coords_of: the per-sample coordinates of a node (for tasks with per-sample x).
         client_config: sent to every node with each query, train and evaluate message.
         mask_policy: overrides the config's ``mask-policy`` (any :class:`MaskPolicy`).
         query_timeout: seconds to wait for node profiles.
         statistics: a submodel's BatchNorm statistics, sent with it to evaluate (``recalibrate``).
     """
 
-    def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *, owned: Owned = _no_owned,
+    def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *,
+                 sample_coords_of: SampleCoordsOf = _no_sample_coords,
                  client_config: Mapping[str, ConfigRecordValues] | None = None,
                  mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0,
                  statistics: Statistics | None = None) -> None:
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
-        self.structure, self.algorithm, self.owned = as_structure(layers), cfg.algorithm, owned
+        self.structure, self.algorithm = as_structure(layers), cfg.algorithm
+        self.sample_coords_of = sample_coords_of
         self.node_evaluation = NodeEvaluation(cfg.node_eval_every, cfg.num_server_rounds, statistics)
         self.mask_policy = mask_policy or make_mask_policy(
             cfg.mask_policy, cfg.seed, cfg.coverage_objective, cfg.ratio_levels)
@@ -88,7 +95,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.profiles: dict[int, NodeProfile] = {}
         self.accepted_ratios: dict[int, float] = {}
         """Node -> the ratio it trained at, for the replies the last ``aggregate_train`` accepted."""
-        self._owned: dict[int, dict[str, np.ndarray]] = {}
+        self._coords_by_node: dict[int, dict[str, np.ndarray]] = {}  # per-sample coordinates
         self._sent: dict[int, Sent] = {}  # this round's train messages, by node
         self._global: dict[str, dict[str, np.ndarray]] = {}
 
@@ -108,8 +115,9 @@ class ResourceAdaptiveBilevel(Strategy):
                     if (r := self.sizer.ratio(p, server_round)) is not None]
         specs = self.mask_policy(self.structure, [RoundClient(p.client_key, r) for p, r in training],
                                  server_round, params)
-        messages, self._sent = train_messages(self.structure, self._global, training, specs, self._owned,
-                                              {**self.client_config, **dict(config.items())}, server_round)
+        messages, self._sent = train_messages(
+            self.structure, self._global, training, specs, self._coords_by_node,
+            {**self.client_config, **dict(config.items())}, server_round)
         self.privacy.plan(messages, self._sent, self._global, len(nodes), len(list(grid.get_node_ids())))
         self.clock.sent(messages)
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
@@ -120,48 +128,26 @@ class ResourceAdaptiveBilevel(Strategy):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         parts = REPLY_PARTS[self.algorithm]
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
-        parsed, row_weights = list[tuple[int, Sent, Parsed]](), dict[int, dict[str, np.ndarray]]()
-        failures, untrained, replied = dict[int, str](), dict[int, tuple](), set[int]()  # replied: once
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if node in replied:
-                log(WARNING, "round %d: second reply of node %d ignored", server_round, node)
-                continue
-            replied.add(node)
-            try:
-                if reason := self.clock.late(self.profiles.get(node), msg):
-                    raise ValueError(reason)
-                sent = self._sent.get(node)
-                values, index, metrics = parse_reply(msg, sent, parts, reference, self.max_update_norm)
-                assert sent is not None
-                values, index, row_weights[node] = class_rows(
-                    values, index, metrics, self.structure.classifier, self.head_rows)
-                untrained[node] = self.lazy(node, values, index, reference, server_round)
-            except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
-                failures[node] = client_text(f"{type(err).__name__}: {err}", 400)
-                continue
-            parsed.append((node, sent, (values, index, metrics)))
-        screened = [(n, s.client_key, s.ratio, *p[:2]) for n, s, p in parsed]
-        refused, unjudged = self.screen.filter(screened, reference)
-        failures |= refused
-        accepted = [item for item in parsed if item[0] not in failures]
-        accepted.sort(key=lambda item: (item[1].client_key, item[0]))  # partition order: seeded sums
-        for node in self._sent.keys() - replied:
-            failures[node] = "no reply before the round timeout"
-        for node, reason in sorted(failures.items()):
-            log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node, reason)
+        intake = take_replies(replies, lambda msg: self._checked(msg, parts, reference, server_round),
+                              self._sent)
+        refused, unjudged = self.screen.filter(list(intake.passed.values()), reference)
+        for node, reason in refused.items():
+            intake.refuse(node, reason)
+        intake.log(server_round)
+        accepted = sorted(intake.passed.values(), key=lambda r: (r.sent.client_key, r.node))  # seeded sums
 
         shapes = {f"{part}:{name}": t.shape for part, full in reference.items() for name, t in full.items()}
         acc = CoverageAverage(shapes, self.aggregation, self.trim_fraction)  # type: ignore[arg-type]
-        for node, _, (values, index, metrics) in accepted:
-            acc.add(values, index, self.privacy.weight(metrics), row_weights[node], untrained[node][0])
-        private = self.privacy.release(acc, self._sent, {n for n, *_ in accepted}, reference, server_round)
-        self.accepted_ratios = {node: sent.ratio for node, sent, _ in accepted}
+        for reply in accepted:
+            acc.add(reply.values, reply.index, self.privacy.weight(reply.metrics), reply.row_weights,
+                    reply.untrained.slices)
+        private = self.privacy.release(acc, self._sent, {r.node for r in accepted}, reference, server_round)
+        self.accepted_ratios = {reply.node: reply.sent.ratio for reply in accepted}
         self.lazy.remember(self.accepted_ratios, server_round)
-        self.clock.resize(self.profiles, {n: p[2] for n, _, p in accepted}, self._sent.keys() - replied)
+        self.clock.resize(self.profiles, {r.node: r.metrics for r in accepted}, intake.unanswered)
         metrics = round_metrics(acc, [f"{DIRECTION_PART[self.algorithm]}:{k}" for k in self._global["x"]],
-                                [f"y:{k}" for k in self._global["y"]], [p[2] for *_, p in accepted],
-                                len(failures), unjudged, sum(untrained[n][1] for n, *_ in accepted))
+                                [f"y:{k}" for k in self._global["y"]], [r.metrics for r in accepted],
+                                intake.failed, unjudged, sum(r.untrained.rows for r in accepted))
         metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies),
                         **private})
         if metrics["skipped"]:
@@ -170,15 +156,32 @@ class ResourceAdaptiveBilevel(Strategy):
             return None, metrics
         return pack(self.outer(self._global, acc)), metrics
 
+    def _checked(self, msg: Message, parts: Sequence[str], reference: Mapping[str, Mapping[str, np.ndarray]],
+                 server_round: int) -> ParsedReply:
+        """The reply of a node that was sent a train message, through every per-reply check
+        (deadline, :func:`parse_reply`, :func:`class_rows`, the lazy-client check)."""
+        node = msg.metadata.src_node_id
+        if reason := self.clock.late(self.profiles.get(node), msg):
+            raise ValueError(reason)
+        reply = class_rows(parse_reply(msg, self._sent[node], parts, reference, self.max_update_norm),
+                           self.structure.classifier, self.head_rows)
+        return replace(reply, untrained=self.lazy(node, reply.values, reply.index, reference, server_round))
+
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Each connected node evaluates the submodel of its ratio (``node-eval-every``, ``node_eval``)."""
         profiles = [self.profiles[n] for n in grid.get_node_ids() if n in self.profiles]
         return self.node_evaluation.configure(server_round, self.structure, unpack(arrays), profiles,
-                                              self._owned, {**self.client_config, **dict(config.items())})
+                                              self._coords_by_node,
+                                              {**self.client_config, **dict(config.items())})
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         return self.node_evaluation.aggregate(server_round, list(replies))
+
+    @property
+    def node_eval_rows(self) -> Sequence[Row]:
+        """The nodes' own evaluations so far (``node-eval-every``)."""
+        return self.node_evaluation.rows
 
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
@@ -197,4 +200,5 @@ class ResourceAdaptiveBilevel(Strategy):
         """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""
         if unknown := [n for n in nodes if n not in self.profiles]:
             admit_profiles(query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
-                                          self.query_timeout), self.owned, self.profiles, self._owned, grid)
+                                          self.query_timeout), self.sample_coords_of, self.profiles,
+                           self._coords_by_node, grid)

@@ -11,12 +11,12 @@ import torch
 from flwr.app import ArrayRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import Strategy
 
 from rabo_protocol import PRESETS, ConfigError, RunConfig, parse_run_config
 from rabo_protocol.device import resolve_device
 from rabo_protocol.wire import pack, unpack
-from rabo_strategy.sampling import TooFewNodes
+from rabo_strategy.contract import ServerFacing
+from rabo_strategy.node_sampling import TooFewNodes
 from tasks import BilevelTask, holdout_set, image_data, make_task
 
 from .checkpoint import (
@@ -110,7 +110,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
     return run_dir
 
 
-def _resume(run_dir: Path, cfg: RunConfig, config: dict[str, object], strategy: Strategy,
+def _resume(run_dir: Path, cfg: RunConfig, config: dict[str, object], strategy: ServerFacing,
             arrays: ArrayRecord) -> tuple[ArrayRecord, list[Row], list[Row]]:
     """The checkpoint in ``run_dir``, every field checked against the run (CheckpointError naming
     the field) and loaded into ``strategy``, before any node is contacted: (arrays, rows, client rows)."""
@@ -118,21 +118,20 @@ def _resume(run_dir: Path, cfg: RunConfig, config: dict[str, object], strategy: 
     check_parts(run_dir, checkpoint.parts, unpack(arrays))
     if not cfg.is_plugin:
         check_state(run_dir, checkpoint.strategy_state, unpack(arrays)["x"])
-    if hasattr(strategy, "load_state"):
-        try:
-            strategy.load_state(checkpoint.strategy_state)
-        except Exception as err:  # noqa: BLE001 - a plug-in's own state: any failure is one message
-            raise CheckpointError(f"resume-from='{run_dir}': the strategy cannot load the checkpoint's "
-                                  f"strategy_state ({type(err).__name__}: {err})") from None
+    try:
+        strategy.load_state(checkpoint.strategy_state)
+    except Exception as err:  # noqa: BLE001 - a plug-in's own state: any failure is one message
+        raise CheckpointError(f"resume-from='{run_dir}': the strategy cannot load the checkpoint's "
+                              f"strategy_state ({type(err).__name__}: {err})") from None
     log(INFO, "Resuming %s after round %d", run_dir, checkpoint.round)
     return pack(checkpoint.parts), checkpoint.rows, checkpoint.client_rows
 
 
-def _run_in(run_dir: Path, cfg: RunConfig, strategy: Strategy, grid: MeteredGrid, arrays: ArrayRecord,
+def _run_in(run_dir: Path, cfg: RunConfig, strategy: ServerFacing, grid: MeteredGrid, arrays: ArrayRecord,
             rows: list[Row], client_rows: list[Row], evaluate: Evaluator, task: BilevelTask) -> None:
     """The rounds after ``rows[-1]``, checkpointed after each, then the results. A run stopped for
     too few nodes or too many idle rounds (``STOPS``) writes its results first, then re-raises."""
-    name, state = cfg.run_name, getattr(strategy, "state", dict)
+    name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}
     write_json(run_dir / "config.json", {**config, "sources": cfg.sources})
     if missing := missing_packages(cfg.loggers):
@@ -149,7 +148,8 @@ def _run_in(run_dir: Path, cfg: RunConfig, strategy: Strategy, grid: MeteredGrid
         rows.append({**row, "elapsed-seconds": offset + time.perf_counter() - start})
         client_rows.extend(clients)
         trackers.log_round(rnd, rows[-1])
-        save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), state(), rows, config, client_rows))
+        save_checkpoint(run_dir, Checkpoint(rnd, unpack(new_arrays), strategy.state(), rows, config,
+                                            client_rows))
         spent = time.perf_counter() - start  # this process's rounds (a resumed run's first too)
         left = spent / (rnd - first_round + 1) * (cfg.num_server_rounds - rnd)
         log(INFO, "round %d/%d: test accuracy %.4f, C_x* %s, C_y* %s, failed replies %s, %.1f s, "
@@ -173,11 +173,10 @@ def _run_in(run_dir: Path, cfg: RunConfig, strategy: Strategy, grid: MeteredGrid
     finally:
         trackers.close()
 
-    profiles = getattr(strategy, "profiles", {})
-    nodes = [vars(p) for p in sorted(profiles.values(), key=lambda p: p.node_id)]
+    nodes = [vars(p) for p in sorted(strategy.profiles.values(), key=lambda p: p.node_id)]
     summary = write_results(run_dir, rows=rows, client_rows=client_rows, nodes=nodes, title=name,
                             fab_hash=grid.run.fab_hash,
-                            node_eval_rows=getattr(getattr(strategy, "node_evaluation", None), "rows", ()))
+                            node_eval_rows=strategy.node_eval_rows)
     save_model(run_dir / "model.pt", unpack(arrays), task.full_widths(), config)
     log(INFO, "final test accuracy %.4f; rounds to 90%%: %s", summary["final-test-accuracy"],
         summary["rounds-to-90%"])

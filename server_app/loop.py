@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
-from flwr.serverapp.strategy import Strategy
+
+from rabo_strategy.contract import ServerFacing
 
 from .metering import MeteredGrid
 from .results import client_flops
@@ -22,7 +23,7 @@ class IdleRun(RuntimeError):
 
 
 def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
-               ratios: dict[int, float] | None = None) -> Row:
+               ratios: Mapping[int, float] | None = None) -> Row:
     """One train reply as a row of clients.csv: node, the resource ratio it trained at (when the
     strategy says), bytes, and the numbers it reported."""
     node = reply.metadata.src_node_id
@@ -39,13 +40,14 @@ def client_row(rnd: int, reply: Message, traffic: dict[int, tuple[int, int]],
 
 
 def run_rounds(
-    strategy: Strategy, grid: MeteredGrid, arrays: ArrayRecord, rounds: range, *, timeout: float,
+    strategy: ServerFacing, grid: MeteredGrid, arrays: ArrayRecord, rounds: range, *, timeout: float,
     train_timeout: float | None = None, evaluate: Callable[[int, ArrayRecord], MetricRecord],
     on_round_end: Callable[[int, ArrayRecord, Row, list[Row]], None], max_idle_rounds: int = 0,
 ) -> ArrayRecord:
     """Train, evaluate federatedly (if the strategy asks) and centrally, for each round.
 
-    Like ``Strategy.start`` but it can start at any round, works with any Message-API Strategy,
+    Like ``Strategy.start`` but it can start at any round, works with any Message-API Strategy
+    that the server can record (:class:`~rabo_strategy.contract.ServerFacing`: a plug-in wrapped),
     and ``on_round_end`` receives the new global arrays, the round's metrics (train, federated
     and central evaluation, serialized bytes down/up, summed client FLOPs) and one row per
     client reply, so the caller can record and checkpoint them. Train replies are awaited
@@ -77,11 +79,10 @@ def run_rounds(
             row.update({f"federated-{k}": v for k, v in dict(federated or {}).items()})
         row.update(dict(evaluate(rnd, arrays)))
         traffic = grid.take()
-        # rows for the replies the strategy accepted, with the ratio each trained at (all
-        # non-error replies for a strategy that does not say which it accepted)
-        accepted: dict[int, float] | None = getattr(strategy, "accepted_ratios", None)
-        clients = [client_row(rnd, r, traffic, accepted) for r in replies if not r.has_error()
-                   and (accepted is None or r.metadata.src_node_id in accepted)]
+        # rows for the replies the strategy accepted, with the ratio each trained at
+        accepted = strategy.accepted_ratios
+        clients = [client_row(rnd, r, traffic, accepted) for r in replies
+                   if not r.has_error() and r.metadata.src_node_id in accepted]
         row["bytes-down"] = sum(down for down, _ in traffic.values())
         row["bytes-up"] = sum(up for _, up in traffic.values())
         row["client-flops"] = client_flops(clients)  # not a sum of what clients claim

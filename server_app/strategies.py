@@ -10,7 +10,9 @@ name a subclass of Flower's ``flwr.serverapp.strategy.Strategy``. It is built wi
 receives the global arrays (keys ``x:<param>``, ``y:<param>``, ``v:<param>``) and must return
 arrays with the same keys (our ClientApp replies with the full model when a message carries no
 widths), as FedAvg does.
-Its train replies are checked first (:class:`server_app.validation.ValidatedReplies`).
+Its train replies are checked first (:class:`server_app.validation.ValidatedReplies`); a plug-in that
+defines ``state()`` and ``load_state(state)`` (:class:`rabo_strategy.contract.Stateful`) has its state
+checkpointed and resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 from rabo_protocol import ConfigError, RunConfig
 from rabo_protocol.wire import task_shape_config, widths_config
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
+from rabo_strategy.contract import ServerFacing
 from rabo_strategy.node_eval import Statistics
 from tasks import BilevelTask, image_data
 
@@ -57,9 +60,10 @@ def load_plugin(path: str) -> type[Strategy]:
     return cls
 
 
-def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None) -> Strategy:
-    """The Strategy of ``cfg.strategy`` for ``task``; a built-in one sends ``statistics`` of each
-    submodel with the nodes' evaluate messages when ``norm-stats='recalibrate'``."""
+def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None) -> ServerFacing:
+    """The Strategy of ``cfg.strategy`` for ``task``, as the server runs it (a plug-in wrapped in
+    :class:`ValidatedReplies`); a built-in one sends ``statistics`` of each submodel with the nodes'
+    evaluate messages when ``norm-stats='recalibrate'``."""
     norm = image_data(cfg.data_spec(num_partitions=1)).normalization
     client_config = task_shape_config(task.in_shape, task.num_classes, norm.mean, norm.std)
     if cfg.is_plugin:
@@ -82,13 +86,14 @@ def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | N
                                 {**client_config, **widths_config(task.full_widths())},
                                 min_nodes=needs, wait_timeout=cfg.round_timeout)
 
-    def owned(profile: NodeProfile) -> Mapping[str, np.ndarray]:
+    def sample_coords_of(profile: NodeProfile) -> Mapping[str, np.ndarray]:
         if not task.sample_params:
             return {}
         if profile.partition_id is None or profile.num_partitions is None:
             raise ValueError(f"node {profile.node_id} has no partition-id/num-partitions: task "
                              f"'{cfg.task}' has per-sample parameters and needs partitioned data")
-        return task.owned_indices(profile.partition_id, profile.num_partitions)
+        return task.sample_coords(profile.partition_id, profile.num_partitions)
 
-    return ResourceAdaptiveBilevel(task.structure, cfg, owned=owned, client_config=client_config,
+    return ResourceAdaptiveBilevel(task.structure, cfg, sample_coords_of=sample_coords_of,
+                                   client_config=client_config,
                                    statistics=statistics if cfg.norm_stats == "recalibrate" else None)

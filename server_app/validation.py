@@ -5,8 +5,10 @@ A plug-in (``strategy='package.module:ClassName'``) is wrapped in :class:`Valida
 shapes and dtypes, finite values, an update (reply minus the model sent) within
 ``max-update-norm``, and a finite positive ``num-examples`` no larger than the node's train
 examples declared at query time (the checks of :mod:`rabo_strategy.replies`). The others are logged with their
-reason and counted in the round's ``failed-replies``, as the built-in strategy counts its own.
-Without it one NaN reply turns a FedAvg or FedMedian model into NaN.
+reason and counted in the round's ``failed-replies`` by the loop the built-in strategy uses too
+(:func:`rabo_strategy.intake.take_replies`). Without it one NaN reply turns a FedAvg or FedMedian
+model into NaN. The wrapper is what the server talks to (:class:`rabo_strategy.contract.ServerFacing`),
+with explicit defaults where a plug-in has nothing to say.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from flwr.serverapp.strategy import Strategy
 from rabo_protocol.wire import CONFIG
 from rabo_strategy import NodeProfile, query_profiles
 from rabo_strategy.claims import Claimed, accept_metrics, check_examples, clean_metrics, client_text
+from rabo_strategy.contract import Row, Stateful
+from rabo_strategy.intake import take_replies
+from rabo_strategy.node_sampling import wait_for_nodes
 from rabo_strategy.profiles import admit_profiles
 from rabo_strategy.replies import decode
-from rabo_strategy.sampling import wait_for_nodes
 
 
 def check_reply(msg: Message, reference: dict[str, np.ndarray], max_update_norm: float,
@@ -93,7 +97,12 @@ class ValidatedReplies(Strategy):
 
     ``min_nodes`` is (key, count): before each round it waits at most ``wait_timeout`` seconds for
     ``count`` connected nodes and then stops the run with a message naming ``key``
-    (:func:`rabo_strategy.sampling.wait_for_nodes`), where Flower's own sampling waits forever.
+    (:func:`rabo_strategy.node_sampling.wait_for_nodes`), where Flower's own sampling waits forever.
+
+    What the server records of it (:class:`~rabo_strategy.contract.ServerFacing`): the profiles
+    it queried, ratio 1.0 for each accepted reply, no node evaluation rows of its own (the
+    plug-in's evaluation is in its ``aggregate_evaluate`` metrics), and the plug-in's state when the
+    plug-in is :class:`~rabo_strategy.contract.Stateful` (else none: a resume restarts it fresh).
     """
 
     def __init__(self, inner: Strategy, max_update_norm: float,
@@ -111,10 +120,16 @@ class ValidatedReplies(Strategy):
         self.accepted_ratios: dict[int, float] = {}
         """Node -> 1.0 (a plug-in's nodes train the full model), for the accepted replies."""
 
-    def __getattr__(self, name: str) -> object:  # state(), load_state() and the like of the plug-in
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def node_eval_rows(self) -> tuple[Row, ...]:
+        return ()
+
+    def state(self) -> dict[str, object]:
+        return self.inner.state() if isinstance(self.inner, Stateful) else {}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        if isinstance(self.inner, Stateful):
+            self.inner.load_state(state)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -136,29 +151,22 @@ class ValidatedReplies(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        good, failed, replied = [], 0, set()
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            try:
-                if node in replied:
-                    raise ValueError("a second reply of the node")
-                replied.add(node)
-                if node not in self._sent_to:
-                    raise ValueError("not sent a train message this round")
-                check_reply(msg, self._reference, self.max_update_norm, profile=self.profiles[node])
-            except Exception as err:  # noqa: BLE001 - whatever a malformed reply raises is its failure
-                failed += 1
-                log(WARNING, "round %d: reply of node %d skipped: %s", server_round, node,
-                    client_text(err, 400))
-                continue
-            good.append(msg)
+        intake = take_replies(replies, self._checked, self._sent_to)
+        intake.log(server_round)
+        good = list(intake.passed.values())
         self.accepted_ratios = {m.metadata.src_node_id: 1.0 for m in good}
         # in partition order, not arrival order: the same seed gives the same model
         good.sort(key=lambda m: (self.profiles[m.metadata.src_node_id].client_key, m.metadata.src_node_id))
         good = _consistent(good)
         arrays, metrics = self.inner.aggregate_train(server_round, good) if good else (None, None)
-        counts = {"replies": len(good), "failed-replies": failed}
+        counts = {"replies": len(good), "failed-replies": intake.failed}
         return self._as_model(server_round, arrays), MetricRecord({**dict(metrics or {}), **counts})
+
+    def _checked(self, msg: Message) -> Message:
+        """``msg`` if it passes :func:`check_reply`, its num-examples kept as its node's profile allows."""
+        node = msg.metadata.src_node_id
+        check_reply(msg, self._reference, self.max_update_norm, profile=self.profiles[node])
+        return msg
 
     def _as_model(self, server_round: int, arrays: ArrayRecord | None) -> ArrayRecord | None:
         """The plug-in's new arrays in the model's dtypes (FedMedian and FedAdam return float64,

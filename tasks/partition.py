@@ -26,11 +26,10 @@ import torch
 from .base import Batch, ClientData
 from .datasets import ImageData, load_images
 from .disk_cache import cached_arrays
+from .partitioners import make_partitioner
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
-
-PARTITIONERS = ("iid", "dirichlet", "shards", "budget-correlated", "separated")
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,6 @@ def _partitions(spec: DataSpec) -> Partitioner:
     # an edge node training on its own data-path never needs
     from datasets import Dataset
 
-    from .partitioners import make_partitioner
-
     data = _images(spec.dataset, spec.data_dir, spec.download)
     _, pool = _test_and_pool(spec)
     # Partition the pool's positions (not the images): cheap, and works fully in memory.
@@ -213,9 +210,11 @@ def client_data(spec: DataSpec, partition_id: int) -> ClientData:
     """Partition ``partition_id``, split into train (for g; sorted by coordinate, labels possibly
     corrupted) and validation (for f; clean labels).
 
-    A partition without validation samples uses its training samples as validation too (with the
-    same, possibly corrupted, labels: a client never sees a clean label of a training sample).
-    Raises ValueError for a partition without training samples.
+    A partition without validation samples uses its training samples as validation too when their
+    labels are clean (``label_noise`` = 0). With label noise it raises ValueError naming
+    val-fraction: f would be computed on the corrupted labels (a client never sees a clean label of
+    a training sample), and hyper-cleaning would learn to trust them. Raises ValueError for a
+    partition without training samples too.
     """
     positions = _positions(spec, partition_id)
     train_set = _train_set(spec)
@@ -232,6 +231,10 @@ def client_data(spec: DataSpec, partition_id: int) -> ClientData:
     train = Batch(data.images[train_idx], torch.as_tensor(train_set.labels[coords], dtype=torch.int64))
     val_positions = positions[coordinate < 0]
     if len(val_positions) == 0:
+        if spec.label_noise > 0.0:
+            raise ValueError(f"partition-id={partition_id} has no validation samples (val-fraction="
+                             f"{spec.val_fraction}), and its training labels are noisy (label-noise="
+                             f"{spec.label_noise}): raise val-fraction or use fewer partitions")
         return ClientData(train=train, val=train)
     _, pool = _test_and_pool(spec)
     val_idx = torch.as_tensor(pool[val_positions])

@@ -1,89 +1,68 @@
-"""The flwr-datasets partitioners of the ``partitioner`` key, and the budget-correlated one
-(``separated``: the budget-correlated split at correlation 1, where the groups never meet).
+"""The partitioners of the ``partitioner`` key, by name: one registry, :data:`PARTITIONERS`.
 
-Imported only where a partition is built: flwr-datasets imports HF datasets, pandas and pyarrow.
+``separated`` is the budget-correlated split at correlation 1, where the groups never meet. Each
+factory imports flwr-datasets when it is called, as it brings HF datasets, pandas and pyarrow
+(about 3 s) that an edge node training on its own files never needs; the names alone (the key's
+allowed values) import nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, ShardPartitioner
-
-from .partition import PARTITIONERS
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
+
     from .partition import DataSpec
 
-
-class BudgetCorrelatedPartitioner(Partitioner):
-    """Label skew that follows the clients' resource budgets: the cheap devices hold the unusual data.
-
-    Clients whose ratio is below the largest are *weak*, the others *strong*. The upper half of the
-    classes (``label >= num_classes // 2``) has the weak clients as its home group, the lower half
-    the strong ones. Each sample goes, with probability ``correlation``, to a uniformly drawn client
-    of its class's home group, else to a uniformly drawn client of any group. At correlation 0 the
-    split is IID; at 1 the strong clients never see the weak clients' classes and vice versa (a
-    run that drops the weak clients then cannot learn half of the classes). When every client has
-    the same ratio there is one group and the split is IID.
-    """
-
-    def __init__(self, ratios: tuple[float, ...], correlation: float, partition_by: str = "label",
-                 seed: int = 0) -> None:
-        super().__init__()
-        if not 0.0 <= correlation <= 1.0:
-            raise ValueError(f"budget-correlation={correlation} must lie in [0, 1]")
-        self.ratios = tuple(ratios)
-        self.correlation = correlation
-        self.partition_by = partition_by
-        self.seed = seed
-        self._assignment: np.ndarray | None = None
-
-    @property
-    def num_partitions(self) -> int:
-        return len(self.ratios)
-
-    def assignment(self) -> np.ndarray:
-        """The partition of every row of the dataset."""
-        if self._assignment is None:
-            labels = np.asarray(self.dataset[self.partition_by], dtype=np.int64)
-            ratios = np.asarray(self.ratios)
-            weak = np.flatnonzero(ratios < ratios.max())
-            strong = np.flatnonzero(ratios >= ratios.max())
-            rng = np.random.default_rng([self.seed, 4])
-            num_classes = int(labels.max()) + 1 if len(labels) else 1
-            anywhere = rng.integers(len(ratios), size=len(labels))
-
-            def drawn_from(group: np.ndarray) -> np.ndarray:
-                return group[rng.integers(len(group), size=len(labels))] if len(group) else anywhere
-
-            in_home = np.where(labels >= num_classes // 2, drawn_from(weak), drawn_from(strong))
-            at_home = rng.random(len(labels)) < self.correlation
-            self._assignment = np.where(at_home, in_home, anywhere)
-        return self._assignment
-
-    def load_partition(self, partition_id: int) -> Dataset:
-        return self.dataset.select(np.flatnonzero(self.assignment() == partition_id))
+Ratios = tuple[float, ...]
+"""Each partition's resource ratio."""
 
 
-def make_partitioner(spec: DataSpec, ratios: tuple[float, ...]) -> Partitioner:
+def _iid(spec: DataSpec, ratios: Ratios) -> Partitioner:
+    from flwr_datasets.partitioner import IidPartitioner
+
+    return IidPartitioner(num_partitions=spec.num_partitions)
+
+
+def _dirichlet(spec: DataSpec, ratios: Ratios) -> Partitioner:
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    return DirichletPartitioner(num_partitions=spec.num_partitions, partition_by="label",
+                                alpha=spec.dirichlet_alpha, seed=spec.seed, min_partition_size=2,
+                                self_balancing=True)
+
+
+def _shards(spec: DataSpec, ratios: Ratios) -> Partitioner:
+    from flwr_datasets.partitioner import ShardPartitioner
+
+    return ShardPartitioner(num_partitions=spec.num_partitions, partition_by="label",
+                            num_shards_per_partition=spec.shards_per_client, shuffle=True, seed=spec.seed)
+
+
+def _budget_correlated(spec: DataSpec, ratios: Ratios) -> Partitioner:
+    from .budget_partitioner import BudgetCorrelatedPartitioner
+
+    return BudgetCorrelatedPartitioner(ratios, spec.budget_correlation, seed=spec.seed)
+
+
+def _separated(spec: DataSpec, ratios: Ratios) -> Partitioner:
+    from .budget_partitioner import BudgetCorrelatedPartitioner
+
+    return BudgetCorrelatedPartitioner(ratios, 1.0, seed=spec.seed)  # the groups never meet
+
+
+PARTITIONERS: dict[str, Callable[[DataSpec, Ratios], Partitioner]] = {
+    "iid": _iid, "dirichlet": _dirichlet, "shards": _shards, "budget-correlated": _budget_correlated,
+    "separated": _separated,
+}
+"""Name -> factory (the spec, each partition's ratio); the ``partitioner`` key's allowed values."""
+PartitionerName = Literal[tuple(PARTITIONERS)]  # type: ignore[valid-type]
+
+
+def make_partitioner(spec: DataSpec, ratios: Ratios) -> Partitioner:
     """The flwr-datasets partitioner of ``spec.partitioner`` (``ratios``: each partition's ratio)."""
-    if spec.partitioner == "iid":
-        return IidPartitioner(num_partitions=spec.num_partitions)
-    if spec.partitioner == "shards":
-        return ShardPartitioner(num_partitions=spec.num_partitions, partition_by="label",
-                                num_shards_per_partition=spec.shards_per_client, shuffle=True,
-                                seed=spec.seed)
-    if spec.partitioner == "budget-correlated":
-        return BudgetCorrelatedPartitioner(ratios, spec.budget_correlation, seed=spec.seed)
-    if spec.partitioner == "separated":  # the groups never meet
-        return BudgetCorrelatedPartitioner(ratios, 1.0, seed=spec.seed)
-    if spec.partitioner == "dirichlet":
-        return DirichletPartitioner(
-            num_partitions=spec.num_partitions, partition_by="label",
-            alpha=spec.dirichlet_alpha, seed=spec.seed, min_partition_size=2,
-            self_balancing=True,
-        )
-    raise ValueError(f"unknown partitioner '{spec.partitioner}'; allowed: {', '.join(PARTITIONERS)}")
+    if spec.partitioner not in PARTITIONERS:
+        raise ValueError(f"unknown partitioner '{spec.partitioner}'; allowed: {', '.join(PARTITIONERS)}")
+    return PARTITIONERS[spec.partitioner](spec, ratios)

@@ -34,9 +34,8 @@ def test_memory_budget_picks_the_largest_ratio_that_fits(tmp_path: Path) -> None
 
 
 def test_auto_budgets_use_available_memory_not_free_pages() -> None:
-    """`resource-ratio=auto` read SC_AVPHYS_PAGES (free pages: 12.0 GB here) instead of the
-    available memory (20.5 GB: free plus the page cache the kernel gives back); that sysconf
-    name does not exist on macOS (issue 13, item 8)."""
+    """`resource-ratio=auto` reads the available memory (free plus the page cache the kernel gives
+    back, as psutil reports it), not the free pages of SC_AVPHYS_PAGES, which macOS lacks."""
     import psutil
 
     from client_app.budget import available_memory_bytes

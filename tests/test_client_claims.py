@@ -59,9 +59,9 @@ def test_a_node_claiming_partition_0_of_1_does_not_own_every_sample_weight(
     assert sorted(strategy.profiles) == [1001, 1002]
     assert "node 1000 left out: it declares num-partitions=1, the federation has 3" in caplog.text
     assert "node 1003 left out: partition 1 is held by node 1001" in caplog.text
-    owned = [set(strategy._owned[n][LOGIT].tolist()) for n in (1001, 1002)]
-    assert owned[0] and owned[1] and not owned[0] & owned[1]
-    assert len(owned[0] | owned[1]) < initial_arrays(cfg)[1].num_samples  # partition 0 is nobody's yet
+    coords = [set(strategy._coords_by_node[n][LOGIT].tolist()) for n in (1001, 1002)]
+    assert coords[0] and coords[1] and not coords[0] & coords[1]
+    assert len(coords[0] | coords[1]) < initial_arrays(cfg)[1].num_samples  # partition 0 is nobody's yet
 
 
 def test_a_node_declaring_1e9_examples_does_not_buy_the_mean() -> None:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from bilevel import ESTIMATORS, ORACLES
 from rabo_protocol import (
+    PRESETS,
     ConfigError,
     RunConfig,
     parse_node_config,
     parse_run_config,
 )
 from rabo_protocol.defaults import TASK_DEFAULTS, TUNED_KEYS
+from rabo_pruning import MASK_POLICIES
+from tasks import DEFAULT_TASK, TASKS
+from tasks.datasets import DATASETS
+from tasks.partitioners import PARTITIONERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +69,31 @@ def test_task_defaults_fill_what_the_user_left_unset_and_the_user_wins() -> None
         parse_run_config({"strategy": "tests.toy_strategy:ToyAverage", "algorithm": "rabo"})
 
 
+def test_every_task_row_is_a_valid_run_config() -> None:
+    """The tasks declare their tuned values with their registration: the default task's row names
+    every tuned key, the others override some of them, and each row parses as its task's run."""
+    assert tuple(TASK_DEFAULTS) == tuple(TASKS) and set(TUNED_KEYS) == set(TASKS[DEFAULT_TASK].defaults)
+    for name, entry in TASKS.items():
+        assert set(entry.defaults) <= set(TUNED_KEYS), name
+        cfg = parse_run_config({"task": name, "label-noise": 0.5 if entry.needs_label_noise else 0.0})
+        flat = cfg.to_flat()
+        assert {k: flat[k] for k in TUNED_KEYS} == TASK_DEFAULTS[name], name
+
+
+@pytest.mark.parametrize(("key", "names"), [
+    ("mask-policy", MASK_POLICIES), ("partitioner", tuple(PARTITIONERS)), ("dataset", tuple(DATASETS)),
+    ("hypergradient", ORACLES)])
+def test_a_keys_allowed_values_are_its_registry(key: str, names: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_run_config({key: "no-such-name"})
+    listed = str(info.value).split("Input should be ", 1)[1]
+    assert re.findall(r"'([^']+)'", listed.split(" (or ")[0]) == list(names)
+
+
+def test_every_presets_estimator_is_registered() -> None:
+    assert {p.estimator for p in PRESETS.values()} - {None} <= set(ESTIMATORS)
+
+
 def test_a_bad_tuned_value_names_auto() -> None:
     with pytest.raises(ConfigError, match=r"'mu' = 'fast': Input should be a valid number \(or 'auto'"):
         parse_run_config({"mu": "fast"})
@@ -79,12 +111,12 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"num-server-rounds": 2.5}, "'num-server-rounds' = 2.5: Input should be a valid integer"),
         ({"download": "yes"}, "'download' = 'yes': Input should be a valid boolean"),
         ({"outer-lr": -0.1}, "'outer-lr' = -0.1: Input should be greater than 0"),
-        # inf / NaN used to pass every positive-float check (issue 12, row 8)
+        # inf / NaN are refused by every float check, not only the positive ones
         ({"outer-lr": float("inf")}, "'outer-lr' = inf: Input should be a finite number"),
         ({"fd-alpha": float("inf")}, "'fd-alpha' = inf: Input should be a finite number"),
         ({"max-update-norm": float("nan")}, "'max-update-norm' = nan: Input should be a finite number"),
         ({"seed": -1}, "'seed' = -1: Input should be greater than or equal to 0"),
-        # upper bounds: a slip of a few orders of magnitude stops the run (issue 12, "What to build" 3)
+        # upper bounds: a slip of a few orders of magnitude stops the run
         ({"inner-steps": 10**9}, "'inner-steps' = 1000000000: Input should be less than or equal to 100000"),
         ({"num-server-rounds": 10**8}, "'num-server-rounds' = 100000000: Input should be less than or equal"),
         ({"batch-size": 10**7}, "'batch-size' = 10000000: Input should be less than or equal to 65536"),
@@ -92,12 +124,14 @@ def test_a_bad_tuned_value_names_auto() -> None:
         ({"fd-alpha": 5.0}, "'fd-alpha' = 5.0: Input should be less than or equal to 1"),
         ({"seed": 2**40}, "'seed' = 1099511627776: Input should be less than or equal to 4294967295"),
         ({"v-lr": 0.0}, "'v-lr' = 0.0: Input should be greater than 0"),
+        # the built-in names, in registry order (a new one is appended after them)
         ({"task": "cleaning"}, "'task' = 'cleaning': must be one of hyper-representation, "
                                "hyper-representation-mlp, hyper-cleaning, hyper-representation-resnet, "
-                               "hyper-representation-vit or the import path of your own task factory"),
+                               "hyper-representation-vit"),
+        ({"task": "cleaning"}, " or the import path of your own task factory"),
         ({"mask-policy": "dropout"}, "'mask-policy' = 'dropout': Input should be 'static', 'rolling', "
-                                     "'random', 'importance', 'coverage', 'combined', 'ordered-dropout' "
-                                     "or 'nested-coverage'"),
+                                     "'random', 'importance', 'coverage', 'combined', 'ordered-dropout'"),
+        ({"mask-policy": "dropout"}, "'nested-coverage'"),
         ({"partitioner": "pathological"}, "'partitioner' = 'pathological': Input should be 'iid', "
                                           "'dirichlet', 'shards', 'budget-correlated' or 'separated'"),
         ({"budget-correlation": 1.5}, "'budget-correlation' = 1.5: Input should be less than or equal to 1"),

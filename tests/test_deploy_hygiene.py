@@ -19,7 +19,7 @@ from deploy.flwr_config import FlwrConfigError, set_connection
 
 
 def test_private_keys_are_owner_only(tmp_path: Path) -> None:
-    """server.key was written world-readable (0644; issue 12, row 12)."""
+    """Private keys are written owner-only (0600), whatever the umask."""
     old = os.umask(0o022)
     try:
         write_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
@@ -105,7 +105,7 @@ options.num-supernodes = 4
 
 
 def test_flwr_config_sets_one_connection_and_keeps_the_rest(tmp_path: Path) -> None:
-    """localhost.sh edited config.toml with regular expressions (issue 28): now one table is replaced,
+    """Parsed and written as TOML: one table is replaced,
     every other table and key stays, and writing the same entry again gives the same bytes."""
     path = tmp_path / "config.toml"
     path.write_text(USER_CONFIG)

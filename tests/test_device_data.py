@@ -34,8 +34,8 @@ def test_nodes_train_on_their_own_files(tmp_path: Path) -> None:
     (bad := tmp_path / "bad.npz").write_bytes(b"not a zip file")
     files.append(bad)
     files.append(_write_digits(tmp_path / "wrong-shape.npz", slice(0, 50), shape=(28, 28)))
-    # unusable data: NaN pixels, a label the model has no class for, constant images (issue 12,
-    # row 10: these nodes were sampled and failed every round)
+    # unusable data: NaN pixels, a label the model has no class for, constant images: such nodes
+    # are refused at the profile query, never sampled to fail every round
     digits = load_digits()
     images, labels = (digits.images[:60] / 16.0).astype(np.float32), digits.target[:60].copy()
     nan_images = images.copy()
@@ -72,8 +72,8 @@ def test_device_data_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_an_edge_node_with_its_own_data_imports_no_dataset_libraries(tmp_path: Path) -> None:
-    """The ClientApp imported HF datasets, pandas, pyarrow and seaborn through flwr-datasets
-    (about 3 s of a 10 s import here) even on a node that trains on its own .npz (issue 13, item 8)."""
+    """A node that trains on its own .npz imports neither flwr-datasets nor what it brings (HF
+    datasets, pandas, pyarrow, seaborn: seconds of import on a small device)."""
     import subprocess
     import sys
 
@@ -90,9 +90,9 @@ def test_an_edge_node_with_its_own_data_imports_no_dataset_libraries(tmp_path: P
 
 
 def test_a_nodes_own_data_is_standardised_like_the_servers_test_set(tmp_path: Path) -> None:
-    """A node's file was standardised by its own statistics while the server's test set used the
-    whole dataset's (issue 13, item 9): a node holding only bright digits fed the model inputs
-    on another scale. Now the server sends the dataset's mean and std with the input shape."""
+    """A node's file is standardised with the run dataset's mean and std, which the server sends with
+    the input shape, never by its own statistics: a node holding only bright digits feeds the
+    model inputs on the scale of the server's test set."""
     from flwr.app import ConfigRecord
 
     from rabo_protocol import parse_node_config

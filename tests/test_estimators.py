@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import math
+import pkgutil
 
 import pytest
 import torch
 from torch.func import grad
 
-from bilevel import ESTIMATORS, BilevelProblem, SolverConfig, make_estimator
-from bilevel.estimators import F2SAEstimator, NeumannEstimator
+import bilevel.estimators
+import bilevel.oracles
+from bilevel import ESTIMATORS, ORACLES, BilevelProblem, SolverConfig, make_estimator
+from bilevel.estimators import F2SAEstimator, Knobs, NeumannEstimator
 from bilevel.quadratic import Params, Quadratic
 from bilevel.solver import rabo_local, rafbo_local
+from rabo_protocol import parse_run_config
 
 F64 = torch.float64
 NO_BATCH = lambda: None  # noqa: E731
@@ -185,6 +191,31 @@ def test_every_estimator_reports_the_losses_and_shapes(name: str) -> None:
 def test_unknown_estimator_is_rejected() -> None:
     with pytest.raises(ValueError, match="allowed: finite-difference, autograd, neumann, f2sa, none"):
         make_estimator("implicit")
+
+
+def test_every_oracle_is_an_aid_estimator_and_a_parsed_config_is_not_validated_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry derives one AID estimator per product oracle; the knobs of a parsed run config
+    were checked at the boundary and are used as they are."""
+    assert ESTIMATORS[:len(ORACLES)] == ORACLES
+    cfg = parse_run_config({"fd-alpha": 0.05, "fd-scheme": "forward", "neumann-steps": 3})
+
+    def again(*_: object, **__: object) -> None:
+        raise AssertionError("validated twice")
+
+    monkeypatch.setattr(Knobs, "model_validate", again)
+    fd = make_estimator("finite-difference", cfg)
+    assert (fd.oracle.alpha, fd.oracle.scheme) == (0.05, "forward")  # type: ignore[attr-defined]
+    assert make_estimator("neumann", cfg).steps == 3  # type: ignore[attr-defined]
+
+
+def test_the_estimator_and_oracle_modules_docstring_examples_run() -> None:
+    """Every module's runnable example, a new estimator's or knob's included."""
+    for package in (bilevel.estimators, bilevel.oracles):
+        modules = [package, *(importlib.import_module(f"{package.__name__}.{m.name}")
+                              for m in pkgutil.iter_modules(package.__path__))]
+        for module in modules:
+            assert doctest.testmod(module).failed == 0, module.__name__
 
 
 class _Recorder:

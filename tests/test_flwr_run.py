@@ -64,8 +64,8 @@ def _run(env: dict[str, str], results: Path, run_config: str) -> tuple[dict, lis
 
 
 def test_flwr_run_completes_learns_and_reproduces(tmp_path: Path, flwr_env: dict[str, str]) -> None:
-    """Two runs with the same seed give the same model to the last bit (issue 13: two runs of the
-    default config used to end at 0.936 and 0.917; replies were summed in arrival order)."""
+    """Two runs with the same seed give the same model to the last bit, whatever order the replies
+    arrive in."""
     import torch
 
     _, rows = _run(flwr_env, tmp_path / "results", "")
@@ -100,7 +100,7 @@ def test_flwr_run_baseline_on_hyper_cleaning(tmp_path: Path, flwr_env: dict[str,
 
 
 def test_a_simulation_joins_a_running_ray_cluster(tmp_path: Path, flwr_env: dict[str, str]) -> None:
-    """Scale-out on an existing engine (issue 13, item 10): `ray start --head` (here one machine;
+    """Scale-out on an existing engine: `ray start --head` (here one machine;
     other machines join it with `ray start --address=<head>:<port>`), then `RAY_ADDRESS` in the
     environment of the SuperLink makes Flower's simulation attach to that cluster instead of
     starting its own Ray. The cluster's job table then holds the simulation's driver."""

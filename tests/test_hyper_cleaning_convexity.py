@@ -78,8 +78,8 @@ def test_inner_hessian_is_positive_definite_on_mnist(fc1: int | None) -> None:
 
 
 def test_finite_difference_hessian_products_are_accurate() -> None:
-    """The issue's symptom: central differences of grad_y g at fd-alpha = 0.01 were 68-180 % off
-    H_yy v on the ReLU MLP. On the linear head they match the exact product (float32, as run)."""
+    """Central differences of grad_y g at fd-alpha = 0.01 are 68-180 % off H_yy v on a ReLU MLP
+    (its kinks); on the linear head they match the exact product (float32, as run)."""
     g64, y64 = _setup(TASK.full_widths(), 3.0)
     g32, y32 = _setup(TASK.full_widths(), 3.0, torch.float32)
     gen = torch.Generator().manual_seed(2)

@@ -86,7 +86,7 @@ def test_bounds_hold_for_any_kept_units() -> None:
 
 
 @pytest.mark.parametrize(("ratios", "objective", "expected"), [
-    # the counter-example to the old greedy: it gave (2, 3), wrap-around (1, 4); both bounds met
+    # a greedy placement gives (2, 3) here and plain wrap-around (1, 4); the search meets both bounds
     ([0.75, 0.75, 0.6, 0.6, 0.5, 0.3, 0.3, 0.3], "x-first", (2, 4)),
     # 16 clients at 0.3: C_y* reaches its bound floor(16 * 20 / 64) = 5 when it comes first
     ([0.3] * 16, "y-first", (0, 5)),

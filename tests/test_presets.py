@@ -20,8 +20,10 @@ from tests.fakes import FAST_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "conf").glob("*.toml"))
-DOCS = {"README": ROOT / "README.md", "docs/results.md": ROOT / "docs" / "results.md"}
-CITED = re.compile(r'(README|docs/results\.md) "([^"]+)"')
+DOCS = {"README": ROOT / "README.md",
+        **{f"docs/{page.name}": page for page in sorted((ROOT / "docs").glob("*.md"))}}
+"""What a preset's comment may cite: the README or a docs page, by the name it is cited with."""
+CITED = re.compile(r'(README|docs/[a-z0-9_-]+\.md) "([^"]+)"')
 REFERENCE = re.compile(r"conf/([A-Za-z0-9_.-]+\.toml)")
 
 
@@ -60,20 +62,21 @@ def test_a_preset_says_what_it_reproduces_and_where(path: Path) -> None:
     assert text.startswith("# "), "the file opens with a comment saying what it reproduces"
     comment = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
     cited = CITED.findall(comment)
-    assert cited, 'the comment names a section: README "<heading>" or docs/results.md "<heading>"'
+    assert cited, 'the comment names a section: README "<heading>" or docs/<page>.md "<heading>"'
     for doc, title in cited:
+        assert doc in DOCS, f"{doc} does not exist"
         assert any(h.startswith(title) for h in _headings(DOCS[doc])), f'{doc} has no section "{title}"'
 
 
-def test_every_preset_the_docs_name_exists_and_the_readme_lists_every_preset() -> None:
+def test_every_preset_the_docs_name_exists_and_the_configuration_page_lists_every_preset() -> None:
     named = {doc: set(REFERENCE.findall(path.read_text())) for doc, path in DOCS.items()}
     files = {p.name for p in PRESETS}
     assert set().union(*named.values()) - files == set()
-    assert files - named["README"] == set()
+    assert files - named["docs/configuration.md"] == set()
 
 
 def test_flower_refuses_a_preset_beside_inline_keys() -> None:
-    """What the README says about changing one key of a preset: Flower reads one `--run-config`
+    """What the docs say about changing one key of a preset: Flower reads one `--run-config`
     value ending in .toml as a file and refuses a file beside `key=value` strings."""
     with pytest.raises(ValueError, match="TOML files cannot be passed alongside"):
         parse_config_args([str(ROOT / "conf" / "default.toml"), "seed=1"])

@@ -1,4 +1,4 @@
-"""Differential privacy for sliced updates (issue 28, item 6), and Flower's LocalDpMod with RAFBO."""
+"""Differential privacy for sliced updates , and Flower's LocalDpMod with RAFBO."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def test_off_by_default_nothing_changes() -> None:
 
 
 def _local_dp_app(epsilon: float, trained: list[Message]) -> ClientApp:
-    """The README's recipe: the project's ClientApp functions, Flower's LocalDpMod on train only
+    """The recipe of docs/robustness.md: the project's ClientApp functions, Flower's LocalDpMod on train only
     (as an app-wide mod it also takes the profile query, which carries no ArrayRecord, and fails).
     ``trained`` collects the train function's replies as they reach the mod."""
     def train(msg: Message, context: Context) -> Message:

@@ -55,7 +55,7 @@ def _real_run_state(task_name: str) -> tuple[object, BilevelProblem, Params, Par
 
 @pytest.mark.parametrize("task_name", TASKS)
 def test_finite_differences_match_autograd_within_1e_3_on_every_task(task_name: str) -> None:
-    """float32, default fd-alpha = 1e-2, at (x, y, v) of a real run: the issue's accuracy bar."""
+    """float32, default fd-alpha = 1e-2, at (x, y, v) of a real run: within 1e-3 of autograd."""
     _, problem, x, y, v, batch = _real_run_state(task_name)
     assert float(_flat(v).norm()) > 0, "the run must have produced a nonzero v"
     exact = AutogradProducts().at(problem.g, x, y, batch)

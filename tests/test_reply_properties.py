@@ -1,4 +1,4 @@
-"""Property tests: arbitrary reply content never raises past the aggregation (issue 12).
+"""Property tests: arbitrary reply content never raises past the aggregation.
 
 Hypothesis draws, per node, either an honest reply or one fault with arbitrary parameters (a
 bad num-examples of any type or size, any other dtype, any other shape, arbitrary bytes, extra

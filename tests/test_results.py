@@ -35,8 +35,8 @@ def test_model_file_loads_with_weights_only(tmp_path: Path) -> None:
 
 
 def test_the_run_plot_is_readable(tmp_path: Path) -> None:
-    """Issue 13, item 3: the long run name was cut off, the 90 % line had no label, C_x* hid C_y*
-    when equal, and 3 rounds got ticks at 0.5, 1.5, ..."""
+    """The whole run name fits, the 90 % line has a label, C_y* is drawn wider under C_x* so equal
+    values both show, and 3 rounds get integer ticks."""
     from PIL import Image
 
     from server_app.plots import figure, short_title

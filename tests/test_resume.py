@@ -80,7 +80,8 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
 
 def test_damaged_checkpoints_and_unusable_paths_stop_with_one_message(tmp_path: Path) -> None:
-    """Were raw tracebacks, or a resumed run in which every reply failed (issue 12, row 9)."""
+    """Each stops the run with one message naming the file or key, never a traceback or a resumed
+    run in which every reply fails."""
     first = _config(tmp_path, **{"num-server-rounds": 1})
     run_dir = run(InProcessGrid(client_app, 4, first), parse_run_config(first))
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),

@@ -56,7 +56,7 @@ def _strategy(levels: tuple[float, ...], **keys: object) -> ResourceAdaptiveBile
                              min_available_nodes=1, **keys)
 
 
-CASES = {  # issue 29's rows: (ratios by partition, attacker -> scale)
+CASES = {  # attack -> (ratios by partition, attacker partition -> scale)
     "one of ten reversed inside max-update-norm": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5], {0: 10.0}),
     "the whole 1/8 group colludes": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5], {3: 10.0, 7: 10.0}),
     "the three full-size clients attack": ([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5],
@@ -87,7 +87,7 @@ def test_the_default_screen_refuses_reversed_updates(case: str) -> None:
 
 def test_rows_left_as_sent_do_not_count_as_trained() -> None:
     """A client that trains half the rows it was sent and pads the rest with the sent values: the
-    padded rows are counted as untrained and left out of the trained coverage (issue 29)."""
+    padded rows are counted as untrained and left out of the trained coverage."""
     grid = InProcessGrid(_client([1.0] * 3, {}, lazy="pad"), 3, {})
     honest_grid = InProcessGrid(_client([1.0] * 3, {}), 3, {})
     _, honest = _round(_strategy((1.0,)), honest_grid, 1, initial_model(TASK))
@@ -99,7 +99,7 @@ def test_rows_left_as_sent_do_not_count_as_trained() -> None:
 
 
 def test_a_replayed_reply_is_refused() -> None:
-    """Partition 0 sends its previous round's reply again: refused in round 2 (issue 29)."""
+    """Partition 0 sends its previous round's reply again: refused in round 2."""
     strategy, grid = _strategy((1.0,)), InProcessGrid(_client([1.0] * 3, {}, lazy="replay"), 3, {})
     model, first = _round(strategy, grid, 1, initial_model(TASK))
     _, second = _round(strategy, grid, 2, model)

@@ -115,8 +115,48 @@ def test_a_node_replying_twice_counts_once() -> None:
         np.testing.assert_array_equal(once[key].numpy(), twice[key].numpy())
 
 
+def test_both_strategies_count_a_second_reply_and_a_missing_one_alike() -> None:
+    """The built-in strategy and a wrapped plug-in take their replies through one loop
+    (rabo_strategy.intake): a node's second reply and a node that never replied each count once in
+    failed-replies; the node's first reply stands."""
+    from server_app.validation import ValidatedReplies
+    from tests.toy_strategy import NoArguments
+
+    grid = InProcessGrid(_client("rafbo", [1.0] * 3, {}, {}), 3, {})
+    built_in = _strategy("rafbo")
+    replies = list(grid.send_and_receive(
+        built_in.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)))
+    _, metrics = built_in.aggregate_train(1, replies[:2] + replies[:1])
+    assert (metrics["replies"], metrics["failed-replies"]) == (2, 2)
+
+    def train(msg: Message, pid: int) -> Message:
+        out = {k: a.numpy() + np.float32(0.01) for k, a in msg.content.array_records["arrays"].items()}
+        record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in out.items()})
+        return Message(RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 5})}),
+                       reply_to=msg)
+
+    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid}, train), 3, {})
+    plugin = NoArguments()
+    plugin.min_train_nodes = plugin.min_available_nodes = 1
+    wrapped = ValidatedReplies(plugin, 1e3)
+    replies = list(grid.send_and_receive(
+        wrapped.configure_train(1, pack(initial_model(TASK)), ConfigRecord(), grid)))
+    _, metrics = wrapped.aggregate_train(1, replies[:2] + replies[:1])
+    assert (metrics["replies"], metrics["failed-replies"]) == (2, 2)
+    assert set(wrapped.accepted_ratios) == {r.metadata.src_node_id for r in replies[:2]}
+
+
+def test_the_reply_modules_docstring_examples_run() -> None:
+    import doctest
+
+    from rabo_strategy import contract, intake, lazy, medians, screen
+
+    for module in (contract, intake, lazy, medians, screen):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
 def test_a_profile_with_list_values_leaves_the_node_out() -> None:
-    """Was an uncaught TypeError in the profile query (issue 12, row 4)."""
+    """A profile value of the wrong type leaves the node out with a logged reason, never a TypeError."""
     def client(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
         return profile_reply(msg, {"partition-id": pid, "resource-ratio": [0.5, 0.25] if pid == 0 else 1.0})
@@ -167,7 +207,7 @@ def test_rejected_replies_and_bad_metrics_stay_out_of_the_results(tmp_path: Path
 
 
 def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
-    """One NaN reply used to make a plug-in FedAvg's model NaN (issue 12, row 6): now it is
+    """A plug-in FedAvg passes the same screen: one NaN reply is
     skipped and counted, and the model is the average of the other replies."""
     import torch
 
@@ -197,7 +237,7 @@ def test_plugin_strategies_get_the_same_reply_checks(tmp_path: Path) -> None:
 
 
 def test_a_ratio_source_with_a_newline_is_refused() -> None:
-    """It reached the server log and summary.json verbatim (issue 12, row 14)."""
+    """A ratio source is refused before it can reach the server log or summary.json."""
     import pytest
 
     from rabo_strategy import resolve_profile
@@ -223,7 +263,7 @@ def test_robust_aggregation_and_the_default_screen_stop_one_attacker() -> None:
     """One of 5 full-size clients sends its update reversed and 40x larger, under the absolute
     max-update-norm. The unscreened mean follows it; the median stays near the honest clients'
     average; the default screen refuses it (40x the size of the others at its ratio) and gives the
-    honest average (issue 12, row 5; issue 29)."""
+    honest average."""
     initial = initial_model(TASK)
     grid = InProcessGrid(_client("rafbo", [1.0] * 5, {4: "attack"}, {}), 5, {})
 
@@ -253,8 +293,8 @@ def test_robust_aggregation_and_the_default_screen_stop_one_attacker() -> None:
 
 
 def test_num_examples_are_bounded_by_what_the_node_declared() -> None:
-    """A reply claiming 1000x its node's train examples used to take ~100 % of the mean's weight
-    (issue 12, row 5): it is now refused, for the built-in strategy and a wrapped plug-in."""
+    """A reply claiming 1000x its node's train examples, which would take ~100 % of the mean's
+    weight, is refused, for the built-in strategy and a wrapped plug-in."""
     from server_app.validation import check_reply
 
     def train(msg: Message, pid: int) -> Message:

@@ -12,9 +12,12 @@ from flwr.app import Context, RecordDict
 
 from client_app.app import app as client_app
 from rabo_protocol import STRATEGIES, parse_run_config
+from rabo_strategy import ServerFacing, Stateful
 from server_app.app import RunStopped, main, run
 from server_app.inprocess import InProcessGrid
-from tests.fakes import FAST_CONFIG
+from server_app.validation import ValidatedReplies
+from tests.fakes import FAST_CONFIG, SMALL_DIGITS_TASK, built_in_strategy
+from tests.toy_strategy import CountingAverage, NoArguments
 
 TASK_CONFIG = {
     "hyper-representation": {},
@@ -109,9 +112,9 @@ def test_plugin_strategy_by_import_path(tmp_path: Path, task: str) -> None:
 
 def test_flowers_own_strategies_run_as_baselines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`strategy='flwr:Name'`: Flower's FedAvg, FedProx, FedAdam and FedMedian through the real
-    ClientApp (issue 13, item 6). Before: no `@app.evaluate`, so a stock FedAvg logged one
-    traceback per node per round; the sampling keys were ignored; FedProx's proximal-mu never
-    reached the local solver; the client's partition-id was averaged into the metrics."""
+    ClientApp: the ClientApp answers Flower's evaluate messages, the sampling keys reach the
+    strategy, FedProx's proximal-mu reaches the local solver, and no node's partition-id is
+    averaged into the metrics."""
     import logging
 
     finals = {}
@@ -155,3 +158,20 @@ def test_fednest_mlp_setting(tmp_path: Path) -> None:
     assert rows[-1]["test-accuracy"] > rows[0]["test-accuracy"] + 0.2
     model = torch.load(run_dir / "model.pt", weights_only=True)
     assert model["parts"]["x"]["fc1.weight"].shape == (200, 64)
+
+
+def test_the_server_talks_to_every_strategy_through_one_contract() -> None:
+    """The built-in strategy and a wrapped plug-in are both ServerFacing; the wrapper gives explicit
+    defaults (no profiles yet, no accepted replies, no node evaluation rows) and checkpoints the
+    plug-in's own state only when the plug-in is Stateful."""
+    built_in = built_in_strategy(SMALL_DIGITS_TASK.layers)
+    plain, counting = ValidatedReplies(NoArguments(), 1e3), ValidatedReplies(CountingAverage(), 1e3)
+    assert all(isinstance(s, ServerFacing) for s in (built_in, plain, counting))
+    assert (plain.profiles, plain.accepted_ratios, plain.node_eval_rows, plain.state()) == ({}, {}, (), {})
+    plain.load_state({"anything": 1})  # a plug-in without state of its own resumes fresh
+    assert not isinstance(NoArguments(), Stateful) and isinstance(CountingAverage(), Stateful)
+    resumed = ValidatedReplies(CountingAverage(), 1e3)
+    counting.inner.rounds = 4  # type: ignore[attr-defined]
+    resumed.load_state(counting.state())
+    assert resumed.state() == {"rounds": 4} and resumed.inner.rounds == 4  # type: ignore[attr-defined]
+    assert built_in.node_eval_rows == [] and set(built_in.state()) >= {"velocity", "agreement-record"}

@@ -1,6 +1,6 @@
 """A SuperLink killed mid-run and started again on its state database (``--database``, as
 deploy/localhost.sh starts it): the run is still listed, ends with a clear status, and the operator
-resumes it from its checkpoint with ``resume-from`` (README, "When the SuperLink restarts").
+resumes it from its checkpoint with ``resume-from`` (docs/deployment.md, "When the SuperLink restarts").
 
 Flower 1.42 does not carry a running ServerApp over a SuperLink restart: the ServerApp stops when
 its SuperLink dies, and the run ends ``finished:failed``, with one of two details: the ServerApp's

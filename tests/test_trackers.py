@@ -1,4 +1,4 @@
-"""Experiment trackers (issue 13, item 7): metrics per round where researchers look."""
+"""Experiment trackers: metrics per round where researchers look."""
 
 from __future__ import annotations
 

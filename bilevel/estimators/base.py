@@ -34,7 +34,8 @@ class SolverConfig:
     v_lr: float = 0.1
     outer_lr: float = 0.1
     step_guard: str = "none"
-    """"curvature": cap inner_lr and v_lr at 1 / lambda_max(H_yy) each outer step (bilevel.step_guard)."""
+    """"curvature": cap inner_lr and v_lr at 1 / L_hat each outer step, L_hat <= lambda_max(H_yy) an
+    estimate (bilevel.step_guard: a capped step is at least half the stability limit)."""
     guard_steps: int = 3
     """Power iterations of the curvature estimate."""
     outer_trust_region: float = 0.0

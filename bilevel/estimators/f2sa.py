@@ -68,15 +68,12 @@ class F2SAKnobs(Knobs):
 
 @dataclass(frozen=True)
 class F2SAEstimator:
-    lambda0: float = 1.0
-    growth: float = 1.0
-    lambda_max: float = 100.0
+    """The fields are :class:`F2SAKnobs`' values (``f2sa-lambda``, ``f2sa-lambda-growth``,
+    ``f2sa-lambda-max``), checked there."""
 
-    def __post_init__(self) -> None:
-        if not 0 < self.lambda0 <= self.lambda_max:
-            raise ValueError(f"f2sa needs 0 < lambda0 <= lambda_max, got {self.lambda0}, {self.lambda_max}")
-        if self.growth < 0:
-            raise ValueError(f"f2sa-lambda-growth must be >= 0, got {self.growth}")
+    lambda0: float
+    growth: float
+    lambda_max: float
 
     @classmethod
     def from_knobs(cls, knobs: F2SAKnobs) -> F2SAEstimator:

@@ -40,12 +40,8 @@ class NeumannKnobs(Knobs):
 
 @dataclass(frozen=True)
 class NeumannEstimator:
-    steps: int = 5
-    """K, the number of terms of the series (>= 1)."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"neumann-steps must be >= 1, got {self.steps}")
+    steps: int
+    """K, the number of terms of the series (``neumann-steps``: :class:`NeumannKnobs` checks it)."""
 
     @classmethod
     def from_knobs(cls, knobs: NeumannKnobs) -> NeumannEstimator:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ from ..types import LossFn, Params
 from .base import one_off
 
 Scheme = Literal["central", "forward"]
-SCHEMES: tuple[Scheme, ...] = ("central", "forward")
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 
 def norm_of(v: Params) -> float:
@@ -128,7 +128,12 @@ class _DifferencesAt:
 
 @dataclass(frozen=True)
 class FiniteDifferenceProducts:
-    """``alpha``: length of the perturbation a u; ``scheme``: central or forward differences for H_yy v."""
+    """``alpha``: length of the perturbation a u; ``scheme``: central or forward differences for H_yy v.
+
+    The defaults are the ``fd-alpha`` and ``fd-scheme`` keys' (``bilevel.estimators.aid.AIDKnobs``
+    reads them from here). The class checks its own contract (a positive length, a known scheme):
+    it is built outside a run config too (``bilevel.step_guard``, the benchmarks).
+    """
 
     alpha: float = 1e-2
     scheme: Scheme = "central"
