@@ -33,6 +33,7 @@ from .backbones import HyperRepresentationResNet, HyperRepresentationViT
 from .base import BilevelTask
 from .hyper_cleaning import HyperCleaning
 from .hyper_representation import HyperRepresentation, HyperRepresentationMLP
+from .hyper_representation_mlp2 import HyperRepresentationMLP2
 from .network import BackboneTask, NormStats
 from .partition import DataSpec
 
@@ -85,6 +86,9 @@ TASKS: dict[str, TaskEntry] = {
         r.in_shape, r.num_classes, r.mu, r.norm_stats, depth=r.resnet_depth, width=r.resnet_width)),
     "hyper-representation-vit": TaskEntry(lambda r: HyperRepresentationViT(
         r.in_shape, r.num_classes, r.mu, r.norm_stats)),
+    # nested static windows, as the MLP's: its last hidden layer is the classifier's input
+    "hyper-representation-mlp2": TaskEntry(
+        lambda r: HyperRepresentationMLP2(r.in_shape, r.num_classes, r.mu), {"mask-policy": "static"}),
 }
 
 
