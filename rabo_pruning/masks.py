@@ -7,6 +7,8 @@ channel groups of any network) and never on the architecture: each group keeps
 ``ceil(ratio * width)`` units.
 
 - ``static``     (HeteroFL): the leading units, always the same.
+- ``tail``: the trailing units, always the same (``static`` mirrored: a round of ``static`` and
+  ``tail`` clients below the full width trains both ends of every layer).
 - ``rolling``    (FedRolex): a window that shifts by one unit per round (wrapping around).
 - ``random``     (Federated Dropout): a uniform subset, seeded by (seed, round, client, layer).
 - ``importance``: units drawn with probability proportional to their squared norm (for a layer: its
@@ -71,6 +73,12 @@ class StaticPolicy(_PerLayerPolicy):
     def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
                energy: np.ndarray | None) -> np.ndarray:
         return np.arange(keep)
+
+
+class TailPolicy(_PerLayerPolicy):
+    def choose(self, layer_index: int, width: int, keep: int, server_round: int, client_key: int,
+               energy: np.ndarray | None) -> np.ndarray:
+        return np.arange(width - keep, width)
 
 
 class RollingPolicy(_PerLayerPolicy):
@@ -204,6 +212,7 @@ POLICIES: dict[str, PolicyEntry] = {
     "combined": PolicyEntry(lambda r: CombinedPolicy(r.coverage_objective)),
     "ordered-dropout": PolicyEntry(lambda _: StaticPolicy(), nested=True),  # the leading units
     "nested-coverage": PolicyEntry(lambda r: NestedCoveragePolicy(r.levels), nested=True),
+    "tail": PolicyEntry(lambda _: TailPolicy()),
 }
 """Every mask policy by name: the ``mask-policy`` key's allowed values, in this order."""
 MASK_POLICIES = tuple(POLICIES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rabo_protocol import parse_run_config
 from rabo_protocol.presets import Sizing
 from rabo_pruning import MASK_POLICIES, CoverageAverage, make_mask_policy
 from rabo_pruning.masks import RoundClient
@@ -141,6 +142,26 @@ def test_sizing(sizing: Sizing, expected: list[float | None]) -> None:
     sizer = _sizer("fixed", sizing)
     profiles = [NodeProfile(n, n, r, "ratio-levels") for n, r in enumerate((1.0, 0.5, 0.25))]
     assert [sizer.ratio(p, 1) for p in profiles] == expected
+
+
+def test_tail_keeps_the_trailing_units_and_with_static_covers_both_ends() -> None:
+    """``tail`` is ``static`` mirrored; registered by its row alone, the run config accepts it."""
+    assert parse_run_config({"mask-policy": "tail"}).mask_policy == "tail"
+    clients = [RoundClient(0, 0.5), RoundClient(1, 0.25)]
+    tail = make_mask_policy("tail", 0)(TASK.layers, clients, 3, PARAMS)
+    static = make_mask_policy("static", 0)(TASK.layers, clients, 3, PARAMS)
+    for layer in (layer for layer in TASK.layers if layer.prunable):
+        for client, t, s in zip(clients, tail, static, strict=True):
+            keep = kept_units(layer.width, client.ratio)
+            np.testing.assert_array_equal(t.kept[layer.name], np.arange(layer.width - keep, layer.width))
+            np.testing.assert_array_equal(t.kept[layer.name], layer.width - 1 - s.kept[layer.name][::-1])
+    # a round of static and tail clients at half the width trains every unit of every layer once
+    assert min_coverage("static", [0.5, 0.5]) == (0, 0)
+    specs = [make_mask_policy(p, 0)(TASK.layers, [RoundClient(k, 0.5)], 1, PARAMS)[0]
+             for k, p in enumerate(("static", "tail"))]
+    for layer in (layer for layer in TASK.layers if layer.prunable):
+        both = np.concatenate([spec.kept[layer.name] for spec in specs])
+        np.testing.assert_array_equal(np.sort(both), np.arange(layer.width))
 
 
 @pytest.mark.parametrize("name", MASK_POLICIES)
