@@ -20,22 +20,32 @@ linear system has one fixed matrix, which conjugate gradient needs. With ``fresh
 and the H_xy v product draw their own minibatch (gd only): more samples, at one network pass per
 product.
 
+Damping (``damping`` d > 0) solves (H_yy + d I) v = grad_y f instead: a linear system that stays
+well conditioned where H_yy is nearly singular (a small mu, a saturated head), at a bias of order
+d / lambda_min(H_yy) in v; 0 (the default) is the plain solve.
+
 On the closed-form quadratic (``bilevel.quadratic``), at y = y*(x), conjugate gradient's
-dim(y) = 4 steps solve for v exactly and h is the true hypergradient:
+dim(y) = 4 steps solve for v exactly and h is the true hypergradient; with damping, v solves the
+damped system:
 
 >>> from bilevel import BilevelProblem, make_estimator
 >>> from bilevel.quadratic import Quadratic
 >>> q = Quadratic.random()
->>> x, no_batch = {"x": q.B.new_ones(6)}, lambda: None
->>> estimator = make_estimator("autograd", v_solver="cg")
->>> _, v, h, _ = estimator(BilevelProblem(q.g, q.f), SolverConfig(inner_steps=0, v_steps=4), x,
-...                        {"y": q.y_star(x["x"])}, {"y": q.B.new_zeros(4)}, no_batch, no_batch, step=0)
+>>> x, no_batch, cfg = {"x": q.B.new_ones(6)}, lambda: None, SolverConfig(inner_steps=0, v_steps=4)
+>>> problem, y = BilevelProblem(q.g, q.f), {"y": q.y_star(x["x"])}
+>>> _, v, h, _ = make_estimator("autograd", v_solver="cg")(problem, cfg, x, y, {"y": q.B.new_zeros(4)},
+...                                                        no_batch, no_batch, step=0)
 >>> torch.allclose(h["x"], q.hypergradient(x["x"]))
+True
+>>> damped = make_estimator("autograd", v_solver="cg", v_damping=0.5)
+>>> _, v, _, _ = damped(problem, cfg, x, y, {"y": q.B.new_zeros(4)}, no_batch, no_batch, step=0)
+>>> torch.allclose(v["y"], torch.linalg.solve(q.A + 0.5 * torch.eye(4, dtype=q.A.dtype), y["y"] - q.c))
 True
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -64,6 +74,8 @@ class AIDKnobs(Knobs):
     v_warm_start: bool = True
     """Start the linear solve from the received v (true) or from v = 0 every round (false: a cold
     start, as FedNest's Neumann series; it shows what the warm start is worth)."""
+    v_damping: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    """Damping d of the linear solve: v -> (H_yy + d I)^{-1} grad_y f (0: none)."""
 
     @model_validator(mode="after")
     def _cg_needs_one_matrix(self) -> AIDKnobs:
@@ -82,12 +94,19 @@ class AIDEstimator:
     solver: Solver
     batch: VBatch
     warm_start: bool
+    damping: float
 
     @classmethod
     def from_knobs(cls, oracle: str, knobs: AIDKnobs) -> AIDEstimator:
         """AID with the ``oracle`` products (a name of ``bilevel.oracles.ORACLES``)."""
         return cls(make_oracle(oracle, alpha=knobs.fd_alpha, scheme=knobs.fd_scheme), knobs.v_solver,
-                   knobs.v_batch, knobs.v_warm_start)
+                   knobs.v_batch, knobs.v_warm_start, knobs.v_damping)
+
+    def _damped(self, hyy: Callable[[Params], Params]) -> Callable[[Params], Params]:
+        """p -> (H_yy + damping I) p (``hyy`` itself without damping)."""
+        if self.damping == 0.0:
+            return hyy
+        return lambda p: {k: t + self.damping * p[k] for k, t in hyy(p).items()}
 
     def own_steps(self, cfg: SolverConfig) -> int:
         return cfg.v_steps + 1  # the linear solve, then the direction
@@ -102,13 +121,13 @@ class AIDEstimator:
             v = {k: torch.zeros_like(t) for k, t in v.items()}
         if self.batch == "fixed":
             products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
-            v = solve(self.solver, products.hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
+            v = solve(self.solver, self._damped(products.hyy), grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
         else:  # every product on its own minibatch, then H_xy v on one more
 
             def fresh_hyy(p: Params) -> Params:
                 return self.oracle.at(problem.g, x, y, next_train(), need_x=False).hyy(p)
 
-            v = solve(self.solver, fresh_hyy, grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
+            v = solve(self.solver, self._damped(fresh_hyy), grad_y_f, v, steps=cfg.v_steps, lr=cfg.v_lr)
             products = self.oracle.at(problem.g, x, y, next_train(), need_x=True)
         hxy_v = products.hxy(v)
         h = {k: grad_x_f[k] - hxy_v[k] for k in grad_x_f}
