@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -38,10 +38,10 @@ from torch import Tensor
 from .types import Params
 
 Solver = Literal["gd", "cg"]
-SOLVERS: tuple[Solver, ...] = ("gd", "cg")
+SOLVERS: tuple[Solver, ...] = get_args(Solver)
 HVP = Callable[[Params], Params]
 
-__all__ = ["HVP", "SOLVERS", "IndefiniteSystemWarning", "Solver", "cg", "gd", "solve"]
+__all__ = ["HVP", "SOLVE", "SOLVERS", "IndefiniteSystemWarning", "Solver", "cg", "gd", "solve"]
 
 
 class IndefiniteSystemWarning(RuntimeWarning):
@@ -104,10 +104,13 @@ def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Pa
     return v
 
 
+SOLVE: dict[Solver, Callable[..., Params]] = {
+    "gd": gd,
+    "cg": lambda hvp, b, v0, *, steps, lr: cg(hvp, b, v0, steps=steps),  # cg takes no step size
+}
+"""Every linear solve by its ``v-solver`` name (:data:`SOLVERS`, which the run config validates)."""
+
+
 def solve(solver: Solver, hvp: HVP, b: Params, v0: Params, *, steps: int, lr: float) -> Params:
-    """Dispatch by name (``lr`` is gd's step; cg needs none)."""
-    if solver == "gd":
-        return gd(hvp, b, v0, steps=steps, lr=lr)
-    if solver == "cg":
-        return cg(hvp, b, v0, steps=steps)
-    raise ValueError(f"unknown v-solver '{solver}'; allowed: {', '.join(SOLVERS)}")
+    """The ``solver`` of :data:`SOLVE` (``lr`` is gd's step; cg needs none)."""
+    return SOLVE[solver](hvp, b, v0, steps=steps, lr=lr)

@@ -49,7 +49,7 @@ def _dot(a: Params, b: Params) -> float:
 
 
 def largest_curvature(problem: BilevelProblem, x: Params, y: Params, batch: object, steps: int,
-                      alpha: float = 1e-2) -> float:
+                      alpha: float = FiniteDifferenceProducts.alpha) -> float:
     """A lower estimate of lambda_max(H_yy g) at (x, y) on ``batch``: the Rayleigh quotient of
     H^(steps-1) grad_y g: at most lambda_max and, for g convex in y, nondecreasing in ``steps`` (up
     to the products' finite-difference error); 0.0 when g is flat there."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bilevel import BilevelProblem, SolverConfig, make_estimator
-from bilevel.linear_solve import cg, gd
+from bilevel.linear_solve import IndefiniteSystemWarning, cg, gd
 from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
 from bilevel.quadratic import Quadratic
 from bilevel.split import SplitLoss
@@ -171,7 +171,8 @@ def test_conjugate_gradient_warm_start_and_curvature_guard() -> None:
     assert torch.equal(cg(counting, b, solution, steps=5, tol=1e-6)["y"], solution["y"])
     assert len(calls) == 1  # the residual of the warm start only: it is already solved
     indefinite = -torch.eye(12, dtype=F64)
-    kept = cg(lambda p: {"y": indefinite @ p["y"]}, b, {"y": torch.zeros(12, dtype=F64)}, steps=5)
+    with pytest.warns(IndefiniteSystemWarning):
+        kept = cg(lambda p: {"y": indefinite @ p["y"]}, b, {"y": torch.zeros(12, dtype=F64)}, steps=5)
     assert torch.equal(kept["y"], torch.zeros(12, dtype=F64))  # negative curvature: no step, no NaN
 
 
