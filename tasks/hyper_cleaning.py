@@ -116,12 +116,10 @@ class HyperCleaning(LinearHeadTask):
     num_classes: int
     mu: float = 1e-3
     hidden: int = 256
-    """Number of random features (the prunable width). Measured at p = 0.5 (README recipe, RAFBO,
-    10 clients, 30 rounds, seeds 0 / 1), final test accuracy with / without cleaning: 128 features
-    82.6 / 78.5 vs 67.4 / 64.8 % (+15.2 / +13.7 points), 256: 83.5 / 82.4 vs 64.3 / 64.7 %, 512:
-    84.6 / 83.7 vs 62.5 / 64.7 % (v-lr 0.02 each). 256, not 512: the largest eigenvalue of H_yy
-    grows with the width (the layer-normed features have squared norm = width; about 2.3 / 4.8 /
-    9.3 at 128 / 256 / 512 on MNIST), and at 512 inner-lr 0.3 passes 2 / L."""
+    """Number of random features (the prunable width). The largest eigenvalue of H_yy grows with it
+    (the layer-normed features have squared norm = width), so a wider layer needs a smaller
+    ``inner-lr``; the width sweep behind 256 is in docs/results.md, "Hyper-cleaning: cleaning vs
+    training on the noisy labels"."""
     spec: DataSpec | None = None
 
     @property
