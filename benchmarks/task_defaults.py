@@ -1,4 +1,4 @@
-"""The sweep behind the per-task defaults (rabo_protocol/defaults.py): one key at a time around a base.
+"""The sweep behind the per-task defaults (declared in tasks/registry.py): one key at a time around a base.
 
 For each task, every key of ``rabo_protocol.defaults.TUNED_KEYS`` is varied alone around the task's
 base point (the other keys at their base values), RABO's resource-adaptive strategy, 10 clients at

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from benchmarks.common import preset
+from rabo_protocol.presets import STRATEGIES
 
 __all__ = ["CORE", "HYPER_REPRESENTATION", "METHODS", "SPLITS", "STRATEGIES", "TASKS", "TaskSetting",
            "sampled", "splits"]
@@ -64,12 +65,10 @@ def splits(*names: str) -> dict[str, dict[str, Any]]:
     return {name: SPLITS[name] for name in names}
 
 
-STRATEGIES = ("resource-adaptive", "full-model", "drop-weak", "fednest-aid", "f2sa")
-"""The built-in strategies, the values of the run-config key ``strategy``."""
 METHODS: dict[str, dict[str, Any]] = {"resource-adaptive": {},
                                       **{name: preset(name) for name in STRATEGIES[1:]}}
 """Each built-in strategy as a method: ``resource-adaptive`` is the recommended one (the task's
-defaults, rabo_protocol/defaults.py); the others are their presets, with the same defaults."""
+defaults, tasks/registry.py); the others are their presets, with the same defaults."""
 CORE = ("resource-adaptive", "full-model", "drop-weak")
 """The methods every comparison needs: the recommended one, the unconstrained full model and the
 baseline that drops the clients below full size."""

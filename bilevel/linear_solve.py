@@ -14,9 +14,9 @@ and a warm start v0, and return the new v. Neither ever forms H_yy.
   **Breakdown.** CG assumes H positive definite. When a search direction p has curvature
   p^T H p <= 0 (or NaN: H indefinite there, or the products too noisy) it stops, returns the iterate
   reached so far (v0 itself when the first direction breaks down; never NaN) and warns
-  :class:`IndefiniteSystemWarning`. The message is the same every time, so Python's default warning
-  filter shows it once per calling line; ``warnings.simplefilter("error", IndefiniteSystemWarning)``
-  turns it into an exception.
+  :class:`IndefiniteSystemWarning`, attributed to the caller of :func:`solve` (or of :func:`cg`).
+  The message is the same every time, so Python's default warning filter shows it once per calling
+  line; ``warnings.simplefilter("error", IndefiniteSystemWarning)`` turns it into an exception.
 
   Each new residual is re-orthogonalised against all earlier ones (stored normalised: ``steps``
   vectors shaped like y; y is a classifier head in every built-in task). Without it, CG on these
@@ -41,7 +41,7 @@ Solver = Literal["gd", "cg"]
 SOLVERS: tuple[Solver, ...] = get_args(Solver)
 HVP = Callable[[Params], Params]
 
-__all__ = ["HVP", "SOLVE", "SOLVERS", "IndefiniteSystemWarning", "Solver", "cg", "gd", "solve"]
+__all__ = ["HVP", "SOLVERS", "IndefiniteSystemWarning", "Solver", "cg", "gd", "solve"]
 
 
 class IndefiniteSystemWarning(RuntimeWarning):
@@ -65,7 +65,8 @@ def gd(hvp: HVP, b: Params, v0: Params, *, steps: int, lr: float) -> Params:
     return v
 
 
-def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Params:
+def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10,
+       stacklevel: int = 2) -> Params:
     """``steps`` conjugate-gradient iterations on H v = b from v0 (see the module docstring).
 
     Stops at a direction of curvature p^T H p <= 0, keeping the iterate reached so far, and warns
@@ -92,7 +93,7 @@ def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Pa
         if not curvature > 0.0:  # also catches NaN
             warnings.warn("conjugate gradient stopped at a direction of curvature p^T H p <= 0 (H_yy "
                           "not positive definite there, or the products too noisy); v is the iterate "
-                          "reached so far", IndefiniteSystemWarning, stacklevel=2)
+                          "reached so far", IndefiniteSystemWarning, stacklevel=stacklevel)
             break
         step = rr / curvature
         v, r = _axpy(step, p, v), _axpy(-step, hp, r)
@@ -104,13 +105,11 @@ def cg(hvp: HVP, b: Params, v0: Params, *, steps: int, tol: float = 1e-10) -> Pa
     return v
 
 
-SOLVE: dict[Solver, Callable[..., Params]] = {
-    "gd": gd,
-    "cg": lambda hvp, b, v0, *, steps, lr: cg(hvp, b, v0, steps=steps),  # cg takes no step size
-}
-"""Every linear solve by its ``v-solver`` name (:data:`SOLVERS`, which the run config validates)."""
-
-
 def solve(solver: Solver, hvp: HVP, b: Params, v0: Params, *, steps: int, lr: float) -> Params:
-    """The ``solver`` of :data:`SOLVE` (``lr`` is gd's step; cg needs none)."""
-    return SOLVE[solver](hvp, b, v0, steps=steps, lr=lr)
+    """The linear solve named ``solver`` (one of :data:`SOLVERS`; ``lr`` is gd's step, cg picks
+    its own)."""
+    if solver == "gd":
+        return gd(hvp, b, v0, steps=steps, lr=lr)
+    if solver == "cg":
+        return cg(hvp, b, v0, steps=steps, stacklevel=3)
+    raise ValueError(f"unknown v-solver '{solver}'; allowed: {', '.join(SOLVERS)}")

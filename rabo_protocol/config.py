@@ -101,7 +101,7 @@ class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys
             return None
         return (f"Defaults of task '{self.task}' / strategy '{self.strategy}' applied: "
                 + ", ".join(f"{k}={v}" for k, v in applied.items())
-                + " (an explicit value wins; rabo_protocol/defaults.py)")
+                + " (an explicit value wins; tasks/registry.py)")
 
     @field_validator("strategy")
     @classmethod

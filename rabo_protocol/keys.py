@@ -13,6 +13,7 @@ from rabo_pruning.coverage import Objective
 from rabo_pruning.masks import CoveragePolicy, MaskPolicyName
 from tasks import DEFAULT_TASK, TASKS, DataSpec
 from tasks.datasets import DatasetName
+from tasks.disk_cache import DEFAULT_DATA_DIR
 from tasks.network import NormStats
 from tasks.partitioners import PartitionerName
 
@@ -40,7 +41,7 @@ class DataKeys(BaseModel):
     ``tasks.partitioners.PARTITIONERS``; the defaults are :class:`~tasks.DataSpec`'s (but data-dir)."""
 
     dataset: DatasetName = _DATA.dataset
-    data_dir: PathStr = "~/.cache/rabo-data"
+    data_dir: PathStr = DEFAULT_DATA_DIR
     download: bool = _DATA.download
     partitioner: PartitionerName = _DATA.partitioner
     dirichlet_alpha: Rate = _DATA.dirichlet_alpha
@@ -55,7 +56,7 @@ class RoundKeys(BaseModel):
     """Who trains at which ratio with which mask, and which replies count."""
 
     ratio_levels: tuple[float, ...] = _DATA.ratio_levels
-    mask_policy: MaskPolicyName  # tuned: the task's default (rabo_protocol.defaults)
+    mask_policy: MaskPolicyName  # tuned: the task's default (tasks/registry.py)
     distill_weight: Annotated[float, Field(ge=0, le=100)] = 0.0
     """Nested mask policies: lambda of the self-distillation term (client_app/nested.py)."""
     own_width_share: Literal["uniform"] | Annotated[float, Field(gt=0, le=1)] = "uniform"

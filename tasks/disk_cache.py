@@ -24,7 +24,7 @@ __all__ = ["DEFAULT_DATA_DIR", "cached_arrays"]
 DEFAULT_DATA_DIR = "~/.cache/rabo-data"
 """Where an empty ``data-dir`` keeps the cache (the run config's default ``data-dir``)."""
 
-_SOURCES = ("datasets.py", "partition.py", "partitioners.py", "disk_cache.py")
+_SOURCES = ("datasets.py", "partition.py", "partitioners.py", "budget_partitioner.py", "disk_cache.py")
 _CODE = hashlib.sha256(b"".join((Path(__file__).with_name(n)).read_bytes() for n in _SOURCES)).hexdigest()
 
 

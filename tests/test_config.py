@@ -61,7 +61,7 @@ def test_task_defaults_fill_what_the_user_left_unset_and_the_user_wins() -> None
     differing = {"task": "hyper-representation-mlp", "algorithm": "rabo", "mask-policy": "static"}
     assert cfg.to_flat() == RunConfig().to_flat() | differing
     assert cfg.describe_defaults().endswith("applied: algorithm=rabo, mask-policy=static "
-                                            "(an explicit value wins; rabo_protocol/defaults.py)")
+                                            "(an explicit value wins; tasks/registry.py)")
     # plug-in strategies get RAFBO (they average models); an explicit rabo is refused, not changed
     cfg = parse_run_config({**_pyproject(), "strategy": "tests.toy_strategy:ToyAverage"})
     assert cfg.algorithm == "rafbo" and cfg.sources["algorithm"] == "strategy default"

@@ -27,7 +27,7 @@ from .finite_difference import SCHEMES, FiniteDifferenceProducts, Scheme
 
 REGISTRY: dict[str, Callable[..., ProductOracle]] = {
     "finite-difference": FiniteDifferenceProducts,
-    "autograd": lambda **_: AutogradProducts(),  # exact: no knobs
+    "autograd": lambda alpha=None, scheme=None: AutogradProducts(),  # exact: the knobs do not apply
 }
 """Name -> factory; each takes the finite-difference knobs (``alpha``, ``scheme``) by keyword and
 uses those it has."""
