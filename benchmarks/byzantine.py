@@ -69,6 +69,8 @@ RULES: dict[str, dict[str, Any]] = {
     "mean, no screen": {"min-agreement": -1.0, "max-update-norm-ratio": 0.0, "clip-factor": 0.0},
     "defaults + clip 3": {"clip-factor": 3.0},
     "median": {"aggregation": "median"},
+    "server reference": {"root-size": 100, "screen-reference": "server"},
+    "peers and server": {"root-size": 100, "screen-reference": "both"},
 }
 QUICK_RULES = ("defaults", "mean, no screen", "defaults + clip 3")
 ONLY_HONEST = ("defaults + clip 3",)

@@ -14,10 +14,10 @@ from rabo_protocol.device import resolve_device
 from rabo_protocol.presets import DIRECTION_PART, LOCAL_OUTER_STEPS
 from rabo_pruning import NESTED_POLICIES
 from tasks import BilevelTask, ClientData, OutputScaler, Params, bilevel_problem, class_counts, logit_offsets
+from tasks.sampling import MinibatchSampler, seeded_generator
 
 from .nested import OrderedDropout
 from .profiling import measure
-from .sampling import MinibatchSampler, seeded_generator
 
 
 def _tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> Params:

@@ -24,6 +24,9 @@ from .presets import Capacity
 PLUGIN_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 """``package.module:name``: a plug-in strategy or task."""
 
+ScreenReference = Literal["peers", "server", "both"]
+"""What the agreement screen judges a reply against (rabo_strategy/screen.py)."""
+
 # sane upper bounds: a typo of a few orders of magnitude is an error, not a run that never ends
 Steps = Annotated[int, Field(ge=1, le=100_000)]
 Rate = Annotated[float, Field(gt=0, le=1e6)]
@@ -77,6 +80,12 @@ class RoundKeys(BaseModel):
     max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     min_agreement: Annotated[float, Field(ge=-1, lt=1)] = -0.1
     clip_factor: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    root_size: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    """Samples of the server's root set: the server trains a reference update on them each round
+    (server_app/reference.py; 0: none)."""
+    screen_reference: ScreenReference = "peers"
+    """What the agreement screen compares a reply with: the other replies ('peers'), the server's
+    root-set update ('server'), or the smaller of both cosines ('both'); 'server'/'both' need root-size."""
     aggregation: Aggregation = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0

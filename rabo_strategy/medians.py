@@ -21,8 +21,8 @@ import numpy as np
 
 from rabo_pruning.submodel import SliceIndex
 
-__all__ = ["Sliced", "leave_group_out", "leave_one_out", "stack_part", "typical_size", "unstack_row",
-           "updates_of"]
+__all__ = ["SAMPLE", "Sliced", "cosine", "leave_group_out", "leave_one_out", "relative_sizes",
+           "sample_positions", "stack_part", "typical_size", "unstack_row", "updates_of"]
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,19 @@ def typical_size(stack: np.ndarray, inside: np.ndarray, ratios: Sequence[float])
     return out
 
 
-def leave_group_out(stack: np.ndarray, ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Row i, per column: the median of the rows at other ratios than ``ratios[i]`` (a group of
-    colluders at one ratio never sits in its own reference; NaN where none covers the column), and
-    how many of them cover it."""
+def leave_group_out(stack: np.ndarray, ratios: Sequence[float],
+                    inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row i, per column: the median of the rows in ``inside`` (default: all) at other ratios than
+    ``ratios[i]`` (a group of colluders at one ratio never sits in its own reference; NaN where none
+    covers the column), and how many of them cover it."""
     out, count = np.full(stack.shape, np.nan), np.zeros(stack.shape, dtype=np.int64)
     covered = ~np.isnan(stack)
+    inside = np.ones(len(stack), dtype=bool) if inside is None else inside
     for ratio in set(ratios):
         group = np.array([r == ratio for r in ratios])
-        if (~group).any():
-            out[group] = leave_one_out(stack, ~group)[group]
-            count[group] = covered[~group].sum(axis=0)
+        if (~group & inside).any():
+            out[group] = leave_one_out(stack, ~group & inside)[group]
+            count[group] = covered[~group & inside].sum(axis=0)
     return out, count
 
 
@@ -160,3 +162,39 @@ def stack_part(replies: Sequence[Sliced], part: str, full: Mapping[str, np.ndarr
         rows.append(np.concatenate(pieces) if pieces else np.zeros(0))
     carrying = sum(1 for reply in replies if any(k.split(":", 1)[0] == part for k in reply.updates))
     return np.stack(rows) if carrying > min_replies else None
+
+
+SAMPLE = 65_536
+"""Coordinates per part the direction and size are measured on (a cosine over that many is within
+about 1/256 of the whole part's)."""
+
+
+def sample_positions(full: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Evenly spaced flat positions of at most :data:`SAMPLE` of a part's coordinates (None: all):
+    the screen's cosines and sizes are estimated there, so its cost stays bounded for any network."""
+    total = sum(t.size for t in full.values())
+    return np.linspace(0, total - 1, SAMPLE).astype(np.int64) if total > SAMPLE else None
+
+
+def cosine(row: np.ndarray, toward: np.ndarray, mask: np.ndarray) -> float | None:
+    """The cosine of ``row`` and ``toward`` on ``mask`` (None: no coordinate there)."""
+    if not mask.any():
+        return None
+    own, ref = row[mask], toward[mask]
+    scale = float(np.linalg.norm(own) * np.linalg.norm(ref))
+    return float(own @ ref) / (scale or 1.0)
+
+
+def relative_sizes(size: Sequence[Mapping[str, float]], ratios: Sequence[float],
+                   accepted: np.ndarray) -> list[dict[str, float]]:
+    """Each reply's size per part over the median size of the other accepted replies at its ratio
+    (a reply is never in its own reference; a reply alone at its ratio gets none)."""
+    out: list[dict[str, float]] = []
+    for i, own in enumerate(size):
+        out.append({})
+        for part, value in own.items():
+            peers = [other[part] for j, other in enumerate(size)
+                     if j != i and accepted[j] and ratios[j] == ratios[i] and part in other]
+            if peers:
+                out[i][part] = value / (float(np.median(peers)) or 1e-300)
+    return out

@@ -124,12 +124,13 @@ class SlicedPrivacy:
                 for key, c in self.counts.items()})
             msg.content[CONFIG][NOISE_KEY] = self.sigma
 
-    def screen_settings(self, cfg: RunConfig) -> tuple[float, float, float]:
-        """The agreement screen's ``min-agreement``, ``max-update-norm-ratio`` and ``clip-factor``:
-        the run config's, all off with DP (a verdict on one reply depends on the others' updates, so
-        a refusal would move the sum by more than the sensitivity of the client who caused it)."""
-        settings = (cfg.min_agreement, cfg.max_update_norm_ratio, cfg.clip_factor)
-        return (-1.0, 0.0, 0.0) if self.on else settings
+    def screen_settings(self, cfg: RunConfig) -> tuple[float, float, float, str]:
+        """The agreement screen's ``min-agreement``, ``max-update-norm-ratio``, ``clip-factor`` and
+        ``screen-reference``: the run config's, all off with DP (a verdict on one reply depends on the
+        others' updates, so a refusal would move the sum by more than the sensitivity of the client
+        who caused it)."""
+        settings = (cfg.min_agreement, cfg.max_update_norm_ratio, cfg.clip_factor, cfg.screen_reference)
+        return (-1.0, 0.0, 0.0, "peers") if self.on else settings
 
     def weight(self, metrics: MetricRecord) -> float:
         """A reply's weight in the average: its num-examples, or 1 with DP (a sum's sensitivity)."""

@@ -1,21 +1,23 @@
-"""The agreement screen: each reply judged against the other replies, on the coordinates it shares.
+"""The agreement screen: each reply judged against the other replies (and the server's own update),
+on the coordinates it shares.
 
 A reply's update (returned minus sent; a hypergradient h as it is) is compared, coordinate by
 coordinate, with a reference that it is never part of: the median of the other replies' updates,
 on the coordinates that at least :data:`MIN_PEERS` of them covered (its *judged* coordinates).
 Its *agreement* is the cosine between its update and that reference there, averaged over the
-parts (x or h, y, v). A node's *record* keeps two summaries of its agreement over the rounds it
-was judged (the server's history, checkpointed): its mean, with :data:`PRIOR_ROUNDS` neutral
-rounds (agreement 0) in front, which separates a node that keeps disagreeing from an honest one
-whose single rounds are noisy; and a fast average (weight :data:`FAST_MEMORY` on the past, which
-starts at 0 too), which catches a node that turns after a good record. A reply is refused when its
-mean is at most ``min_agreement`` or its fast average at most :data:`FAST_FACTOR` times that.
+parts (x or h, y, v). With ``reference`` 'server' or 'both' (``screen-reference``), a reply is also
+(or only) compared with the server's own update on its root set (server_app/reference.py), on every
+coordinate the reply covers: a reference no client sets. Each node keeps a *record* per reference
+(rabo_strategy/records.py: a mean over the rounds with neutral rounds in front, and a fast
+average; the server's history, checkpointed); a reply is refused when any of its records falls to
+``min_agreement`` (its fast average to :data:`~rabo_strategy.records.FAST_FACTOR` times that).
 
 Colluders that are the majority of a coordinate's other clients set its median. Two passes keep
 them out of the final reference: the first judges each reply by the smaller of its agreement with
 the leave-one-out median of all the others and with the median of the replies at **other ratios**
 (a group at one ratio never sits in its own reference); the second, and the last, judges every
 reply against the median of the replies the first pass accepted (a reply again never its own).
+The server's update is the same in both passes; it decides who forms the others' reference too.
 
 Accepted updates are clipped per coordinate to ``clip`` times the typical size of the accepted
 others there (:func:`~rabo_strategy.medians.typical_size`), so an update that passes the direction
@@ -24,8 +26,9 @@ whose norm on its judged coordinates exceeds that many times the others' typical
 
 What it cannot see: a coordinate that fewer than :data:`MIN_PEERS` + 1 replies cover is protected
 only through the judgement of the rest of its replies' coordinates (``unprotected-fraction`` in
-the round metrics); a reply with no judged coordinate is accepted unjudged (``unscreened-replies``),
-and in a round of fewer than :data:`MIN_REPLIES` replies no reply is refused for its direction.
+the round metrics) or the server's update; a reply with no judged coordinate is accepted unjudged
+(``unscreened-replies``), and in a round of fewer than :data:`MIN_REPLIES` replies no reply is
+refused for its direction against the others (against the server's update it is).
 
 Example:
     >>> import numpy as np
@@ -46,36 +49,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .medians import Sliced, leave_group_out, leave_one_out, stack_part, typical_size, unstack_row, updates_of
+from .agreement import MIN_PEERS, against_peers, against_server
+from .medians import (
+    Sliced,
+    relative_sizes,
+    sample_positions,
+    stack_part,
+    typical_size,
+    unstack_row,
+    updates_of,
+)
+from .records import Record, refuses, updated
 from .replies import ParsedReply
 
 __all__ = ["MIN_PEERS", "AgreementScreen", "Sliced", "Verdict"]
 
-MIN_PEERS = 3
-"""Other replies a coordinate needs for a reply to be judged on it (a median of 3 is set by their
-majority)."""
-
-SAMPLE = 65_536
-"""Coordinates per part the direction and size are measured on (a cosine over that many is within
-about 1/256 of the whole part's)."""
 MIN_REPLIES = 6
 """Replies a round needs for the direction test to refuse any: with fewer, one honest client's
 noise is as large as the signal (a 4-client MobileNet round's honest reply measured -0.33), and a
 median of 5 others still tolerates 2 colluders."""
-PRIOR_ROUNDS = 2
-"""Neutral rounds (agreement 0) in front of a node's mean agreement: one noisy first round does not
-refuse an honest node."""
-FAST_MEMORY = 0.5
-"""The weight of a node's past rounds in its fast agreement average."""
-FAST_FACTOR = 1.5
-"""A node is refused when its fast average is at most this times ``min-agreement``."""
 
+
+Parts = Mapping[str, Mapping[str, np.ndarray]]
+SOURCES = {"peers": ("peers",), "server": ("server",), "both": ("peers", "server")}
+"""``screen-reference`` -> the references a node keeps a record against."""
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One reply's screen: per part its agreement and size (NaN where the part was not judged),
-    the number of judged coordinates, and why it is refused (None: accepted)."""
+    """One reply's screen: per part its agreement with the others and with the server's update,
+    and its size (a part absent where it was not judged), the number of judged coordinates, and
+    why it is refused (None: accepted)."""
 
     agreement: Mapping[str, float]
     size: Mapping[str, float]
@@ -84,69 +88,70 @@ class Verdict:
     clipped: dict[str, np.ndarray]
     """The reply's updates keyed ``part:param`` (its slice shapes), each coordinate clipped to
     ``clip`` times the others' typical size there (as sent when ``clip`` is 0)."""
-
-
-def _sample(full: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """Evenly spaced flat positions of at most :data:`SAMPLE` of a part's coordinates (None: all):
-    the cosines and sizes are estimated there, so the screen's cost stays bounded for any network."""
-    total = sum(t.size for t in full.values())
-    return np.linspace(0, total - 1, SAMPLE).astype(np.int64) if total > SAMPLE else None
-
-
-def _relative(size: Sequence[Mapping[str, float]], ratios: Sequence[float],
-              accepted: np.ndarray) -> list[dict[str, float]]:
-    """Each reply's size per part over the median size of the other accepted replies at its ratio
-    (a reply is never in its own reference; a reply alone at its ratio gets none)."""
-    out: list[dict[str, float]] = []
-    for i, own in enumerate(size):
-        out.append({})
-        for part, value in own.items():
-            peers = [other[part] for j, other in enumerate(size)
-                     if j != i and accepted[j] and ratios[j] == ratios[i] and part in other]
-            if peers:
-                out[i][part] = value / (float(np.median(peers)) or 1e-300)
-    return out
+    server_agreement: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class AgreementScreen:
-    """Refuses the replies that disagree with the others on the coordinates they share.
+    """Refuses the replies that disagree with the others, or with the server's own update, on the
+    coordinates they share.
 
     Args:
-        min_agreement: a reply is refused when its node's mean agreement is at most this, or its
-            fast average at most ``FAST_FACTOR`` times this (-1 turns the direction test off).
+        min_agreement: a reply is refused when one of its node's records (mean agreement) is at
+            most this, or its fast average at most ``FAST_FACTOR`` times this (-1: no direction test).
         max_size: a reply whose update is more than this many times the others' typical size on the
             same coordinates, in any part, is refused (0 turns the size test off).
         clip: each coordinate of an accepted update is clipped to this many times the others' typical
             size there: the smaller of the leave-one-out medians of the absolute updates over all the
             others and over the others at its ratio (0 turns clipping off).
+        reference: ``screen-reference``: what a reply's direction is judged against: the other
+            replies ('peers'), the server's update ('server'), or each with its own record ('both').
     """
 
     min_agreement: float = 0.0
     max_size: float = 0.0
     clip: float = 0.0
-    record: dict[int, tuple[float, float, float]] = field(default_factory=dict)
-    """Client key -> its node's agreement record: (mean, rounds judged, fast average) of its mean
-    cosine over parts (the server's history; checkpointed with the strategy)."""
+    reference: str = "peers"
+    record: dict[int, Record] = field(default_factory=dict)
+    """Client key -> its node's record against the other replies (checkpointed with the strategy)."""
+    server_record: dict[int, Record] = field(default_factory=dict)
+    """Client key -> its node's record against the server's update (checkpointed)."""
 
-    def __call__(self, replies: Sequence[Sliced], reference: Mapping[str, Mapping[str, np.ndarray]],
-                 ratios: Sequence[float], nodes: Sequence[int]) -> list[Verdict]:
-        """One verdict per reply: ``replies[i]`` (its updates and slices) from the node whose record
-        is kept under ``nodes[i]`` (its client key: the partition id, which survives a resume),
-        trained at ``ratios[i]``; ``reference``: the global tensors by reply part (full shapes)."""
+    def __call__(self, replies: Sequence[Sliced], reference: Parts, ratios: Sequence[float],
+                 nodes: Sequence[int], server: Parts | None = None) -> list[Verdict]:
+        """One verdict per reply: ``replies[i]`` (its updates and slices) from the node whose records
+        are kept under ``nodes[i]`` (its client key: the partition id, which survives a resume),
+        trained at ``ratios[i]``; ``reference``: the global tensors by reply part (full shapes);
+        ``server``: the server's own update by part (full shapes), given exactly when ``reference``
+        is 'server' or 'both'."""
+        sources = SOURCES[self.reference]
+        if (server is not None) != ("server" in sources):
+            raise ValueError(f"screen reference '{self.reference}' with{'out' if server is None else ''} "
+                             "the server's update")
         parts = sorted({key.split(":", 1)[0] for reply in replies for key in reply.updates})
-        stacks = {part: stack for part in parts
-                  if (stack := stack_part(replies, part, reference[part], MIN_PEERS,
-                                          _sample(reference[part]))) is not None}
-        everyone = np.ones(len(replies), dtype=bool)
-        first = self._judge(stacks, everyone, ratios, cross_ratio=True)
-        judging = len(replies) >= MIN_REPLIES
-        accepted = np.array([not (judging and self._refuses(self._record(node, a)))
-                             for node, a in zip(nodes, first[0], strict=True)])
+        stacks, rows = {}, {}
+        for part in parts:
+            positions = sample_positions(reference[part])
+            if (stack := stack_part(replies, part, reference[part], MIN_PEERS, positions)) is not None:
+                stacks[part] = stack
+                if server is not None and part in server:
+                    flat = np.concatenate([np.ravel(server[part][name]) for name in reference[part]])
+                    rows[part] = flat if positions is None else flat[positions]
+        theirs, counted = against_server(stacks, rows, len(replies))
+        low, everyone = self.min_agreement, np.ones(len(replies), dtype=bool)
+        # who may sit in the others' reference: first the server's verdict (no client sets it), then
+        # the first pass against the others (their median, and the other ratios')
+        trusted = np.array([not ("server" in sources and refuses(self._record(
+            self.server_record, node, theirs[i]), low)) for i, node in enumerate(nodes)], dtype=bool)
+        base = trusted if trusted.sum() > MIN_PEERS else everyone
+        first = against_peers(stacks, base, ratios, cross_ratio=True)[0]
+        peers_judge = len(replies) >= MIN_REPLIES and "peers" in sources
+        accepted = base & np.array([not (peers_judge and refuses(
+            self._record(self.record, node, first[i]), low)) for i, node in enumerate(nodes)], dtype=bool)
         if accepted.sum() <= MIN_PEERS:  # too few to make a reference of: judge against everyone
-            accepted = everyone
-        agreement, size, judged = self._judge(stacks, accepted, ratios, cross_ratio=False)
-        size = _relative(size, ratios, accepted)
+            accepted = base
+        agreement, size, judged = against_peers(stacks, accepted, ratios, cross_ratio=False)
+        size = relative_sizes(size, ratios, accepted)
         clipped = [dict(reply.updates) for reply in replies]
         if self.clip > 0:
             for part in stacks:  # every coordinate, at full size
@@ -159,66 +164,34 @@ class AgreementScreen:
                                 clipped[i])
         verdicts = []
         for i, node in enumerate(nodes):
-            record = self._record(node, agreement[i])
-            if record is not None:
-                self.record[node] = record
-            verdicts.append(Verdict(agreement[i], size[i], judged[i],
-                                    self._reason(record if judging else None, agreement[i], size[i]),
-                                    clipped[i]))
+            records = {"peers": self._record(self.record, node, agreement[i] if "peers" in sources else {}),
+                       "server": self._record(self.server_record, node, theirs[i])}
+            for book, source in ((self.record, "peers"), (self.server_record, "server")):
+                if records[source] is not None:
+                    book[node] = records[source]  # type: ignore[assignment]
+            if not peers_judge:
+                records["peers"] = None
+            verdicts.append(Verdict(agreement[i], size[i], judged[i] or counted[i],
+                                    self._reason(records, agreement[i], theirs[i], size[i]), clipped[i],
+                                    theirs[i]))
         return verdicts
 
-    def _judge(self, stacks: Mapping[str, np.ndarray], inside: np.ndarray, ratios: Sequence[float],
-               cross_ratio: bool) -> tuple[list[dict[str, float]], list[dict[str, float]], list[int]]:
-        """Per reply and part, its agreement and size against the members of ``inside`` (itself
-        left out; ``cross_ratio``: the smaller agreement of that and of the other ratios' median),
-        and its number of judged coordinates."""
-        agreement: list[dict[str, float]] = [{} for _ in inside]
-        size: list[dict[str, float]] = [{} for _ in inside]
-        judged = [0] * len(inside)
-        for part, stack in stacks.items():
-            covered = ~np.isnan(stack)
-            peers = (covered & inside[:, None]).sum(axis=0) - (covered & inside[:, None])
-            references = [(leave_one_out(stack, inside), peers)]
-            if cross_ratio:
-                references.append(leave_group_out(stack, ratios))
-            typical = typical_size(stack, inside, ratios)
-            for i, row in enumerate(stack):
-                cosines = []
-                for ref, count in references:
-                    mask = covered[i] & (count[i] >= MIN_PEERS)
-                    if mask.any():
-                        own, toward = row[mask], ref[i][mask]
-                        scale = float(np.linalg.norm(own) * np.linalg.norm(toward))
-                        cosines.append(float(own @ toward) / (scale or 1.0))
-                mask = covered[i] & (peers[i] >= MIN_PEERS)
-                if not cosines or not mask.any():
-                    continue
-                judged[i] += int(mask.sum())
-                agreement[i][part] = min(cosines)
-                typical_norm = float(np.linalg.norm(typical[i][mask]))
-                size[i][part] = float(np.linalg.norm(row[mask])) / (typical_norm or 1e-300)
-        return agreement, size, judged
-
-    def _record(self, node: int, agreement: Mapping[str, float]) -> tuple[float, float, float] | None:
-        """The node's record if this round's ``agreement`` were added to it (None: never judged)."""
+    @staticmethod
+    def _record(book: Mapping[int, Record], node: int, agreement: Mapping[str, float]) -> Record | None:
+        """The node's record in ``book`` if this round's ``agreement`` were added (None: never judged)."""
         if not agreement:
-            return self.record.get(node)
-        now = float(np.mean(list(agreement.values())))
-        mean, rounds, fast = self.record.get(node, (0.0, 0.0, 0.0))  # the prior: neutral rounds
-        return ((mean * (rounds + PRIOR_ROUNDS) + now) / (rounds + PRIOR_ROUNDS + 1), rounds + 1,
-                FAST_MEMORY * fast + (1 - FAST_MEMORY) * now)
+            return book.get(node)
+        return updated(book.get(node), float(np.mean(list(agreement.values()))))
 
-    def _refuses(self, record: tuple[float, float, float] | None) -> bool:
-        return (record is not None and self.min_agreement > -1
-                and not (record[0] > self.min_agreement and record[2] > FAST_FACTOR * self.min_agreement))
-
-    def filter(self, replies: Sequence[ParsedReply],
-               reference: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict[int, str], int]:
-        """Screen the round's ``replies`` (each node's record kept under the client key it was
-        sent with): {node: why refused}, and the number of replies that could not be judged. The
-        accepted replies' ``values`` are clipped in place (``clip``)."""
+    def filter(self, replies: Sequence[ParsedReply], reference: Parts,
+               server: Parts | None = None) -> tuple[dict[int, str], int]:
+        """Screen the round's ``replies`` (each node's records kept under the client key it was
+        sent with; ``server``: the server's update, as for a call): {node: why refused}, and the
+        number of replies that could not be judged. The accepted replies' ``values`` are clipped
+        in place (``clip``)."""
         verdicts = self([Sliced(updates_of(r.values, r.index, reference), r.index) for r in replies],
-                        reference, [r.sent.ratio for r in replies], [r.sent.client_key for r in replies])
+                        reference, [r.sent.ratio for r in replies], [r.sent.client_key for r in replies],
+                        server)
         refused, unjudged = {}, 0
         for reply, verdict in zip(replies, verdicts, strict=True):
             unjudged += verdict.judged == 0
@@ -231,18 +204,20 @@ class AgreementScreen:
                     reply.values[key] = (update + base).astype(reply.values[key].dtype)
         return refused, unjudged
 
-    def _reason(self, record: tuple[float, float, float] | None, agreement: Mapping[str, float],
-                size: Mapping[str, float]) -> str | None:
-        if self._refuses(record):
-            parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(agreement.items()))
-            assert record is not None
-            return (f"the node's updates disagree with the other replies: its mean agreement is "
-                    f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
-                    f"(this round's cosines with the "
-                    f"accepted others' median: {parts}); min-agreement={self.min_agreement:g}")
+    def _reason(self, records: Mapping[str, Record | None], agreement: Mapping[str, float],
+                server: Mapping[str, float], size: Mapping[str, float]) -> str | None:
+        for source, against, cosines in (("peers", "the other replies", agreement),
+                                         ("server", "the server's root-set update", server)):
+            if refuses(record := records[source], self.min_agreement):
+                assert record is not None
+                parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(cosines.items()))
+                return (f"the node's updates disagree with {against}: its mean agreement is "
+                        f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
+                        f"(this round's cosines: {parts or 'none'}); min-agreement={self.min_agreement:g}")
         for part, ratio in sorted(size.items()):
             if self.max_size > 0 and not ratio <= self.max_size:
                 return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
                         f"(each measured against the typical update on its own coordinates), above "
                         f"max-update-norm-ratio={self.max_size:g}")
         return None
+

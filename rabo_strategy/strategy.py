@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from logging import INFO, WARNING
@@ -34,6 +35,9 @@ from .replies import ParsedReply, class_rows, parse_reply
 from .round_metrics import round_metrics
 from .screen import AgreementScreen
 
+ServerUpdate = Callable[[Mapping[str, Mapping[str, np.ndarray]], int], Mapping[str, Mapping[str, np.ndarray]]]
+"""The global (x, y, v) and the round -> the server's own update by reply part (full shapes):
+the agreement screen's reference with ``screen-reference`` 'server' or 'both'."""
 SampleCoordsOf = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 """A node's profile -> per-sample parameter name -> the global coordinates of its samples (empty
 for tasks without per-sample parameters)."""
@@ -68,13 +72,14 @@ class ResourceAdaptiveBilevel(Strategy):
         mask_policy: overrides the config's ``mask-policy`` (any :class:`MaskPolicy`).
         query_timeout: seconds to wait for node profiles.
         statistics: a submodel's BatchNorm statistics, sent with it to evaluate (``recalibrate``).
+        server_update: the server's own update each round (``screen-reference`` 'server'/'both').
     """
 
     def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *,
                  sample_coords_of: SampleCoordsOf = _no_sample_coords,
                  client_config: Mapping[str, ConfigRecordValues] | None = None,
                  mask_policy: MaskPolicy | None = None, query_timeout: float = 120.0,
-                 statistics: Statistics | None = None) -> None:
+                 statistics: Statistics | None = None, server_update: ServerUpdate | None = None) -> None:
         if cfg.strategy not in PRESETS:
             raise ValueError(f"strategy '{cfg.strategy}' is not built in; allowed: {', '.join(PRESETS)}")
         self.structure, self.algorithm = as_structure(layers), cfg.algorithm
@@ -88,6 +93,10 @@ class ResourceAdaptiveBilevel(Strategy):
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
         self.privacy = SlicedPrivacy(cfg)  # dp-clip: rabo_strategy/privacy.py
         self.screen = AgreementScreen(*self.privacy.screen_settings(cfg))
+        if self.screen.reference != "peers" and server_update is None:
+            raise ValueError(f"screen-reference='{self.screen.reference}' needs the server's update "
+                             "(server_update)")
+        self.server_update = server_update if self.screen.reference != "peers" else None
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
         self.clock, self.trim_fraction = RoundClock(cfg, self.sizer.sizing), cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
@@ -130,7 +139,11 @@ class ResourceAdaptiveBilevel(Strategy):
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         intake = take_replies(replies, lambda msg: self._checked(msg, parts, reference, server_round),
                               self._sent)
-        refused, unjudged = self.screen.filter(list(intake.passed.values()), reference)
+        server, start = None, time.perf_counter()
+        if self.server_update is not None and intake.passed:  # the screen's reference
+            server = self.server_update(self._global, server_round)
+        reference_seconds = time.perf_counter() - start
+        refused, unjudged = self.screen.filter(list(intake.passed.values()), reference, server)
         for node, reason in refused.items():
             intake.refuse(node, reason)
         intake.log(server_round)
@@ -150,6 +163,8 @@ class ResourceAdaptiveBilevel(Strategy):
                                 intake.failed, unjudged, sum(r.untrained.rows for r in accepted))
         metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies),
                         **private})
+        if self.server_update is not None:
+            metrics["reference-seconds"] = reference_seconds
         if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
                 "the global model is unchanged", server_round, len(accepted), self.min_successful_replies)
@@ -187,12 +202,15 @@ class ResourceAdaptiveBilevel(Strategy):
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
         return {"velocity": dict(self.outer.velocity),
                 "agreement-record": {k: list(v) for k, v in self.screen.record.items()},
+                "server-agreement-record": {k: list(v) for k, v in self.screen.server_record.items()},
                 "node-eval-rows": list(self.node_evaluation.rows), **self.privacy.state()}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.outer.velocity = dict(state["velocity"])  # type: ignore[call-overload]
-        self.screen.record = {int(k): (float(v[0]), float(v[1]), float(v[2]))  # type: ignore[union-attr]
-                              for k, v in state.get("agreement-record", {}).items()}
+        self.screen.record, self.screen.server_record = (
+            {int(k): (float(v[0]), float(v[1]), float(v[2]))  # type: ignore[union-attr]
+             for k, v in state.get(key, {}).items()}
+            for key in ("agreement-record", "server-agreement-record"))
         self.node_evaluation.rows = list(state.get("node-eval-rows", []))  # type: ignore[call-overload]
         self.privacy.load(state)
 

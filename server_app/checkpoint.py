@@ -123,7 +123,8 @@ def check_parts(run_dir: Path, parts: Mapping[str, Mapping[str, Any]],
 def check_state(run_dir: Path, state: Mapping[str, Any], x: Mapping[str, np.ndarray]) -> None:
     """The built-in strategy's state (``ResourceAdaptiveBilevel.state``): ``velocity``, RABO's
     heavy-ball velocity per x tensor (empty before RABO's first step and for RAFBO), finite and
-    of x's shapes; ``agreement-record``, {client key: its node's mean agreement, rounds and fast average}."""
+    of x's shapes; ``agreement-record`` and ``server-agreement-record`` (against the other replies, against
+    the server's root-set update), {client key: its node's mean agreement, rounds and fast average}."""
     velocity = state.get("velocity")
     if not isinstance(velocity, dict):
         raise _damaged(run_dir, "strategy_state.velocity", "is missing" if velocity is None else
@@ -138,12 +139,13 @@ def check_state(run_dir: Path, state: Mapping[str, Any], x: Mapping[str, np.ndar
                            f"{x[name].shape}")
         if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
             raise _damaged(run_dir, "strategy_state.velocity", f"{name!r} is not finite floats")
-    record = state.get("agreement-record", {})
-    if not isinstance(record, dict) or not all(
-            isinstance(k, int) and isinstance(v, list) and len(v) == 3 and all(_is_number(a) for a in v)
-            and -1 <= v[0] <= 1 and v[1] >= 0 and -1 <= v[2] <= 1 for k, v in record.items()):
-        raise _damaged(run_dir, "strategy_state.agreement-record", f"is {record!r:.80}, not a dict "
-                       "{client key: [mean agreement, rounds, fast average]}")
+    for key in ("agreement-record", "server-agreement-record"):
+        record = state.get(key, {})
+        if not isinstance(record, dict) or not all(
+                isinstance(k, int) and isinstance(v, list) and len(v) == 3 and all(_is_number(a) for a in v)
+                and -1 <= v[0] <= 1 and v[1] >= 0 and -1 <= v[2] <= 1 for k, v in record.items()):
+            raise _damaged(run_dir, f"strategy_state.{key}", f"is {record!r:.80}, not a dict "
+                           "{client key: [mean agreement, rounds, fast average]}")
     if not isinstance(rows := state.get("node-eval-rows", []), list) or not all(
             isinstance(row, dict) for row in rows):
         raise _damaged(run_dir, "strategy_state.node-eval-rows", "is not a list of rows")

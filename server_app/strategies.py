@@ -29,6 +29,7 @@ from rabo_protocol.wire import task_shape_config, widths_config
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from rabo_strategy.contract import ServerFacing
 from rabo_strategy.node_eval import Statistics
+from rabo_strategy.strategy import ServerUpdate
 from tasks import BilevelTask, image_data
 
 from .validation import ValidatedReplies
@@ -60,10 +61,12 @@ def load_plugin(path: str) -> type[Strategy]:
     return cls
 
 
-def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None) -> ServerFacing:
+def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None,
+                   server_update: ServerUpdate | None = None) -> ServerFacing:
     """The Strategy of ``cfg.strategy`` for ``task``, as the server runs it (a plug-in wrapped in
     :class:`ValidatedReplies`); a built-in one sends ``statistics`` of each submodel with the nodes'
-    evaluate messages when ``norm-stats='recalibrate'``."""
+    evaluate messages when ``norm-stats='recalibrate'``, and screens with ``server_update``
+    (``screen-reference``)."""
     norm = image_data(cfg.data_spec(num_partitions=1)).normalization
     client_config = task_shape_config(task.in_shape, task.num_classes, norm.mean, norm.std)
     if cfg.is_plugin:
@@ -96,4 +99,5 @@ def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | N
 
     return ResourceAdaptiveBilevel(task.structure, cfg, sample_coords_of=sample_coords_of,
                                    client_config=client_config,
-                                   statistics=statistics if cfg.norm_stats == "recalibrate" else None)
+                                   statistics=statistics if cfg.norm_stats == "recalibrate" else None,
+                                   server_update=server_update)

@@ -27,6 +27,7 @@ from .partition import (
     holdout_set,
     image_data,
     num_train_samples,
+    root_set,
     train_coordinates,
 )
 from .registry import DEFAULT_TASK, TASKS, TaskEntry, TaskRequest, backbone_task, task_factory
@@ -60,6 +61,6 @@ __all__ = [
     "DataSpec", "HyperCleaning",
     "HyperRepresentation", "HyperRepresentationMLP", "LayerSpec", "Params", "client_data",
     "corrupted_mask", "device_data", "Normalization",
-    "holdout_set", "image_data", "make_task", "num_train_samples", "split_params",
+    "holdout_set", "image_data", "make_task", "num_train_samples", "root_set", "split_params",
     "train_coordinates",
 ]

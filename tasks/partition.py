@@ -189,6 +189,18 @@ def holdout_set(spec: DataSpec) -> Batch:
     return Batch(data.images[idx], data.labels[idx])
 
 
+def root_set(spec: DataSpec, size: int) -> ClientData:
+    """The server's root set (``root-size``): ``size`` samples of the clients' pool (seeded, clean
+    labels), feeding both g and f. The server trains its reference update on them, never the model."""
+    _, pool = _test_and_pool(spec)
+    if not 0 < size <= len(pool):
+        raise ValueError(f"root-size={size} must be in [1, {len(pool)}] (the samples outside the test set)")
+    data = image_data(spec)
+    idx = torch.as_tensor(np.sort(np.random.default_rng([spec.seed, 5]).choice(pool, size, replace=False)))
+    batch = Batch(data.images[idx], data.labels[idx])
+    return ClientData(train=batch, val=batch)
+
+
 def num_train_samples(spec: DataSpec) -> int:
     """Size of the global training set (independent of the partitioning)."""
     return len(_train_set(spec).indices)

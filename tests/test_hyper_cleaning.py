@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from bilevel import ESTIMATORS, SolverConfig, make_estimator, rafbo_local
 from bilevel.split import SplitLoss
-from client_app.sampling import MinibatchSampler, seeded_generator
 from tasks import (
     TASKS,
     Batch,
@@ -33,6 +32,7 @@ from tasks import (
     train_coordinates,
 )
 from tasks.hyper_cleaning import LOGIT, detection_metrics
+from tasks.sampling import MinibatchSampler, seeded_generator
 
 SPEC = DataSpec(dataset="sklearn-digits", num_partitions=4, label_noise=0.3)
 MU = 1e-2

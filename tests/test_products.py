@@ -15,9 +15,9 @@ from bilevel.oracles import AutogradProducts, FiniteDifferenceProducts
 from bilevel.quadratic import Quadratic
 from bilevel.split import SplitLoss
 from client_app.local import local_round
-from client_app.sampling import MinibatchSampler, seeded_generator
 from rabo_protocol import ConfigError, RunConfig, parse_run_config
 from tasks import TASKS, bilevel_problem, client_data, make_task
+from tasks.sampling import MinibatchSampler, seeded_generator
 from tests.fakes import FAST_CONFIG
 
 F64 = torch.float64

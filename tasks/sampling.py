@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tasks import Batch
+from .base import Batch
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
