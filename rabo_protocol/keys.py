@@ -80,12 +80,12 @@ class RoundKeys(BaseModel):
     max_update_norm_ratio: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     min_agreement: Annotated[float, Field(ge=-1, lt=1)] = -0.1
     clip_factor: Annotated[float, Field(ge=0, le=1e6)] = 0.0
-    root_size: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    root_size: Annotated[int, Field(ge=0, le=1_000_000)] = 100
     """Samples of the server's root set: the server trains a reference update on them each round
-    (server_app/reference.py; 0: none)."""
-    screen_reference: ScreenReference = "peers"
-    """What the agreement screen compares a reply with: the other replies ('peers'), the server's
-    root-set update ('server'), or the smaller of both cosines ('both'); 'server'/'both' need root-size."""
+    (server_app/reference.py; used by screen-reference 'server' and 'both')."""
+    screen_reference: ScreenReference = "both"
+    """What the agreement screen judges a reply against: the other replies ('peers'), the server's
+    root-set update ('server'), or each with its own record ('both'); 'server'/'both' need root-size."""
     aggregation: Aggregation = "mean"
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     client_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -113,6 +113,13 @@ class RoundKeys(BaseModel):
         if not value or any(not 0.0 < r <= 1.0 for r in value):
             raise ValueError("every ratio must be in (0, 1], e.g. '1, 0.5, 0.25, 0.125'")
         return value
+
+    @model_validator(mode="after")
+    def _check_reference(self) -> RoundKeys:
+        if self.screen_reference != "peers" and self.root_size == 0:
+            raise ValueError(f"screen-reference='{self.screen_reference}' compares replies with the server's "
+                             "root-set update: it needs root-size > 0 (or screen-reference='peers')")
+        return self
 
 
 class TimeKeys(RoundKeys):

@@ -44,7 +44,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,15 +72,16 @@ median of 5 others still tolerates 2 colluders."""
 
 
 Parts = Mapping[str, Mapping[str, np.ndarray]]
+ServerUpdate = Callable[[Parts, int], Parts]
+"""The global (x, y, v) and the round -> the server's own update by reply part (full shapes)."""
 SOURCES = {"peers": ("peers",), "server": ("server",), "both": ("peers", "server")}
 """``screen-reference`` -> the references a node keeps a record against."""
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One reply's screen: per part its agreement with the others and with the server's update,
-    and its size (a part absent where it was not judged), the number of judged coordinates, and
-    why it is refused (None: accepted)."""
+    """One reply's screen: per part its agreement with the others and its size (a part absent where
+    it was not judged), the number of judged coordinates, and why it is refused (None: accepted)."""
 
     agreement: Mapping[str, float]
     size: Mapping[str, float]
@@ -88,7 +90,6 @@ class Verdict:
     clipped: dict[str, np.ndarray]
     """The reply's updates keyed ``part:param`` (its slice shapes), each coordinate clipped to
     ``clip`` times the others' typical size there (as sent when ``clip`` is 0)."""
-    server_agreement: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,12 +107,15 @@ class AgreementScreen:
             others and over the others at its ratio (0 turns clipping off).
         reference: ``screen-reference``: what a reply's direction is judged against: the other
             replies ('peers'), the server's update ('server'), or each with its own record ('both').
+        server_update: the server's own update for a round (server_app/reference.py), which
+            :meth:`filter` asks for when ``reference`` is 'server' or 'both'.
     """
 
     min_agreement: float = 0.0
     max_size: float = 0.0
     clip: float = 0.0
     reference: str = "peers"
+    server_update: ServerUpdate | None = None
     record: dict[int, Record] = field(default_factory=dict)
     """Client key -> its node's record against the other replies (checkpointed with the strategy)."""
     server_record: dict[int, Record] = field(default_factory=dict)
@@ -125,6 +129,8 @@ class AgreementScreen:
         ``server``: the server's own update by part (full shapes), given exactly when ``reference``
         is 'server' or 'both'."""
         sources = SOURCES[self.reference]
+        if not replies:
+            return []
         if (server is not None) != ("server" in sources):
             raise ValueError(f"screen reference '{self.reference}' with{'out' if server is None else ''} "
                              "the server's update")
@@ -172,8 +178,7 @@ class AgreementScreen:
             if not peers_judge:
                 records["peers"] = None
             verdicts.append(Verdict(agreement[i], size[i], judged[i] or counted[i],
-                                    self._reason(records, agreement[i], theirs[i], size[i]), clipped[i],
-                                    theirs[i]))
+                                    _reason(self, records, agreement[i], theirs[i], size[i]), clipped[i]))
         return verdicts
 
     @staticmethod
@@ -183,12 +188,21 @@ class AgreementScreen:
             return book.get(node)
         return updated(book.get(node), float(np.mean(list(agreement.values()))))
 
-    def filter(self, replies: Sequence[ParsedReply], reference: Parts,
-               server: Parts | None = None) -> tuple[dict[int, str], int]:
-        """Screen the round's ``replies`` (each node's records kept under the client key it was
-        sent with; ``server``: the server's update, as for a call): {node: why refused}, and the
-        number of replies that could not be judged. The accepted replies' ``values`` are clipped
-        in place (``clip``)."""
+    def __post_init__(self) -> None:
+        if self.reference != "peers" and self.server_update is None:
+            raise ValueError(f"screen reference '{self.reference}' needs the server's update (server_update)")
+
+    def filter(self, replies: Sequence[ParsedReply], reference: Parts, sent: Parts,
+               server_round: int) -> tuple[dict[int, str], int, dict[str, float]]:
+        """Screen the round's ``replies`` to the global ``sent`` (x, y, v; each node's records kept
+        under the client key it was sent with): {node: why refused}, the number of replies that
+        could not be judged, and the screen's metrics (``reference-seconds``: the server's update).
+        The accepted replies' ``values`` are clipped in place (``clip``)."""
+        server, metrics, start = None, {}, time.perf_counter()
+        if "server" in SOURCES[self.reference] and replies:
+            assert self.server_update is not None
+            server = self.server_update(sent, server_round)
+            metrics["reference-seconds"] = time.perf_counter() - start
         verdicts = self([Sliced(updates_of(r.values, r.index, reference), r.index) for r in replies],
                         reference, [r.sent.ratio for r in replies], [r.sent.client_key for r in replies],
                         server)
@@ -202,22 +216,35 @@ class AgreementScreen:
                     part, name = key.split(":", 1)
                     base = 0.0 if part == "h" else reply.index[key].take(reference[part][name])
                     reply.values[key] = (update + base).astype(reply.values[key].dtype)
-        return refused, unjudged
+        return refused, unjudged, metrics
 
-    def _reason(self, records: Mapping[str, Record | None], agreement: Mapping[str, float],
-                server: Mapping[str, float], size: Mapping[str, float]) -> str | None:
-        for source, against, cosines in (("peers", "the other replies", agreement),
-                                         ("server", "the server's root-set update", server)):
-            if refuses(record := records[source], self.min_agreement):
-                assert record is not None
-                parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(cosines.items()))
-                return (f"the node's updates disagree with {against}: its mean agreement is "
-                        f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
-                        f"(this round's cosines: {parts or 'none'}); min-agreement={self.min_agreement:g}")
-        for part, ratio in sorted(size.items()):
-            if self.max_size > 0 and not ratio <= self.max_size:
-                return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
-                        f"(each measured against the typical update on its own coordinates), above "
-                        f"max-update-norm-ratio={self.max_size:g}")
-        return None
+    def state(self) -> dict[str, dict[int, list[float]]]:
+        """The nodes' records, as a checkpoint keeps them (``load_state`` reads them back)."""
+        return {key: {node: list(record) for node, record in book.items()} for key, book in self._books()}
 
+    def load_state(self, state: Mapping[str, object]) -> None:
+        for key, book in self._books():
+            saved: Mapping = state.get(key, {})  # type: ignore[assignment]
+            book.clear()
+            book.update({int(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in saved.items()})
+
+    def _books(self) -> tuple[tuple[str, dict[int, Record]], ...]:
+        return ("agreement-record", self.record), ("server-agreement-record", self.server_record)
+
+
+def _reason(screen: AgreementScreen, records: Mapping[str, Record | None], agreement: Mapping[str, float],
+            server: Mapping[str, float], size: Mapping[str, float]) -> str | None:
+    for source, against, cosines in (("server", "the server's root-set update", server),
+                                     ("peers", "the other replies", agreement)):
+        if refuses(record := records[source], screen.min_agreement):
+            assert record is not None
+            parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(cosines.items()))
+            return (f"the node's updates disagree with {against}: its mean agreement is "
+                    f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
+                    f"(this round's cosines: {parts or 'none'}); min-agreement={screen.min_agreement:g}")
+    for part, ratio in sorted(size.items()):
+        if screen.max_size > 0 and not ratio <= screen.max_size:
+            return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
+                    f"(each measured against the typical update on its own coordinates), above "
+                    f"max-update-norm-ratio={screen.max_size:g}")
+    return None

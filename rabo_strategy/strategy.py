@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from logging import INFO, WARNING
@@ -33,11 +32,8 @@ from .privacy import SlicedPrivacy
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
 from .replies import ParsedReply, class_rows, parse_reply
 from .round_metrics import round_metrics
-from .screen import AgreementScreen
+from .screen import AgreementScreen, ServerUpdate
 
-ServerUpdate = Callable[[Mapping[str, Mapping[str, np.ndarray]], int], Mapping[str, Mapping[str, np.ndarray]]]
-"""The global (x, y, v) and the round -> the server's own update by reply part (full shapes):
-the agreement screen's reference with ``screen-reference`` 'server' or 'both'."""
 SampleCoordsOf = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 """A node's profile -> per-sample parameter name -> the global coordinates of its samples (empty
 for tasks without per-sample parameters)."""
@@ -92,11 +88,7 @@ class ResourceAdaptiveBilevel(Strategy):
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
         self.privacy = SlicedPrivacy(cfg)  # dp-clip: rabo_strategy/privacy.py
-        self.screen = AgreementScreen(*self.privacy.screen_settings(cfg))
-        if self.screen.reference != "peers" and server_update is None:
-            raise ValueError(f"screen-reference='{self.screen.reference}' needs the server's update "
-                             "(server_update)")
-        self.server_update = server_update if self.screen.reference != "peers" else None
+        self.screen = AgreementScreen(*self.privacy.screen_settings(cfg), server_update=server_update)
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
         self.clock, self.trim_fraction = RoundClock(cfg, self.sizer.sizing), cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
@@ -139,11 +131,8 @@ class ResourceAdaptiveBilevel(Strategy):
         reference = {part: self._global["x" if part == "h" else part] for part in parts}
         intake = take_replies(replies, lambda msg: self._checked(msg, parts, reference, server_round),
                               self._sent)
-        server, start = None, time.perf_counter()
-        if self.server_update is not None and intake.passed:  # the screen's reference
-            server = self.server_update(self._global, server_round)
-        reference_seconds = time.perf_counter() - start
-        refused, unjudged = self.screen.filter(list(intake.passed.values()), reference, server)
+        refused, unjudged, screened = self.screen.filter(list(intake.passed.values()), reference,
+                                                         self._global, server_round)
         for node, reason in refused.items():
             intake.refuse(node, reason)
         intake.log(server_round)
@@ -162,9 +151,7 @@ class ResourceAdaptiveBilevel(Strategy):
                                 [f"y:{k}" for k in self._global["y"]], [r.metrics for r in accepted],
                                 intake.failed, unjudged, sum(r.untrained.rows for r in accepted))
         metrics.update({**self.clock.metrics(), "skipped": int(len(accepted) < self.min_successful_replies),
-                        **private})
-        if self.server_update is not None:
-            metrics["reference-seconds"] = reference_seconds
+                        **private, **screened})
         if metrics["skipped"]:
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
                 "the global model is unchanged", server_round, len(accepted), self.min_successful_replies)
@@ -200,17 +187,12 @@ class ResourceAdaptiveBilevel(Strategy):
 
     def state(self) -> dict[str, object]:
         """What a checkpoint needs to resume this strategy exactly (node profiles are re-queried)."""
-        return {"velocity": dict(self.outer.velocity),
-                "agreement-record": {k: list(v) for k, v in self.screen.record.items()},
-                "server-agreement-record": {k: list(v) for k, v in self.screen.server_record.items()},
+        return {"velocity": dict(self.outer.velocity), **self.screen.state(),
                 "node-eval-rows": list(self.node_evaluation.rows), **self.privacy.state()}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.outer.velocity = dict(state["velocity"])  # type: ignore[call-overload]
-        self.screen.record, self.screen.server_record = (
-            {int(k): (float(v[0]), float(v[1]), float(v[2]))  # type: ignore[union-attr]
-             for k, v in state.get(key, {}).items()}
-            for key in ("agreement-record", "server-agreement-record"))
+        self.screen.load_state(state)
         self.node_evaluation.rows = list(state.get("node-eval-rows", []))  # type: ignore[call-overload]
         self.privacy.load(state)
 

@@ -17,7 +17,7 @@ from rabo_protocol.device import resolve_device
 from rabo_protocol.wire import pack, unpack
 from rabo_strategy.contract import ServerFacing
 from rabo_strategy.node_sampling import TooFewNodes
-from tasks import BilevelTask, holdout_set, image_data, make_task, root_set
+from tasks import BilevelTask, holdout_set, image_data, make_task
 
 from .checkpoint import (
     Checkpoint,
@@ -31,7 +31,6 @@ from .evaluation import Evaluator
 from .lock import RunLocked, run_lock
 from .loop import IdleRun, Row, run_rounds
 from .metering import MeteredGrid
-from .reference import ServerReference
 from .results import make_run_dir, save_model, write_json, write_results
 from .strategies import build_strategy
 from .trackers import PACKAGES, Trackers, missing_packages
@@ -83,7 +82,7 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
         raise ConfigError(f"invalid run config: 'device' = {cfg.device!r}: {err} (the server); "
                           "use device='auto' or 'cpu'") from None
     evaluate = Evaluator(task, holdout_set(cfg.data_spec(num_partitions=1)), device, cfg.ratio_levels)
-    strategy = build_strategy(cfg, task, evaluate.statistics, _server_reference(cfg, task, device))
+    strategy = build_strategy(cfg, task, evaluate.statistics, device)
     name = cfg.run_name
     config = {**cfg.to_flat(), "estimator": cfg.estimator}
     if cfg.describe_defaults():
@@ -109,17 +108,6 @@ def run(grid: Grid, cfg: RunConfig) -> Path:
             log(INFO, "round 0 (initial model): test accuracy %.4f", rows[0]["test-accuracy"])
         _run_in(run_dir, cfg, strategy, grid, arrays, rows, client_rows, evaluate, task)
     return run_dir
-
-
-def _server_reference(cfg: RunConfig, task: BilevelTask, device: torch.device) -> ServerReference | None:
-    """The server's root-set update (``screen-reference`` 'server' or 'both'; None for 'peers')."""
-    if cfg.screen_reference == "peers" or cfg.is_plugin:
-        return None
-    try:
-        root = root_set(cfg.data_spec(num_partitions=1), cfg.root_size)
-    except ValueError as err:
-        raise ConfigError(f"invalid run config: 'root-size' = {cfg.root_size}: {err}") from None
-    return ServerReference(task, cfg, root, device)
 
 
 def _resume(run_dir: Path, cfg: RunConfig, config: dict[str, object], strategy: ServerFacing,

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 from flwr.serverapp.strategy import Strategy
 
 from rabo_protocol import ConfigError, RunConfig
@@ -29,9 +30,9 @@ from rabo_protocol.wire import task_shape_config, widths_config
 from rabo_strategy import NodeProfile, ResourceAdaptiveBilevel
 from rabo_strategy.contract import ServerFacing
 from rabo_strategy.node_eval import Statistics
-from rabo_strategy.strategy import ServerUpdate
-from tasks import BilevelTask, image_data
+from tasks import BilevelTask, image_data, root_set
 
+from .reference import ServerReference
 from .validation import ValidatedReplies
 
 FLOWER_STRATEGIES = "flwr.serverapp.strategy"
@@ -61,12 +62,24 @@ def load_plugin(path: str) -> type[Strategy]:
     return cls
 
 
+def server_reference(cfg: RunConfig, task: BilevelTask, device: torch.device) -> ServerReference | None:
+    """The server's root-set update on ``device`` (``screen-reference`` 'server' or 'both'; None for
+    'peers' and for plug-ins, which have no agreement screen); ConfigError for a bad ``root-size``."""
+    if cfg.screen_reference == "peers" or cfg.is_plugin:
+        return None
+    try:
+        root = root_set(cfg.data_spec(num_partitions=1), cfg.root_size)
+    except ValueError as err:
+        raise ConfigError(f"invalid run config: 'root-size' = {cfg.root_size}: {err}") from None
+    return ServerReference(task, cfg, root, device)
+
+
 def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | None = None,
-                   server_update: ServerUpdate | None = None) -> ServerFacing:
+                   device: torch.device | None = None) -> ServerFacing:
     """The Strategy of ``cfg.strategy`` for ``task``, as the server runs it (a plug-in wrapped in
     :class:`ValidatedReplies`); a built-in one sends ``statistics`` of each submodel with the nodes'
-    evaluate messages when ``norm-stats='recalibrate'``, and screens with ``server_update``
-    (``screen-reference``)."""
+    evaluate messages when ``norm-stats='recalibrate'``, and trains the screen's reference on
+    ``device`` (default: the CPU; ``screen-reference``)."""
     norm = image_data(cfg.data_spec(num_partitions=1)).normalization
     client_config = task_shape_config(task.in_shape, task.num_classes, norm.mean, norm.std)
     if cfg.is_plugin:
@@ -100,4 +113,4 @@ def build_strategy(cfg: RunConfig, task: BilevelTask, statistics: Statistics | N
     return ResourceAdaptiveBilevel(task.structure, cfg, sample_coords_of=sample_coords_of,
                                    client_config=client_config,
                                    statistics=statistics if cfg.norm_stats == "recalibrate" else None,
-                                   server_update=server_update)
+                                   server_update=server_reference(cfg, task, device or torch.device("cpu")))

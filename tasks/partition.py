@@ -183,21 +183,17 @@ def image_data(spec: DataSpec) -> ImageData:
 
 def holdout_set(spec: DataSpec) -> Batch:
     """The server's held-out test set."""
-    data = image_data(spec)
-    test, _ = _test_and_pool(spec)
-    idx = torch.as_tensor(test)
-    return Batch(data.images[idx], data.labels[idx])
+    idx = torch.as_tensor(_test_and_pool(spec)[0])
+    return Batch(image_data(spec).images[idx], image_data(spec).labels[idx])
 
 
 def root_set(spec: DataSpec, size: int) -> ClientData:
     """The server's root set (``root-size``): ``size`` samples of the clients' pool (seeded, clean
-    labels), feeding both g and f. The server trains its reference update on them, never the model."""
-    _, pool = _test_and_pool(spec)
-    if not 0 < size <= len(pool):
+    labels) for both g and f; the server trains its screen's reference on them, never the model."""
+    if not 0 < size <= len(pool := _test_and_pool(spec)[1]):
         raise ValueError(f"root-size={size} must be in [1, {len(pool)}] (the samples outside the test set)")
-    data = image_data(spec)
     idx = torch.as_tensor(np.sort(np.random.default_rng([spec.seed, 5]).choice(pool, size, replace=False)))
-    batch = Batch(data.images[idx], data.labels[idx])
+    batch = Batch(image_data(spec).images[idx], image_data(spec).labels[idx])
     return ClientData(train=batch, val=batch)
 
 

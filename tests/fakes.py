@@ -34,10 +34,10 @@ FAST_CONFIG = {
 
 STRATEGY_DEFAULTS = {"outer-momentum": 0.0, "momentum-scope": "all", "max-update-norm": 1e300,
                      "mask-policy": "static", "min-agreement": -1.0, "clip-factor": 0.0,
-                     "max-update-norm-ratio": 0.0}
+                     "max-update-norm-ratio": 0.0, "screen-reference": "peers"}
 """Where the tests' strategies differ from the run config's defaults: plain averaging of the
-replies (no momentum, no norm bound, no agreement screen) and the static masks, unless a test says
-otherwise."""
+replies (no momentum, no norm bound, no agreement screen, so no server reference) and the static
+masks, unless a test says otherwise."""
 
 DIGITS_TASK = HyperRepresentation(in_shape=(1, 8, 8), num_classes=10)
 """The test task: the CNN on 8x8 digits at its default widths."""

@@ -75,6 +75,9 @@ DAMAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "agreement-record not {client key: agreement}": (
         lambda saved: saved["strategy_state"].update({"agreement-record": {"half": 2.0}}),
         "strategy_state.agreement-record"),
+    "server-agreement-record out of range": (
+        lambda saved: saved["strategy_state"].update({"server-agreement-record": {0: [2.0, 1.0, 0.0]}}),
+        "strategy_state.server-agreement-record"),
     "empty rows": (lambda saved: saved.update(rows=[]), "rows"),
     "round not an integer": (lambda saved: saved.update(round="1"), "round"),
     "config not a dict": (lambda saved: saved.update(config=["seed"]), "config"),

@@ -20,7 +20,7 @@ from tasks.hyper_representation import HyperRepresentation
 Knobs.model_config, RunConfig.model_config, NodeConfig.model_config
 AIDKnobs._cg_needs_one_matrix, F2SAKnobs._max_at_least_first
 RunConfig._task_defaults, RunConfig._check_strategy, RunConfig._check_combinations
-RoundKeys._parse_levels, RoundKeys._check_levels, OutputKeys._parse_loggers
+RoundKeys._parse_levels, RoundKeys._check_levels, RoundKeys._check_reference, OutputKeys._parse_loggers
 TimeKeys._parse_classes, TimeKeys._check_clock
 NodeConfig._ratio_or_auto, NodeConfig._partition_in_range, TaskKeys._check_task
 PrivacyKeys._check_privacy
