@@ -127,11 +127,11 @@ class AgreementScreen:
         are kept under ``nodes[i]`` (its client key: the partition id, which survives a resume),
         trained at ``ratios[i]``; ``reference``: the global tensors by reply part (full shapes);
         ``server``: the server's own update by part (full shapes), given exactly when ``reference``
-        is 'server' or 'both'."""
+        is 'server' or 'both' and the direction test is on (``min_agreement`` > -1)."""
         sources = SOURCES[self.reference]
         if not replies:
             return []
-        if (server is not None) != ("server" in sources):
+        if self.min_agreement > -1 and (server is not None) != ("server" in sources):
             raise ValueError(f"screen reference '{self.reference}' with{'out' if server is None else ''} "
                              "the server's update")
         parts = sorted({key.split(":", 1)[0] for reply in replies for key in reply.updates})
@@ -199,7 +199,7 @@ class AgreementScreen:
         could not be judged, and the screen's metrics (``reference-seconds``: the server's update).
         The accepted replies' ``values`` are clipped in place (``clip``)."""
         server, metrics, start = None, {}, time.perf_counter()
-        if "server" in SOURCES[self.reference] and replies:
+        if "server" in SOURCES[self.reference] and replies and self.min_agreement > -1:
             assert self.server_update is not None
             server = self.server_update(sent, server_round)
             metrics["reference-seconds"] = time.perf_counter() - start

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.app import ConfigRecord, Message
 
 from client_app.app import app as client_app
 from client_app.local import local_round
 from rabo_protocol import ConfigError, parse_run_config
+from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning.submodel import SliceIndex
+from rabo_strategy import ResourceAdaptiveBilevel
 from rabo_strategy.medians import Sliced
 from rabo_strategy.screen import AgreementScreen
 from server_app import reference as reference_module
@@ -20,7 +23,14 @@ from server_app.app import run
 from server_app.inprocess import InProcessGrid
 from server_app.strategies import server_reference
 from tasks import client_data, make_task
-from tests.fakes import FAST_CONFIG
+from tests.fakes import (
+    FAST_CONFIG,
+    SMALL_DIGITS_TASK,
+    STRATEGY_DEFAULTS,
+    fake_client,
+    initial_model,
+    train_reply,
+)
 
 RATIOS = [1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5]
 FULL_SIZE = {0, 4, 8}
@@ -110,3 +120,23 @@ def test_a_run_with_the_server_reference_records_its_cost_and_its_records(tmp_pa
     assert all(row["reference-seconds"] > 0 and row["failed-replies"] == 0 for row in rows[1:])
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["strategy_state"]
     assert sorted(state["server-agreement-record"]) == list(range(6))
+
+
+def test_no_reference_is_trained_while_the_direction_test_is_off() -> None:
+    """``min-agreement=-1`` turns the direction test off: the server never trains its reference
+    (no ``reference-seconds``), whatever ``screen-reference`` says."""
+    def train(msg: Message, pid: int) -> Message:
+        sent = unpack(msg.content[ARRAYS])
+        return train_reply(msg, {p: {k: v + 0.01 for k, v in d.items()} for p, d in sent.items()},
+                           {"num-examples": 10})
+
+    def never(sent: object, server_round: int) -> None:
+        raise AssertionError("the reference was trained")
+
+    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train), 6, {})
+    cfg = parse_run_config({**STRATEGY_DEFAULTS, "screen-reference": "both", "min-train-nodes": 1,
+                            "min-available-nodes": 1})
+    strategy = ResourceAdaptiveBilevel(SMALL_DIGITS_TASK.layers, cfg, server_update=never)
+    messages = strategy.configure_train(1, pack(initial_model(SMALL_DIGITS_TASK)), ConfigRecord(), grid)
+    _, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
+    assert metrics["replies"] == 6 and "reference-seconds" not in metrics
