@@ -55,7 +55,6 @@ def against_peers(stacks: Mapping[str, np.ndarray], inside: np.ndarray, ratios: 
     return agreement, size, judged
 
 
-
 def against_server(stacks: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray], size: int
                    ) -> tuple[list[dict[str, float]], list[int]]:
     """Per reply and part, the cosine of its update with the server's (``rows``) on the coordinates

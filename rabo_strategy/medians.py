@@ -75,13 +75,12 @@ def typical_size(stack: np.ndarray, inside: np.ndarray, ratios: Sequence[float])
 
 
 def leave_group_out(stack: np.ndarray, ratios: Sequence[float],
-                    inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row i, per column: the median of the rows in ``inside`` (default: all) at other ratios than
-    ``ratios[i]`` (a group of colluders at one ratio never sits in its own reference; NaN where none
-    covers the column), and how many of them cover it."""
+                    inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row i, per column: the median of the rows in ``inside`` (a boolean per row) at other ratios
+    than ``ratios[i]`` (a group of colluders at one ratio never sits in its own reference; NaN where
+    none covers the column), and how many of them cover it."""
     out, count = np.full(stack.shape, np.nan), np.zeros(stack.shape, dtype=np.int64)
     covered = ~np.isnan(stack)
-    inside = np.ones(len(stack), dtype=bool) if inside is None else inside
     for ratio in set(ratios):
         group = np.array([r == ratio for r in ratios])
         if (~group & inside).any():
