@@ -25,6 +25,9 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
     python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
         --scenarios budget-correlated \
         --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, rabo"
+    python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-causes-iid \
+        --scenarios iid \
+        --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, r >= 1/2"
 """
 
 from __future__ import annotations
@@ -70,7 +73,9 @@ METHODS = {**{name: vocab.METHODS[name] for name in CORE},
            # variants for the causes (``--methods``): nested masks, RABO, both
            "resource-adaptive, static masks": {"mask-policy": "static"},
            "resource-adaptive, rabo": {"algorithm": "rabo"},
-           "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"}}
+           "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"},
+           # the same ten clients, none below half width: is it the smallest widths?
+           "resource-adaptive, r >= 1/2": {"ratio-levels": "1, 0.5, 0.5, 0.5"}}
 NORM_STATS = ("batch", "recalibrate", "local")
 NUM_NODES = 10
 
@@ -232,9 +237,9 @@ def main() -> None:
         base |= {"dataset": "sklearn-digits", "resnet-width": 4}
     seeds = [0] if args.quick else list(range(args.seeds))
     jobs = [Job((scenario, method, seed), {**base, **keys, **overrides, "seed": seed}, NUM_NODES,
-                norm_stats_eval)
-            for scenario, keys in SCENARIOS.items() if scenario in scenarios
-            for method, overrides in METHODS.items() if method in methods for seed in seeds]
+                norm_stats_eval)  # seed by seed: an interrupted grid leaves whole seeds in the cache
+            for seed in seeds for scenario, keys in SCENARIOS.items() if scenario in scenarios
+            for method, overrides in METHODS.items() if method in methods]
     curves = run_parallel(jobs, args.workers, cache=CACHE / name)
     table = summarise(curves, seeds, scenarios, methods)
     checks = check_targets(table)
