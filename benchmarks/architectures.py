@@ -28,6 +28,8 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
     python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-causes-iid \
         --scenarios iid \
         --methods "full-model;resource-adaptive;resource-adaptive, static masks;resource-adaptive, r >= 1/2"
+    python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-screen \
+        --scenarios budget-correlated --methods "full-model;full-model, no screen;resource-adaptive;drop-weak"
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ METHODS = {**{name: vocab.METHODS[name] for name in CORE},
            "resource-adaptive, rabo": {"algorithm": "rabo"},
            "resource-adaptive, rabo, static masks": {"algorithm": "rabo", "mask-policy": "static"},
            # the same ten clients, none below half width: is it the smallest widths?
-           "resource-adaptive, r >= 1/2": {"ratio-levels": "1, 0.5, 0.5, 0.5"}}
+           "resource-adaptive, r >= 1/2": {"ratio-levels": "1, 0.5, 0.5, 0.5"},
+           # the reference without the agreement screen (min-agreement=-1): what the screen costs it
+           "full-model, no screen": {**vocab.METHODS["full-model"], "min-agreement": -1.0}}
 NORM_STATS = ("batch", "recalibrate", "local")
 NUM_NODES = 10
 
