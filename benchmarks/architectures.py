@@ -19,7 +19,8 @@ points of the full model (IID), at least 10 points above drop-weak (budget-corre
 0.6 x the full model's client FLOPs and MB to 90 % of its final accuracy; each PASS or MISS.
 
     python -m benchmarks.architectures                    # 20 rounds, 3 seeds
-    python -m benchmarks.architectures --seeds 2 --rounds 10
+    python -m benchmarks.architectures --seeds 3 --rounds 10 --skip-cost \
+        --methods "resource-adaptive;full-model;drop-weak;resource-adaptive, static masks"   # section 8c
     python -m benchmarks.architectures --quick            # cost table, then 1 seed, 3 rounds, sklearn digits,
                                                           # ResNet-20 of width 4
     python -m benchmarks.architectures --seeds 1 --rounds 10 --skip-cost --name architectures-causes \
