@@ -66,6 +66,7 @@ from rabo_pruning import submodel_spec
 from server_app.evaluation import Evaluator
 from tasks import Batch, ClientData, build_task, client_data, holdout_set
 from tasks.network import running_statistics, with_statistics
+from tasks.partition import partition_ratios
 
 RATIOS = (1.0, 0.5, 0.25, 0.125)
 NETWORKS = {"resnet-20": ("hyper-representation-resnet", {"resnet-depth": 20}),
@@ -126,8 +127,9 @@ def norm_stats_eval(run_dir: Path, config: dict[str, Any]) -> dict[str, float]:
     saved = torch.load(run_dir / "model.pt", weights_only=True)
     parts = {p: {k: t.numpy() for k, t in saved["parts"][p].items()} for p in ("x", "y")}
     test = holdout_set(cfg.data_spec(num_partitions=1))
-    nodes = [(parse_node_config({"partition-id": i, "num-partitions": NUM_NODES}), cfg.ratio_levels[i % 4],
-              client_data(cfg.data_spec(NUM_NODES), i)) for i in range(NUM_NODES)]
+    federation = cfg.data_spec(NUM_NODES)
+    nodes = [(parse_node_config({"partition-id": i, "num-partitions": NUM_NODES}), ratio,
+              client_data(federation, i)) for i, ratio in enumerate(partition_ratios(federation))]
     out: dict[str, float] = {}
     for choice in NORM_STATS:
         task = build_task(cfg.task, tuple(test.inputs.shape[1:]), 10, cfg.mu,
