@@ -20,6 +20,14 @@ over widths) is reported as the pick.
     python -m benchmarks.widths --quick                # sklearn digits, 10 rounds, 1 seed, 5 policies
     python -m benchmarks.widths --rounds 10 --seeds 2 --policies "coverage;nested-coverage"
 
+``--network resnet-20`` runs the same grid on the ResNet-20 task (``conf/resnet20.toml``: channel
+groups from the network's dependency graph; results named ``widths-resnet20``), and
+``--scenarios`` picks the splits (``budget-correlated`` too: classes 5-9 mostly on the clients
+below full size; its quarter-width target is the Dirichlet one, 8 points):
+
+    python -m benchmarks.widths --network resnet-20 --rounds 10 --seeds 2 \
+        --policies "coverage;static;ordered-dropout;nested-coverage;nested-coverage, own 0.5"
+
 Finished runs are cached (``benchmarks/results/cache/<name>``), so a grid can be run in parts.
 """
 
@@ -34,11 +42,24 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from benchmarks.common import CACHE, CORES, Job, benchmark_parser, run_parallel, save_figure, write_table
+from benchmarks.common import (
+    CACHE,
+    CORES,
+    Job,
+    benchmark_parser,
+    preset,
+    run_parallel,
+    save_figure,
+    write_table,
+)
 from benchmarks.vocab import splits
 
 WIDTHS = ("1", "0.5", "0.25", "0.125")
-SCENARIOS = splits("iid", "dirichlet-0.3")
+SCENARIOS = splits("iid", "dirichlet-0.3", "budget-correlated")
+DEFAULT_SCENARIOS = ("iid", "dirichlet-0.3")
+NETWORKS = {"cnn": ("widths", "CNN", {}, {}),
+            "resnet-20": ("widths-resnet20", "ResNet-20", preset("resnet20"), {"resnet-width": 4})}
+"""``--network`` -> (results name, label, run-config keys, the keys ``--quick`` adds)."""
 POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
             "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
             "ordered-dropout": {"mask-policy": "ordered-dropout"},
@@ -49,7 +70,7 @@ POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "
             "nested-coverage, own 0.5": {"mask-policy": "nested-coverage", "own-width-share": 0.5},
             "nested-coverage, own 0.75": {"mask-policy": "nested-coverage", "own-width-share": 0.75}}
 QUICK_POLICIES = ("coverage", "static", "ordered-dropout", "nested-coverage", "nested-coverage, distill 0.5")
-QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0}
+QUARTER_GAP = {"iid": 5.0, "dirichlet-0.3": 8.0, "budget-correlated": 8.0}
 
 
 def accuracy_at(point: dict[str, float], width: str) -> float:
@@ -59,9 +80,10 @@ def accuracy_at(point: dict[str, float], width: str) -> float:
 Curves = dict[tuple[Any, ...], list[dict[str, float]]]
 
 
-def summarise(curves: Curves, seeds: list[int], policies: list[str]) -> list[dict[str, Any]]:
+def summarise(curves: Curves, seeds: list[int], policies: list[str],
+              scenarios: list[str]) -> list[dict[str, Any]]:
     table = []
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         for policy in policies:
             runs = [curves[(scenario, policy, s)] for s in seeds]
             row: dict[str, Any] = {"scenario": scenario, "policy": policy, "seeds": len(runs)}
@@ -103,10 +125,10 @@ def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
 
 
 def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], out: Path, name: str,
-         policies: list[str]) -> None:
-    fig, axes = plt.subplots(2, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 8), squeeze=False)
+         policies: list[str], scenarios: list[str], label: str) -> None:
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(5 * len(scenarios), 8), squeeze=False)
     colours = plt.get_cmap("tab20")
-    for j, scenario in enumerate(SCENARIOS):
+    for j, scenario in enumerate(scenarios):
         for k, policy in enumerate(policies):
             style = {"color": colours(k % 20), "label": policy}
             row = next(r for r in table if r["scenario"] == scenario and r["policy"] == policy)
@@ -115,7 +137,7 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], out: Pat
             runs = [curves[(scenario, policy, s)] for s in seeds]
             quarter = [statistics.mean(accuracy_at(r[i], "0.25") for r in runs) for i in range(len(runs[0]))]
             axes[1][j].plot([p["round"] for p in runs[0]], quarter, **style)
-        axes[0][j].set(title=f"CNN, {scenario}: final accuracy per deployed width", xscale="log",
+        axes[0][j].set(title=f"{label}, {scenario}: final accuracy per deployed width", xscale="log",
                        xlabel="ratio r (leading units)", ylabel="test accuracy", ylim=(0, 1))
         axes[0][j].set_xticks([float(w) for w in WIDTHS], [f"1/{round(1 / float(w))}" if w != "1" else "1"
                                                           for w in WIDTHS])
@@ -131,25 +153,31 @@ def main() -> None:
     parser.add_argument("--policies", default=None,
                         help=f"';'-separated, of: {'; '.join(POLICIES)} (coverage, the targets' reference, "
                              f"is always run; default: all, with --quick: {'; '.join(QUICK_POLICIES)})")
+    parser.add_argument("--network", default="cnn", choices=NETWORKS, help="the task's network")
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                        help=f"','-separated, of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--name", default=None, help="results name (default: widths, widths-resnet20)")
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
     chosen = args.policies.split(";") if args.policies else QUICK_POLICIES if args.quick else POLICIES
     policies = list(dict.fromkeys(["coverage", *chosen]))
-    if unknown := sorted(set(policies) - set(POLICIES)):
-        parser.error(f"unknown policies {unknown}")
+    if unknown := sorted(set(policies) - set(POLICIES)) + sorted(set(scenarios) - set(SCENARIOS)):
+        parser.error(f"unknown policies or scenarios {unknown}")
     start = time.time()
     rounds = 10 if args.quick else args.rounds
     seeds = [0] if args.quick else list(range(args.seeds))
-    name = "widths-quick" if args.quick else "widths"
+    name, label, network, quick_keys = NETWORKS[args.network]
+    name = args.name or name + ("-quick" if args.quick else "")
     meta = {"load-average": os.getloadavg(),
             "command": " ".join(["python -m benchmarks.widths", *sys.argv[1:]])}
-    base = {"profile": True, "profile-memory": False, "num-server-rounds": rounds}
+    base = {**network, "profile": True, "profile-memory": False, "num-server-rounds": rounds}
     if args.quick:
-        base["dataset"] = "sklearn-digits"
-    jobs = [Job((scenario, policy, seed), {**base, **keys, **overrides, "seed": seed}, 10)
-            for scenario, keys in SCENARIOS.items() for policy, overrides in POLICIES.items()
-            if policy in policies for seed in seeds]
+        base |= {"dataset": "sklearn-digits", **quick_keys}
+    jobs = [Job((scenario, policy, seed), {**base, **SCENARIOS[scenario], **overrides, "seed": seed}, 10)
+            for seed in seeds for scenario in scenarios  # seed by seed: interrupted, whole seeds are kept
+            for policy, overrides in POLICIES.items() if policy in policies]
     curves = run_parallel(jobs, args.workers, cache=CACHE / name)
-    table = summarise(curves, seeds, policies)
+    table = summarise(curves, seeds, policies, scenarios)
     checks = check_targets(table)
     chosen = pick(table, checks)
     for check in checks:
@@ -159,7 +187,7 @@ def main() -> None:
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg(), "pick": chosen}
     write_table(args.out, name, table, meta)
     write_table(args.out, f"{name}-targets", checks, meta)
-    plot(curves, table, seeds, args.out, name, policies)
+    plot(curves, table, seeds, args.out, name, policies, scenarios, label)
 
 
 if __name__ == "__main__":
