@@ -137,7 +137,7 @@ def plot(curves: Curves, table: list[dict[str, Any]], seeds: list[int], out: Pat
             runs = [curves[(scenario, policy, s)] for s in seeds]
             quarter = [statistics.mean(accuracy_at(r[i], "0.25") for r in runs) for i in range(len(runs[0]))]
             axes[1][j].plot([p["round"] for p in runs[0]], quarter, **style)
-        axes[0][j].set(title=f"{label}, {scenario}: final accuracy per deployed width", xscale="log",
+        axes[0][j].set(title=f"{label}, {scenario}: accuracy per deployed width", xscale="log",
                        xlabel="ratio r (leading units)", ylabel="test accuracy", ylim=(0, 1))
         axes[0][j].set_xticks([float(w) for w in WIDTHS], [f"1/{round(1 / float(w))}" if w != "1" else "1"
                                                           for w in WIDTHS])
