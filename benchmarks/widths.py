@@ -23,7 +23,8 @@ over widths) is reported as the pick.
 ``--network resnet-20`` runs the same grid on the ResNet-20 task (``conf/resnet20.toml``: channel
 groups from the network's dependency graph; results named ``widths-resnet20``), and
 ``--scenarios`` picks the splits (``budget-correlated`` too: classes 5-9 mostly on the clients
-below full size; its quarter-width target is the Dirichlet one, 8 points):
+below full size; its quarter-width target is the Dirichlet one, 8 points); with ``--quick`` the
+ResNet-20 is a quarter of its width (4 channels in the first stage):
 
     python -m benchmarks.widths --network resnet-20 --rounds 10 --seeds 2 \
         --policies "coverage;static;ordered-dropout;nested-coverage;nested-coverage, own 0.5"
@@ -38,7 +39,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 
@@ -57,9 +58,21 @@ from benchmarks.vocab import splits
 WIDTHS = ("1", "0.5", "0.25", "0.125")
 SCENARIOS = splits("iid", "dirichlet-0.3", "budget-correlated")
 DEFAULT_SCENARIOS = ("iid", "dirichlet-0.3")
-NETWORKS = {"cnn": ("widths", "CNN", {}, {}),
-            "resnet-20": ("widths-resnet20", "ResNet-20", preset("resnet20"), {"resnet-width": 4})}
-"""``--network`` -> (results name, label, run-config keys, the keys ``--quick`` adds)."""
+
+
+class Network(NamedTuple):
+    """A ``--network``: its results name, its label in the figure, its run-config keys and the keys
+    ``--quick`` adds."""
+
+    name: str
+    label: str
+    keys: dict[str, Any]
+    quick_keys: dict[str, Any]
+
+
+NETWORKS = {"cnn": Network("widths", "CNN", {}, {}),
+            "resnet-20": Network("widths-resnet20", "ResNet-20", preset("resnet20"), {"resnet-width": 4})}
+
 POLICIES = {"coverage": {"mask-policy": "coverage"}, "static": {"mask-policy": "static"},
             "rolling": {"mask-policy": "rolling"}, "combined": {"mask-policy": "combined"},
             "ordered-dropout": {"mask-policy": "ordered-dropout"},
@@ -117,7 +130,7 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pick(table: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
-    """The policy meeting the most targets over both scenarios; ties: the higher mean over widths."""
+    """The policy meeting the most targets over the scenarios; ties: the higher mean over widths."""
     policies = list(dict.fromkeys(r["policy"] for r in table))
     met = {p: sum(c["result"] == "PASS" for c in checks if c["policy"] == p) for p in policies}
     mean = {p: statistics.mean(r["mean-over-widths"] for r in table if r["policy"] == p) for p in policies}
@@ -166,13 +179,13 @@ def main() -> None:
     start = time.time()
     rounds = 10 if args.quick else args.rounds
     seeds = [0] if args.quick else list(range(args.seeds))
-    name, label, network, quick_keys = NETWORKS[args.network]
-    name = args.name or name + ("-quick" if args.quick else "")
+    network = NETWORKS[args.network]
+    name = args.name or network.name + ("-quick" if args.quick else "")
     meta = {"load-average": os.getloadavg(),
             "command": " ".join(["python -m benchmarks.widths", *sys.argv[1:]])}
-    base = {**network, "profile": True, "profile-memory": False, "num-server-rounds": rounds}
+    base = {**network.keys, "profile": True, "profile-memory": False, "num-server-rounds": rounds}
     if args.quick:
-        base |= {"dataset": "sklearn-digits", **quick_keys}
+        base |= {"dataset": "sklearn-digits", **network.quick_keys}
     jobs = [Job((scenario, policy, seed), {**base, **SCENARIOS[scenario], **overrides, "seed": seed}, 10)
             for seed in seeds for scenario in scenarios  # seed by seed: interrupted, whole seeds are kept
             for policy, overrides in POLICIES.items() if policy in policies]
@@ -187,7 +200,7 @@ def main() -> None:
     meta |= {"seconds": time.time() - start, "load-average-end": os.getloadavg(), "pick": chosen}
     write_table(args.out, name, table, meta)
     write_table(args.out, f"{name}-targets", checks, meta)
-    plot(curves, table, seeds, args.out, name, policies, scenarios, label)
+    plot(curves, table, seeds, args.out, name, policies, scenarios, network.label)
 
 
 if __name__ == "__main__":
