@@ -12,7 +12,7 @@ ten: a SuperNode starts a new ClientApp process per message, 2.3 s of CPU for it
 and the 1.5 cores the four quotas sum to are what this 2-core machine can give its SuperNodes
 beside the SuperLink and the ServerApp.
 
-* **Real**: one SuperLink and 10 SuperNodes, each started under its CPU quota by
+* **Real**: one SuperLink and 4 SuperNodes, each started under its CPU quota by
   ``deploy/throttle.py`` (cgroups), one torch thread each; ``flwr run`` submits each method; the
   rounds' seconds are the server's wall-clock (``elapsed-seconds``, its evaluation included),
   the energy proxy the CPU-seconds each node's cgroup used during the run.
