@@ -66,7 +66,8 @@ def export(run_dir: Path, ratio: float) -> dict[str, Any]:
     params = {k: torch.as_tensor(a) for part in parts.values() for k, a in part.items()}
     test = holdout_set(cfg.data_spec(num_partitions=1))
     model = _network(task, widths, params, test.inputs)
-    program = torch.export.export(model, (test.inputs[:2],),
+    # a copy: the program saves its example inputs, and a view would save the whole test set with them
+    program = torch.export.export(model, (test.inputs[:2].clone(),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     stem = f"deploy-r{ratio:g}"
     atomic_write(run_dir / f"{stem}.pt2", lambda handle: torch.export.save(program, handle))

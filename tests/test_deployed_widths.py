@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,6 @@ def test_an_exported_submodel_predicts_the_same_in_a_fresh_process(tmp_path: Pat
     rebuilt = load_submodel(run_dir / "deploy-r0.5.pt")
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), rebuilt(inputs))
     assert info["parameters"] == sum(t.numel() for t in rebuilt.parameters())
+    # the program carries its two example inputs, not the storage of the test set they come from
+    examples, _ = torch.export.load(run_dir / "deploy-r0.5.pt2").example_inputs
+    assert [t.untyped_storage().nbytes() for t in examples] == [2 * math.prod(info["in-shape"]) * 4]
