@@ -61,14 +61,19 @@ from benchmarks.common import (
 from benchmarks.vocab import splits
 from client_app.app import local_data
 from client_app.budget import probe_round
-from deploy.processes import stop
+from deploy.processes import flwr_json, stop
 from deploy.throttle import Throttle, detect
+from deploy.warm_exec import READY
 from rabo_protocol import parse_node_config, parse_run_config
 from server_app.results import write_json
 from tasks import make_task
 
-SHARES = (0.8, 0.4, 0.2, 0.1)
-NUM_NODES = 4
+SHARES = (0.28, 0.14, 0.07, 0.035)
+NUM_NODES = 10
+POLL_S = 3.0
+"""Seconds a message waits on a SuperNode besides its work: Flower 1.42's SuperNode asks the
+SuperLink for messages every 3 s when it has none, and pushes a reply at its next pass (1.5 s
+each way on average); the virtual classes add it to ``startup-s``."""
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
 METHODS: dict[str, dict[str, Any]] = {
     "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
@@ -83,22 +88,32 @@ BIN = Path(sys.executable).parent
 
 
 def startup_cpu_seconds(reps: int = 3) -> float:
-    """Median CPU-seconds a new process spends importing the ClientApp (what each message costs a
-    SuperNode before any work)."""
-    seconds = []
-    for _ in range(reps):
-        before = os.times()
-        subprocess.run([sys.executable, "-c", "import client_app.app, flwr.clientapp"], cwd=ROOT, check=True)
-        after = os.times()
-        seconds.append(after.children_user + after.children_system - before.children_user
-                       - before.children_system)
-    return statistics.median(seconds)
+    """Median CPU-seconds a message's process spends importing the ClientApp before any work: a fork
+    of a process that imported ``deploy.warm_exec``'s preloads, as on the benchmark's SuperNodes,
+    importing the app from a copy of its sources without bytecode, as from an installed FAB."""
+    code = ("import os, sys\nfrom deploy.warm_exec import DEFAULT_PRELOAD, preload\n"
+            "preload(DEFAULT_PRELOAD)\n"
+            f"for _ in range({reps}):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1])\n"
+            "        import client_app.app; os._exit(0)\n"
+            "    os.waitpid(pid, 0)\n"
+            "    print(os.times().children_user + os.times().children_system, flush=True)\n")
+    with tempfile.TemporaryDirectory() as fab:
+        for package in ("bilevel", "client_app", "rabo_protocol", "rabo_pruning", "tasks"):
+            shutil.copytree(ROOT / package, Path(fab) / package,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        out = subprocess.run([sys.executable, "-c", code, fab], cwd=tempfile.gettempdir(), check=True,
+                             capture_output=True, text=True)
+    cumulative = [0.0, *map(float, out.stdout.split())]
+    return statistics.median(b - a for a, b in zip(cumulative, cumulative[1:], strict=False))
 
 
-def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, float]:
-    """(GFLOP/s, ms per step, seconds of a 1/8-model local round) of one core of this machine on
-    the default CNN: a least squares fit of the median seconds of one outer step at each ratio
-    level to its FLOPs and steps."""
+def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, float, float]:
+    """(GFLOP/s, ms per step, seconds of a 1/8-model and of a full-model local round) of one core
+    of this machine on the default CNN: a least squares fit of the median seconds of one outer step
+    at each ratio level to its FLOPs and steps."""
     torch.set_num_threads(1)
     cfg = parse_run_config({**work, "profile": True})
     task = make_task(cfg.task, cfg.data_spec(NUM_NODES), cfg.mu)
@@ -112,24 +127,28 @@ def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, fl
             float(probe_round(task, data, cfg, ratio, one_outer_step=True)["train-seconds"])  # type: ignore[arg-type]
             for _ in range(reps)))
     (per_gflop, per_step), *_ = np.linalg.lstsq(np.array(rows), np.array(seconds), rcond=None)
-    smallest = cfg.solver_config().outer_steps * (rows[-1][0] * per_gflop + rows[-1][1] * per_step)
-    return 1.0 / per_gflop, 1000.0 * per_step, float(smallest)
+    outer = cfg.solver_config().outer_steps
+    smallest, largest = (outer * (row[0] * per_gflop + row[1] * per_step) for row in (rows[-1], rows[0]))
+    return 1.0 / per_gflop, 1000.0 * per_step, float(smallest), float(largest)
 
 
 def device_file(path: Path, gflops: float, step_ms: float, startup: float) -> list[str]:
-    """Write the throttled classes (this core times each share) to ``path``; returns their names."""
+    """Write the throttled classes (this core times each share, plus the SuperNode's polling) to
+    ``path``; returns their names."""
     names = [f"core-{share:g}" for share in SHARES]
     path.write_text("".join(
         f'["{name}"]\ngflops = {gflops * share:.6g}\nstep-ms = {step_ms / share:.6g}\n'
-        f'startup-s = {startup / share:.6g}\ndown-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
+        f'startup-s = {startup / share + POLL_S:.6g}\n'
+        f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
         f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start, '
-        f'x {share:g} of a core"\n\n' for name, share in zip(names, SHARES, strict=True)))
+        f'x {share:g} of a core; {POLL_S:g} s of polling"\n\n'
+        for name, share in zip(names, SHARES, strict=True)))
     return names
 
 
 def run_config(method: str, split: str, work: str, rounds: int, deadline: float) -> dict[str, Any]:
     return {**METHODS[method], **SPLITS[split], **WORK[work], "num-server-rounds": rounds,
-            "round-deadline": deadline, "seed": 0}
+            "round-deadline": deadline, "seed": 0, "profile-memory": False}
 
 
 def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
@@ -155,9 +174,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Throttle]]]:
-    """A SuperLink and ``NUM_NODES`` SuperNodes, node i under ``SHARES[i % 4]`` of a core; yields the
-    flwr CLI's environment and the nodes' cgroups. Everything is stopped and removed on exit."""
+def throttled_deployment(work: Path, warm: bool) -> Iterator[tuple[dict[str, str], list[Throttle]]]:
+    """A SuperLink and ``NUM_NODES`` SuperNodes, node i under ``SHARES[i % 4]`` of a core (``warm``:
+    each with a ``deploy.warm_exec`` beside it, under the same quota); yields the flwr CLI's
+    environment and the nodes' cgroups. Everything is stopped and removed on exit."""
     home, logs = work / "flwr-home", work / "logs"
     home.mkdir()
     logs.mkdir()
@@ -178,13 +198,22 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
               "--port", str(port))
         _wait(lambda: _healthy(port), 30, "the SuperLink did not become healthy")
         for i in range(NUM_NODES):
-            start(f"sn{i}", sys.executable, "-m", "deploy.throttle", "--cpu", str(SHARES[i % len(SHARES)]),
-                  "--name", groups[i].name, "--", str(BIN / "flower-supernode"), "--insecure",
-                  "--superlink", f"127.0.0.1:{port}", "--port", str(_free_port()),
-                  "--node-config", f"partition-id={i} num-partitions={NUM_NODES}")
-        # the throttled SuperNodes import Flower at a fraction of a core
+            throttle = (sys.executable, "-m", "deploy.throttle", "--cpu", str(SHARES[i % len(SHARES)]),
+                        "--name", groups[i].name, "--")
+            runtime = _free_port()
+            start(f"sn{i}", *throttle, str(BIN / "flower-supernode"), "--insecure",
+                  "--superlink", f"127.0.0.1:{port}", "--port", str(runtime),
+                  "--node-config", f"partition-id={i} num-partitions={NUM_NODES}",
+                  *(("--isolation", "process") if warm else ()))
+            if warm:  # the node's ClientApp processes: forks of a warm one, in the node's cgroup
+                start(f"exec{i}", *throttle, sys.executable, "-m", "deploy.warm_exec", "--insecure",
+                      "--runtime-api-address", f"127.0.0.1:{runtime}")
+        # the throttled SuperNodes import Flower, and their executors torch, at a fraction of a core
         _wait(lambda: len(_flwr(env, "supernode", "list", "wallclock").get("nodes", [])) == NUM_NODES, 300,
               "the SuperNodes did not all connect")
+        if warm:
+            _wait(lambda: all(READY in (logs / f"exec{i}.log").read_text() for i in range(NUM_NODES)), 600,
+                  "the warm executors did not all finish their imports")
         yield env, groups
     finally:
         stop(processes)
@@ -214,17 +243,14 @@ def _wait(ready: Callable[[], bool], timeout: float, failure: str) -> None:
 
 
 def _flwr(env: Mapping[str, str], *args: str) -> dict[str, Any]:
-    out = subprocess.run([str(BIN / "flwr"), *args, "--format", "json"], env=dict(env), cwd=ROOT,
-                         check=True, capture_output=True, text=True, timeout=300).stdout
-    return json.loads(out)
+    return flwr_json(dict(env), *args, cwd=ROOT)
 
 
 def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Throttle],
              out: Path) -> tuple[list[dict[str, Any]], float]:
     """Submit one run to the throttled deployment; its rows and the nodes' CPU-seconds."""
     before = [g.cpu_seconds() or 0.0 for g in groups]
-    keys = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                    for k, v in {**config, "results-dir": str(out)}.items())
+    keys = " ".join(f"{k}={json.dumps(v)}" for k, v in {**config, "results-dir": str(out)}.items())
     run_id = _flwr(env, "run", ".", "wallclock", "--run-config", keys)["run-id"]
     # every `flwr list` starts a Python process (about 0.7 s of CPU): poll rarely, beside throttled nodes
     while not (entry := _flwr(env, "list", "--run-id", str(run_id))["runs"][0])["status"].startswith(
@@ -325,10 +351,11 @@ def main() -> None:
     cache = CACHE / f"wallclock-{args.work}-{rounds}rounds"
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "host.json").is_file():
-        gflops, step_ms, smallest = host_speed(WORK[args.work])
+        gflops, step_ms, smallest, largest = host_speed(WORK[args.work])
         startup = startup_cpu_seconds()
-        deadline = args.deadline or round(1.1 * (startup + smallest) / SHARES[-1], 1)
+        deadline = args.deadline or round(1.1 * ((startup + largest) / SHARES[0] + POLL_S), 1)
         write_json(cache / "host.json", {"gflops": gflops, "step-ms": step_ms, "smallest-round": smallest,
+                                         "largest-round": largest,
                                          "startup": startup, "deadline": deadline})
     host = json.loads((cache / "host.json").read_text())
     gflops, step_ms, smallest, startup, deadline = (host[k] for k in ("gflops", "step-ms", "smallest-round",
@@ -347,7 +374,8 @@ def main() -> None:
             keys = [(clock, split, method) for split in splits for method in METHODS]
             now = [k for k in keys if k[1] in args.splits.split(",") and k[2] in args.methods.split(",")]
             if now and args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
-                deployment = throttled_deployment(scratch) if clock == "real" else nullcontext((None, None))
+                deployment = (throttled_deployment(scratch, warm=True) if clock == "real"
+                              else nullcontext((None, None)))
                 with deployment as (env, groups):
                     for key in now:
                         config = run_config(key[2], key[1], args.work, rounds, deadline)
