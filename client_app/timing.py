@@ -7,8 +7,9 @@ a round; on the virtual clock (a :class:`~rabo_protocol.clock.DeviceClass`), the
 steps at the device's speed. ``factor`` starts at 1 and moves halfway to observed / predicted
 after every round (what the probe misses: data, model building, a device slowed by others).
 ``startup`` is what a message costs before the ClientApp's handler runs: a SuperNode starts a new
-``flwr-clientapp`` process per message, whose imports alone took 2.6 s of CPU on our reference core
-(:func:`startup_seconds`; 0 in simulation, whose processes live across messages).
+``flwr-clientapp`` process per message, whose imports alone took 2.6 s of CPU on our reference core,
+or forks a warm one (``deploy/warm_exec.py``: 0.2 s) (:func:`startup_seconds`; 0 in simulation,
+whose processes live across messages).
 
 >>> timer = RoundTimer(levels=(1.0, 0.5, 0.25), base=(8.0, 3.0, 1.0))
 >>> timer.pick(deadline=5.0), timer.pick(deadline=5.0, cap=0.25), timer.pick(deadline=0.5)
@@ -103,8 +104,9 @@ _ASKED: list[bool] = []  # whether this process already reported its startup
 
 
 def startup_seconds() -> float:
-    """Seconds from this process's start to now, the first time a process that a SuperNode started
-    for one message (``flwr-clientapp``) asks; 0 otherwise (a simulation's long-lived processes)."""
+    """Seconds from this process's start (or fork) to now, the first time a process that a SuperNode
+    started for one message (``flwr-clientapp``) asks; 0 otherwise (a simulation's long-lived
+    processes)."""
     if _ASKED or Path(sys.argv[0]).name != "flwr-clientapp":
         return 0.0
     _ASKED.append(True)

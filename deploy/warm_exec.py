@@ -14,8 +14,8 @@ process of its own, as under Flower's executor: a crash or a leak ends with it, 
 modules are imported fresh from the run's FAB. Other task types go to Flower's executor unchanged.
 
 ``--preload`` (comma-separated modules) defaults to the third-party packages the app imports.
-Naming the app's own modules (``client_app.app``) saves about 0.3 s more a message but pins them:
-Flower's ``load_app`` reuses a module already imported, so the FAB's copy of it would not run.
+Naming the app's own modules (``client_app.app``) saves about 0.2 s of CPU more a message but
+pins them: Flower's ``load_app`` reuses a module already imported, so the FAB's copy would not run.
 Start it under the SuperNode's limits (``python -m deploy.throttle ... -- python -m
 deploy.warm_exec ...``) so that what a message costs is charged to the device. Linux and macOS
 (``os.fork``); it relies on SuperExec internals of Flower 1.42 and says so where they differ.

@@ -11,20 +11,24 @@ import sys
 import time
 from pathlib import Path
 
-import flwr.supernode.runtime.run_clientapp as flower_clientapp
 import psutil
 import pytest
-from flwr.supercore.constant import TaskType
-from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
-from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResultStatus
 
 from client_app.timing import startup_seconds
 from deploy.warm_exec import forking_executor, preload
 
+_WHY = "deploy.warm_exec builds on Flower 1.42's SuperExec"
+TaskType = pytest.importorskip("flwr.supercore.constant", reason=_WHY).TaskType
+SubprocessExecutor = pytest.importorskip("flwr.supercore.superexec.executor.subprocess_executor",
+                                         reason=_WHY).SubprocessExecutor
+_types = pytest.importorskip("flwr.supercore.superexec.executor.types", reason=_WHY)
+ExecutionSpec, LaunchResultStatus = _types.ExecutionSpec, _types.LaunchResultStatus
+flower_clientapp = pytest.importorskip("flwr.supernode.runtime.run_clientapp", reason=_WHY)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _spec(task_type: TaskType, token: str = "ab" * 16) -> ExecutionSpec:
+def _spec(task_type: object, token: str = "ab" * 16) -> object:
     return ExecutionSpec(task_type=task_type, runtime_api_address="127.0.0.1:1", token=token, insecure=True,
                          root_certificates_path=None, runtime_dependency_install=False,
                          parent_pid=os.getpid(), suppress_output=False, task_id=7)
