@@ -1,29 +1,31 @@
 """Wall-clock to accuracy on slow devices: the virtual clock against a real deployment of throttled
 SuperNodes.
 
-    python -m benchmarks.wallclock                  # both clocks, IID and budget-correlated
+    python -m benchmarks.wallclock --rounds 6       # both clocks, IID and budget-correlated
     python -m benchmarks.wallclock --clock virtual  # no cgroups needed
     python -m benchmarks.wallclock --quick          # 4 rounds, IID only
 
-The federation: the default run's task (CNN, MNIST digits) on 4 clients, one per speed class:
-client i gets ``SHARES[i]`` = 0.8, 0.4, 0.2, 0.1 of one core (the order of ``ratio-levels``, so
-``budget-correlated`` puts the unusual labels on the slow devices). Four, not the default run's
-ten: a SuperNode starts a new ClientApp process per message, 2.3 s of CPU for its imports alone,
-and the 1.5 cores the four quotas sum to are what this 2-core machine can give its SuperNodes
-beside the SuperLink and the ServerApp.
+The federation: the default run's task (CNN, MNIST digits) on 10 clients at four speeds: client i
+gets ``SHARES[i % 4]`` = 0.28, 0.14, 0.07, 0.035 of one core (the order of ``ratio-levels``, so
+``budget-correlated`` puts the unusual labels on the slower devices), 1.47 cores in all, what this
+2-core machine can give its SuperNodes beside the SuperLink and the ServerApp.
 
-* **Real**: one SuperLink and 4 SuperNodes, each started under its CPU quota by
-  ``deploy/throttle.py`` (cgroups), one torch thread each; ``flwr run`` submits each method; the
-  rounds' seconds are the server's wall-clock (``elapsed-seconds``, its evaluation included),
-  the energy proxy the CPU-seconds each node's cgroup used during the run.
+* **Real**: one SuperLink and 10 SuperNodes, each with a warm executor (``deploy/warm_exec.py``:
+  a message's process is a fork, not a new interpreter) under its CPU quota (``deploy/throttle.py``,
+  cgroups), one torch thread each; every node's data is in its cache before the first run
+  (:func:`prepare_data`); ``flwr run`` submits each method; the rounds' seconds are the server's
+  wall-clock (``elapsed-seconds``, its evaluation included), the energy proxy the CPU-seconds each
+  node's cgroup used during the run.
 * **Virtual**: the same runs on the in-process grid, on the virtual clock, with a device file
   whose classes are this machine's core (its local-round speed fitted here, ``host_speed``)
-  slowed by each share; its seconds are the cumulative ``simulated-seconds``.
+  slowed by each share, plus the SuperNodes' polling (``POLL_S``); its seconds are the cumulative
+  ``simulated-seconds``.
 
 Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its submodel to the
 deadline), ``full-model`` (every node the full model: the round waits for the slowest) and
-``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out).
-Writes ``wallclock-<work>.csv`` (one row per clock, split, method, round), ``-summary.csv``,
+``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out). Runs
+count no FLOPs and no memory on the nodes (``profile=false``: the counters cost the round 20 to
+60 %). Writes ``wallclock-<work>.csv`` (one row per clock, split, method, round), ``-summary.csv``,
 ``-targets.csv``, ``-devices.toml``, ``-host.json`` and ``.png`` to ``--out``; finished runs, the
 measured host and the device file stay in ``benchmarks/results/cache`` for the next invocation.
 """
@@ -74,6 +76,8 @@ POLL_S = 3.0
 """Seconds a message waits on a SuperNode besides its work: Flower 1.42's SuperNode asks the
 SuperLink for messages every 3 s when it has none, and pushes a reply at its next pass (1.5 s
 each way on average); the virtual classes add it to ``startup-s``."""
+GRACE_S = 2 * POLL_S
+"""``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling."""
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
 METHODS: dict[str, dict[str, Any]] = {
     "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
@@ -148,15 +152,16 @@ def device_file(path: Path, gflops: float, step_ms: float, startup: float) -> li
 
 def run_config(method: str, split: str, work: str, rounds: int, deadline: float) -> dict[str, Any]:
     return {**METHODS[method], **SPLITS[split], **WORK[work], "num-server-rounds": rounds,
-            "round-deadline": deadline, "seed": 0, "profile-memory": False}
+            "round-deadline": deadline, "deadline-grace": GRACE_S, "seed": 0, "profile": False}
 
 
 def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
                 out: Path) -> tuple[list[dict[str, Any]], float]:
     """One run on the virtual clock: its rows (``seconds``: cumulative simulated seconds) and the
     nodes' simulated compute seconds, the CPU-seconds a throttled node would spend."""
-    result = run_inprocess({**config, "profile": True, "device-profiles": str(devices),
-                            "device-classes": ", ".join(names)}, NUM_NODES, out)
+    result = run_inprocess({**config, "profile": True, "profile-memory": False,
+                            "device-profiles": str(devices), "device-classes": ", ".join(names)},
+                           NUM_NODES, out)
     total, rows = 0.0, []
     for row in result.rows:
         total += float(row.get("simulated-seconds", 0.0))
@@ -354,8 +359,9 @@ def main() -> None:
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to run now")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run now")
     parser.add_argument("--deadline", type=float, default=0.0,
-                        help="round-deadline (default: 1.1x what the slowest device needs to start "
-                             "and run the 1/8 model, so that every device can take part)")
+                        help="round-deadline (default: 1.1x what the fastest devices need to start and "
+                             "run the full model, by the model fitted on this core: they train it, the "
+                             "slower ones less)")
     args = parser.parse_args()
     load = os.getloadavg()
     rounds, splits = (4, ["iid"]) if args.quick else (args.rounds, list(SPLITS))
@@ -365,14 +371,14 @@ def main() -> None:
     if not (cache / "host.json").is_file():
         gflops, step_ms, smallest, largest = host_speed(WORK[args.work])
         startup = startup_cpu_seconds()
-        deadline = args.deadline or round(1.1 * ((startup + largest) / SHARES[0] + POLL_S), 1)
+        deadline = args.deadline or round(1.1 * (startup + largest) / SHARES[0], 1)
         write_json(cache / "host.json", {"gflops": gflops, "step-ms": step_ms, "smallest-round": smallest,
                                          "largest-round": largest,
                                          "startup": startup, "deadline": deadline})
     host = json.loads((cache / "host.json").read_text())
     gflops, step_ms, smallest, startup, deadline = (host[k] for k in ("gflops", "step-ms", "smallest-round",
                                                                       "startup", "deadline"))
-    closes_at = deadline + parse_run_config({}).deadline_grace
+    closes_at = deadline + GRACE_S
     print(f"this core: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start a ClientApp, "
           f"a 1/8-model round {smallest:.2f} s; round-deadline {deadline} s", flush=True)
     devices = cache / "devices.toml"

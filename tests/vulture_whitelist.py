@@ -32,6 +32,8 @@ _.fc, _.maxpool, _.conv_proj, _.heads, _.track_running_stats  # noqa: F821
 _.running_mean, _.running_var, _.num_batches_tracked  # noqa: F821
 # Flower: the Grid protocol's task identity, set for messages built outside a running app
 _.task_id  # noqa: F821
+# Flower: the SuperExec calls its executor's reconcile() at every pass (deploy/warm_exec.py)
+_.reconcile  # noqa: F821
 # Python: a module's __getattr__ (PEP 562) serves rabo_protocol/flwr_compat.py's lazy symbols
 _.__getattr__  # noqa: F821
 # public utilities for tests and benchmarks: the in-process grid, the exact placement optimum,
