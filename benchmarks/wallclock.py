@@ -32,6 +32,7 @@ measured host and the device file stay in ``benchmarks/results/cache`` for the n
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -78,12 +79,16 @@ SuperLink for messages every 3 s when it has none, and pushes a reply at its nex
 each way on average); the virtual classes add it to ``startup-s``."""
 GRACE_S = 2 * POLL_S
 """``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling."""
+CLIENT_COLUMNS = ("round", "partition-id", "resource-ratio", "train-seconds", "local-seconds",
+                  "predicted-seconds")
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
-METHODS: dict[str, dict[str, Any]] = {
-    "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
+METHODS: dict[str, dict[str, Any]] = {  # full-model first: its IID run measures the devices
     "full-model": {"strategy": "full-model"},
+    "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
     "drop-weak": {"strategy": "drop-weak", "capacity": "deadline"},
 }
+HEADROOM = 1.2
+"""The deadline: this much more than the fastest devices need for the full model's local round."""
 SPLITS = splits("iid", "budget-correlated")
 WORK: dict[str, dict[str, Any]] = {"default": {}, "heavy": {"batch-size": 256, "outer-steps": 9}}
 """Local work per round: the default run's (0.3 s of a core for the full model, against 2.7 s to
@@ -136,18 +141,31 @@ def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, fl
     return 1.0 / per_gflop, 1000.0 * per_step, float(smallest), float(largest)
 
 
-def device_file(path: Path, gflops: float, step_ms: float, startup: float) -> list[str]:
-    """Write the throttled classes (this core times each share, plus the SuperNode's polling) to
-    ``path``; returns their names."""
+def device_file(path: Path, gflops: float, step_ms: float, startup: float,
+                slowdown: tuple[float, ...] = (1.0,) * len(SHARES)) -> list[str]:
+    """Write the throttled classes to ``path``: this core times each share, divided by the class's
+    measured ``slowdown``, plus the SuperNodes' polling; returns their names."""
     names = [f"core-{share:g}" for share in SHARES]
     path.write_text("".join(
-        f'["{name}"]\ngflops = {gflops * share:.6g}\nstep-ms = {step_ms / share:.6g}\n'
-        f'startup-s = {startup / share + POLL_S:.6g}\n'
+        f'["{name}"]\ngflops = {gflops * share / k:.6g}\nstep-ms = {step_ms * k / share:.6g}\n'
+        f'startup-s = {startup * k / share + POLL_S:.6g}\n'
         f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
         f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start, '
-        f'x {share:g} of a core; {POLL_S:g} s of polling"\n\n'
-        for name, share in zip(names, SHARES, strict=True)))
+        f'x {share:g} of a core / {k:.3g} (measured slowdown); {POLL_S:g} s of polling"\n\n'
+        for name, share, k in zip(names, SHARES, slowdown, strict=True)))
     return names
+
+
+def measured_slowdown(clients: list[dict[str, Any]], largest: float) -> tuple[float, ...]:
+    """Per speed class, from a real full-model run's replies: the median seconds its nodes took for
+    the full model's local round, over what this core's fit (``largest``) at their share predicts;
+    1 for a class with no such reply."""
+    slowdown = []
+    for c, share in enumerate(SHARES):
+        seconds = [float(r["train-seconds"]) for r in clients
+                   if int(r["partition-id"]) % len(SHARES) == c and float(r["resource-ratio"]) == 1.0]
+        slowdown.append(statistics.median(seconds) * share / largest if seconds else 1.0)
+    return tuple(slowdown)
 
 
 def run_config(method: str, split: str, work: str, rounds: int, deadline: float) -> dict[str, Any]:
@@ -156,7 +174,7 @@ def run_config(method: str, split: str, work: str, rounds: int, deadline: float)
 
 
 def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
-                out: Path) -> tuple[list[dict[str, Any]], float]:
+                out: Path) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
     """One run on the virtual clock: its rows (``seconds``: cumulative simulated seconds) and the
     nodes' simulated compute seconds, the CPU-seconds a throttled node would spend."""
     result = run_inprocess({**config, "profile": True, "profile-memory": False,
@@ -169,7 +187,7 @@ def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
     catalogue = parse_run_config({"device-profiles": str(devices)}).device_catalogue()
     cpu = sum(catalogue[names[int(c["partition-id"]) % len(names)]].compute_seconds(c["flops"], c["steps"])
               for c in result.clients)
-    return rows, cpu
+    return rows, cpu, []
 
 
 def prepare_data(configs: list[dict[str, Any]]) -> None:
@@ -264,8 +282,9 @@ def _flwr(env: Mapping[str, str], *args: str) -> dict[str, Any]:
 
 
 def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Throttle],
-             out: Path) -> tuple[list[dict[str, Any]], float]:
-    """Submit one run to the throttled deployment; its rows and the nodes' CPU-seconds."""
+             out: Path) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
+    """Submit one run to the throttled deployment; its rows, the nodes' CPU-seconds and its
+    replies' timings (clients.csv)."""
     before = [g.cpu_seconds() or 0.0 for g in groups]
     keys = " ".join(f"{k}={json.dumps(v)}" for k, v in {**config, "results-dir": str(out)}.items())
     run_id = _flwr(env, "run", ".", "wallclock", "--run-config", keys)["run-id"]
@@ -278,7 +297,9 @@ def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Thr
     cpu = sum((g.cpu_seconds() or 0.0) - b for g, b in zip(groups, before, strict=True))
     (run_dir,) = out.iterdir()
     rows = json.loads((run_dir / "metrics.json").read_text())
-    return [{**r, "seconds": float(r["elapsed-seconds"])} for r in rows], cpu
+    with (run_dir / "clients.csv").open() as file:
+        clients = [{k: r[k] for k in CLIENT_COLUMNS if k in r} for r in csv.DictReader(file)]
+    return [{**r, "seconds": float(r["elapsed-seconds"])} for r in rows], cpu, clients
 
 
 def time_to(rows: list[dict[str, Any]], target: float) -> float | None:
@@ -370,19 +391,23 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "host.json").is_file():
         gflops, step_ms, smallest, largest = host_speed(WORK[args.work])
-        startup = startup_cpu_seconds()
-        deadline = args.deadline or round(1.1 * (startup + largest) / SHARES[0], 1)
         write_json(cache / "host.json", {"gflops": gflops, "step-ms": step_ms, "smallest-round": smallest,
-                                         "largest-round": largest,
-                                         "startup": startup, "deadline": deadline})
+                                         "largest-round": largest, "startup": startup_cpu_seconds()})
     host = json.loads((cache / "host.json").read_text())
-    gflops, step_ms, smallest, startup, deadline = (host[k] for k in ("gflops", "step-ms", "smallest-round",
-                                                                      "startup", "deadline"))
-    closes_at = deadline + GRACE_S
+    gflops, step_ms, smallest, largest, startup = (
+        host[k] for k in ("gflops", "step-ms", "smallest-round", "largest-round", "startup"))
     print(f"this core: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start a ClientApp, "
-          f"a 1/8-model round {smallest:.2f} s; round-deadline {deadline} s", flush=True)
+          f"a 1/8-model round {smallest:.2f} s", flush=True)
     devices = cache / "devices.toml"
-    names = device_file(devices, gflops, step_ms, startup)
+
+    def calibrated() -> tuple[tuple[float, ...], float, list[str]]:
+        """The classes' measured slowdown (from the real IID full-model run, where there is one),
+        the deadline it gives and the device file's class names."""
+        calibration = cache / "real-iid-full-model.json"
+        measured = json.loads(calibration.read_text()).get("clients", []) if calibration.is_file() else []
+        slowdown = measured_slowdown(measured, largest)
+        deadline = args.deadline or round(HEADROOM * (startup + largest) * slowdown[0] / SHARES[0], 1)
+        return slowdown, deadline, device_file(devices, gflops, step_ms, startup, slowdown)
     runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]] = {}
     support = detect()
     real = support.reason if args.clock != "virtual" else "not run in this invocation"
@@ -395,24 +420,37 @@ def main() -> None:
                 deployment = (throttled_deployment(scratch, warm=True) if clock == "real"
                               else nullcontext((None, None)))
                 if clock == "real":
-                    prepare_data([run_config(m, split, args.work, rounds, deadline) for _, split, m in now])
+                    prepare_data([{**SPLITS[split], **WORK[args.work]} for split in {k[1] for k in now}])
                 with deployment as (env, groups):
                     for key in now:
+                        slowdown, deadline, names = calibrated()
+                        print(f"{' '.join(key)}: round-deadline {deadline} s, slowdown {slowdown}",
+                              flush=True)
                         config = run_config(key[2], key[1], args.work, rounds, deadline)
                         out = scratch / "-".join(key)
                         result = (virtual_run(config, devices, names, out) if clock == "virtual"
                                   else real_run(config, env, groups, out))  # type: ignore[arg-type]
-                        stored = {"rows": result[0], "cpu-seconds": result[1]}
+                        stored = {"rows": result[0], "cpu-seconds": result[1], "clients": result[2],
+                                  "round-deadline": deadline, "slowdown": slowdown}
                         write_json(cache / f"{'-'.join(key)}.json", stored)
                         print(f"{' '.join(key)}: {result[0][-1]['test-accuracy']:.3f}", flush=True)
-            for key in keys:
-                if (cache / f"{'-'.join(key)}.json").is_file():
-                    stored = json.loads((cache / f"{'-'.join(key)}.json").read_text())
-                    runs[key] = stored["rows"], stored["cpu-seconds"]
+    slowdown, deadline, _ = calibrated()
+    closes_at = deadline + GRACE_S
+    for key in [(c, s, m) for c in ("virtual", "real") for s in splits for m in METHODS]:
+        if (cache / f"{'-'.join(key)}.json").is_file():
+            stored = json.loads((cache / f"{'-'.join(key)}.json").read_text())
+            if ("capacity" in METHODS[key[2]] and stored.get("round-deadline") != deadline) or (
+                    key[0] == "virtual" and tuple(stored.get("slowdown", ())) != slowdown):
+                raise SystemExit(f"{cache}/{'-'.join(key)}.json ran with round-deadline "
+                                 f"{stored.get('round-deadline')} s and slowdown {stored.get('slowdown')}, "
+                                 f"this invocation's are {deadline} s and {slowdown}: remove it, or pass "
+                                 "--deadline")
+            runs[key] = stored["rows"], stored["cpu-seconds"]
     meta = {"work": args.work, "work-keys": WORK[args.work], "rounds": rounds, "splits": splits,
             "shares": SHARES, "round-deadline": deadline,
             "closes-at": closes_at, "host-gflops": gflops, "host-step-ms": step_ms,
             "host-startup-cpu-seconds": startup, "smallest-round-seconds": smallest,
+            "largest-round-seconds": largest, "class-slowdown": slowdown,
             "real-deployment": real, "load-average-at-start": load, "load-average-at-end": os.getloadavg()}
     columns = ("round", "test-accuracy", "seconds", "train-round-seconds", "simulated-seconds", "replies",
                "failed-replies", "late-replies", "client-flops")
