@@ -379,10 +379,11 @@ def main() -> None:
     parser.add_argument("--work", choices=list(WORK), default="heavy", help="local work per round (WORK)")
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to run now")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run now")
+    parser.add_argument("--again", action="store_true", help="run again the runs already in the cache")
     parser.add_argument("--deadline", type=float, default=0.0,
-                        help="round-deadline (default: 1.1x what the fastest devices need to start and "
-                             "run the full model, by the model fitted on this core: they train it, the "
-                             "slower ones less)")
+                        help="round-deadline (default: HEADROOM x what the fastest devices need to start "
+                             "and run the full model, by this core's fit and their slowdown measured in "
+                             "the real IID full-model run: they train it, the slower ones less)")
     args = parser.parse_args()
     load = os.getloadavg()
     rounds, splits = (4, ["iid"]) if args.quick else (args.rounds, list(SPLITS))
@@ -415,7 +416,8 @@ def main() -> None:
         scratch = Path(tmp)
         for clock in ("virtual", "real"):
             keys = [(clock, split, method) for split in splits for method in METHODS]
-            now = [k for k in keys if k[1] in args.splits.split(",") and k[2] in args.methods.split(",")]
+            now = [k for k in keys if k[1] in args.splits.split(",") and k[2] in args.methods.split(",")
+                   and (args.again or not (cache / f"{'-'.join(k)}.json").is_file())]
             if now and args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
                 deployment = (throttled_deployment(scratch, warm=True) if clock == "real"
                               else nullcontext((None, None)))
