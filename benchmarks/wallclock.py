@@ -176,7 +176,8 @@ def run_config(method: str, split: str, work: str, rounds: int, deadline: float)
 def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
                 out: Path) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
     """One run on the virtual clock: its rows (``seconds``: cumulative simulated seconds) and the
-    nodes' simulated compute seconds, the CPU-seconds a throttled node would spend."""
+    CPU-seconds throttled nodes would spend on its replies: each reply's simulated start and
+    computation times its class's share of a core."""
     result = run_inprocess({**config, "profile": True, "profile-memory": False,
                             "device-profiles": str(devices), "device-classes": ", ".join(names)},
                            NUM_NODES, out)
@@ -185,8 +186,11 @@ def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
         total += float(row.get("simulated-seconds", 0.0))
         rows.append({**row, "seconds": total})
     catalogue = parse_run_config({"device-profiles": str(devices)}).device_catalogue()
-    cpu = sum(catalogue[names[int(c["partition-id"]) % len(names)]].compute_seconds(c["flops"], c["steps"])
-              for c in result.clients)
+    cpu = 0.0
+    for client in result.clients:
+        c = int(client["partition-id"]) % len(names)
+        device = catalogue[names[c]]
+        cpu += SHARES[c] * (device.compute_seconds(client["flops"], client["steps"]) + device.startup_s - POLL_S)
     return rows, cpu, []
 
 
