@@ -190,7 +190,8 @@ def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
     for client in result.clients:
         c = int(client["partition-id"]) % len(names)
         device = catalogue[names[c]]
-        cpu += SHARES[c] * (device.compute_seconds(client["flops"], client["steps"]) + device.startup_s - POLL_S)
+        start = device.startup_s - POLL_S
+        cpu += SHARES[c] * (device.compute_seconds(client["flops"], client["steps"]) + start)
     return rows, cpu, []
 
 
