@@ -74,11 +74,11 @@ from tasks import make_task
 SHARES = (0.28, 0.14, 0.07, 0.035)
 NUM_NODES = 10
 POLL_S = 3.0
-"""Seconds a message waits on a SuperNode besides its work: Flower 1.42's SuperNode asks the
-SuperLink for messages every 3 s when it has none, and pushes a reply at its next pass (1.5 s
-each way on average); the virtual classes add it to ``startup-s``."""
+"""Seconds a message may wait on a SuperNode besides its work: Flower 1.42's SuperNode asks the
+SuperLink for messages every 3 s when it has none, and pushes a reply at its next pass."""
 GRACE_S = 2 * POLL_S
-"""``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling."""
+"""``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling (the
+virtual classes leave the polling out of ``startup-s``: a node sizes its work to the deadline)."""
 CLIENT_COLUMNS = ("round", "partition-id", "resource-ratio", "train-seconds", "local-seconds",
                   "predicted-seconds")
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
@@ -144,14 +144,14 @@ def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, fl
 def device_file(path: Path, gflops: float, step_ms: float, startup: float,
                 slowdown: tuple[float, ...] = (1.0,) * len(SHARES)) -> list[str]:
     """Write the throttled classes to ``path``: this core times each share, divided by the class's
-    measured ``slowdown``, plus the SuperNodes' polling; returns their names."""
+    measured ``slowdown``; returns their names."""
     names = [f"core-{share:g}" for share in SHARES]
     path.write_text("".join(
         f'["{name}"]\ngflops = {gflops * share / k:.6g}\nstep-ms = {step_ms * k / share:.6g}\n'
-        f'startup-s = {startup * k / share + POLL_S:.6g}\n'
+        f'startup-s = {startup * k / share:.6g}\n'
         f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
         f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start, '
-        f'x {share:g} of a core / {k:.3g} (measured slowdown); {POLL_S:g} s of polling"\n\n'
+        f'x {share:g} of a core / {k:.3g} (measured slowdown)"\n\n'
         for name, share, k in zip(names, SHARES, slowdown, strict=True)))
     return names
 
@@ -190,8 +190,7 @@ def virtual_run(config: Mapping[str, Any], devices: Path, names: list[str],
     for client in result.clients:
         c = int(client["partition-id"]) % len(names)
         device = catalogue[names[c]]
-        start = device.startup_s - POLL_S
-        cpu += SHARES[c] * (device.compute_seconds(client["flops"], client["steps"]) + start)
+        cpu += SHARES[c] * (device.compute_seconds(client["flops"], client["steps"]) + device.startup_s)
     return rows, cpu, []
 
 
