@@ -18,8 +18,10 @@ gets ``SHARES[i % 4]`` = 0.28, 0.14, 0.07, 0.035 of one core (the order of ``rat
   node's cgroup used during the run.
 * **Virtual**: the same runs on the in-process grid, on the virtual clock, with a device file
   whose classes are this machine's core (its local-round speed fitted here, ``host_speed``)
-  slowed by each share, plus the SuperNodes' polling (``POLL_S``); its seconds are the cumulative
-  ``simulated-seconds``.
+  times each share, over each class's slowdown measured by the real IID full-model run
+  (:func:`measured_slowdown`; that run comes first); its seconds are the cumulative
+  ``simulated-seconds``. The deadline: ``HEADROOM`` x the fastest class's full-model round by
+  that measurement; the grace: twice the SuperNodes' polling (``GRACE_S``).
 
 Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its submodel to the
 deadline), ``full-model`` (every node the full model: the round waits for the slowest) and
