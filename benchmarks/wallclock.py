@@ -303,8 +303,10 @@ def real_run(config: Mapping[str, Any], env: Mapping[str, str], groups: list[Thr
     cpu = sum((g.cpu_seconds() or 0.0) - b for g, b in zip(groups, before, strict=True))
     (run_dir,) = out.iterdir()
     rows = json.loads((run_dir / "metrics.json").read_text())
-    with (run_dir / "clients.csv").open() as file:
-        clients = [{k: r[k] for k in CLIENT_COLUMNS if k in r} for r in csv.DictReader(file)]
+    clients = []  # no clients.csv: no reply was ever aggregated
+    if (run_dir / "clients.csv").is_file():
+        with (run_dir / "clients.csv").open() as file:
+            clients = [{k: r[k] for k in CLIENT_COLUMNS if k in r} for r in csv.DictReader(file)]
     return [{**r, "seconds": float(r["elapsed-seconds"])} for r in rows], cpu, clients
 
 
