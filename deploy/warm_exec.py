@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from logging import INFO
 from typing import Any
 
-from flwr.common.logger import log
+from rabo_protocol import flwr_compat
 
 __all__ = ["DEFAULT_PRELOAD", "READY", "forking_executor", "main", "preload"]
 
@@ -41,8 +41,7 @@ READY = "Warm SuperExec: preloaded"
 """The start of the line logged once the preloads are imported and tasks are taken."""
 
 DEFAULT_PRELOAD = ("torch", "torch._dynamo", "torch.profiler", "torch.utils.flop_counter", "torch_pruning",
-                   "numpy", "pydantic", "zoneinfo", "psutil", "flwr.app", "flwr.clientapp",
-                   "flwr.supernode.runtime.run_clientapp")
+                   "numpy", "pydantic", "zoneinfo", "psutil", "flwr.app", "flwr.clientapp")
 """The app's third-party imports (what ``python -X importtime -c 'import client_app.app'`` shows
 costs most: torch 1.4 s of 2.3 s)."""
 
@@ -58,19 +57,19 @@ def preload(modules: Sequence[str]) -> None:
 
 def _flower_internals() -> tuple[Any, Any, Any, Any]:
     """(the SuperExec module, its subprocess executor, the ClientApp task type, the launch result
-    class): Flower's names this module builds on, or one error saying which is missing."""
+    class): Flower's names this module builds on (``rabo_protocol.flwr_compat``), or one error
+    saying which is missing."""
     try:
-        from flwr.supercore.constant import TaskType
-        from flwr.supercore.superexec import run_superexec
-        from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
-        from flwr.supercore.superexec.executor.types import LaunchResult
-    except ImportError as err:
+        module = sys.modules[flwr_compat.resolve("run_superexec").__module__]
+        internals = (flwr_compat.resolve("SubprocessExecutor"), flwr_compat.resolve("TaskType").CLIENT_APP,
+                     flwr_compat.resolve("LaunchResult"))
+    except (ImportError, AttributeError) as err:
         raise SystemExit(f"deploy.warm_exec needs Flower 1.42's SuperExec ({err}); use the SuperNode's "
                          "default --isolation subprocess instead") from err
-    if not hasattr(run_superexec, "get_executor"):
+    if not hasattr(module, "get_executor"):
         raise SystemExit("deploy.warm_exec: this Flower's SuperExec has no get_executor; use the "
                          "SuperNode's default --isolation subprocess instead")
-    return run_superexec, SubprocessExecutor, TaskType.CLIENT_APP, LaunchResult
+    return (module, *internals)
 
 
 def _reap() -> None:
@@ -106,8 +105,7 @@ def forking_executor() -> Any:
 
 def _run_child(spec: Any) -> None:
     """In the fork: what ``flwr-clientapp --token <t>`` does, then exit with its status."""
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
-
+    run_clientapp = flwr_compat.resolve("run_clientapp")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     sys.argv = ["flwr-clientapp", "--runtime-api-address", spec.runtime_api_address]
@@ -152,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.process_time()
     modules = [m.strip() for m in args.preload.split(",") if m.strip()]
     preload(modules)
-    log(INFO, "%s %d modules in %.2f CPU-seconds; serving %s", READY, len(modules),
-        time.process_time() - start, args.runtime_api_address)
+    logging.getLogger("flwr").info("%s %d modules in %.2f CPU-seconds; serving %s", READY, len(modules),
+                                   time.process_time() - start, args.runtime_api_address)
     executor = forking_executor()
     module.get_executor = lambda *_args, **_kwargs: executor
     module.run_superexec(runtime_api_address=args.runtime_api_address, insecure=args.insecure,

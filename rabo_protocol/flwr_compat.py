@@ -59,22 +59,32 @@ if TYPE_CHECKING:  # the same symbols for type checkers and linters; at run time
         SamplingMethod,
     )
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+    from flwr.supercore.constant import TaskType
     from flwr.supercore.run import Run
+    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+    from flwr.supercore.superexec.executor.types import LaunchResult
+    from flwr.supercore.superexec.run_superexec import run_superexec
     from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 __all__ = [
     "GaussianPrivacyEvent",
+    "LaunchResult",
     "NeighboringRelation",
     "PrivacyConfig",
     "PrivacySpent",
     "RdpAccountant",
     "Run",
     "SamplingMethod",
+    "SubprocessExecutor",
     "TaskIdentity",
+    "TaskType",
     "aggregate_arrayrecords",
     "get_fused_config_from_dir",
     "message_to_proto",
     "parse_config_args",
+    "run_clientapp",
+    "run_superexec",
 ]
 
 SUPPORTED = "1.40-1.42"
@@ -94,6 +104,13 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
     "PrivacySpent": _PRIVACY,
     "SamplingMethod": _PRIVACY,
     "NeighboringRelation": _PRIVACY,
+    # deploy/warm_exec.py: Flower 1.42's SuperExec, its subprocess executor, and what a ClientApp
+    # process runs
+    "TaskType": ("flwr.supercore.constant",),
+    "SubprocessExecutor": ("flwr.supercore.superexec.executor.subprocess_executor",),
+    "LaunchResult": ("flwr.supercore.superexec.executor.types",),
+    "run_superexec": ("flwr.supercore.superexec.run_superexec",),
+    "run_clientapp": ("flwr.supernode.runtime.run_clientapp",),
 }
 
 
