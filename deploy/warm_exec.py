@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,7 @@ def forking_executor() -> Any:
     _, subprocess_executor, clientapp, launch_result = _flower_internals()
 
     class ForkingExecutor(subprocess_executor):  # type: ignore[misc, valid-type]
+        """A ClientApp task (without TLS) in a fork; anything else as Flower's executor does it."""
 
         def launch(self, spec: Any) -> Any:
             if spec.task_type != clientapp or spec.root_certificates_path is not None:
@@ -121,15 +123,12 @@ def _run_child(spec: Any) -> None:
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:  # noqa: BLE001 - the child reports and exits; it must never return
-        import traceback
-
         traceback.print_exc()
         code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
 
 
 def main(argv: Sequence[str] | None = None) -> None:
