@@ -215,9 +215,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def throttled_deployment(work: Path, warm: bool) -> Iterator[tuple[dict[str, str], list[Throttle]]]:
-    """A SuperLink and ``NUM_NODES`` SuperNodes, node i under ``SHARES[i % 4]`` of a core (``warm``:
-    each with a ``deploy.warm_exec`` beside it, under the same quota); yields the flwr CLI's
+def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Throttle]]]:
+    """A SuperLink and ``NUM_NODES`` SuperNodes, node i under ``SHARES[i % 4]`` of a core, each
+    with a ``deploy.warm_exec`` beside it under the same quota; yields the flwr CLI's
     environment and the nodes' cgroups. Everything is stopped and removed on exit."""
     home, logs = work / "flwr-home", work / "logs"
     home.mkdir()
@@ -244,17 +244,15 @@ def throttled_deployment(work: Path, warm: bool) -> Iterator[tuple[dict[str, str
             runtime = _free_port()
             start(f"sn{i}", *throttle, str(BIN / "flower-supernode"), "--insecure",
                   "--superlink", f"127.0.0.1:{port}", "--port", str(runtime),
-                  "--node-config", f"partition-id={i} num-partitions={NUM_NODES}",
-                  *(("--isolation", "process") if warm else ()))
-            if warm:  # the node's ClientApp processes: forks of a warm one, in the node's cgroup
-                start(f"exec{i}", *throttle, sys.executable, "-m", "deploy.warm_exec", "--insecure",
-                      "--runtime-api-address", f"127.0.0.1:{runtime}")
+                  "--node-config", f"partition-id={i} num-partitions={NUM_NODES}", "--isolation", "process")
+            # the node's ClientApp processes: forks of a warm one, in the node's cgroup
+            start(f"exec{i}", *throttle, sys.executable, "-m", "deploy.warm_exec", "--insecure",
+                  "--runtime-api-address", f"127.0.0.1:{runtime}")
         # the throttled SuperNodes import Flower, and their executors torch, at a fraction of a core
         _wait(lambda: len(_flwr(env, "supernode", "list", "wallclock").get("nodes", [])) == NUM_NODES, 300,
               "the SuperNodes did not all connect")
-        if warm:
-            _wait(lambda: all(READY in (logs / f"exec{i}.log").read_text() for i in range(NUM_NODES)), 600,
-                  "the warm executors did not all finish their imports")
+        _wait(lambda: all(READY in (logs / f"exec{i}.log").read_text() for i in range(NUM_NODES)), 600,
+              "the warm executors did not all finish their imports")
         yield env, groups
     finally:
         stop(processes)
@@ -432,7 +430,7 @@ def main() -> None:
             now = [k for k in keys if k[1] in args.splits.split(",") and k[2] in args.methods.split(",")
                    and (args.again or not (cache / f"{'-'.join(k)}.json").is_file())]
             if now and args.clock in (clock, "both") and (clock == "virtual" or support.version is not None):
-                deployment = (throttled_deployment(scratch, warm=True) if clock == "real"
+                deployment = (throttled_deployment(scratch) if clock == "real"
                               else nullcontext((None, None)))
                 if clock == "real":
                     prepare_data([{**SPLITS[split], **WORK[args.work]} for split in {k[1] for k in now}])
