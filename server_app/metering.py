@@ -8,9 +8,12 @@ it, so bytes per round are comparable across methods.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as PullTimeout
 from logging import WARNING
 
 from flwr.app import Message, RecordDict
@@ -34,9 +37,13 @@ class MeteredGrid(Grid):
 
     ``send_and_receive`` pushes the messages and polls for replies every :data:`POLL_SECONDS` until
     all arrived or ``timeout`` passed (Flower's own polls every 3 s, so a round would close up to
-    3 s after its deadline). A reply that arrives after its call returned is a late reply: the next
-    call pulls it, logs it and drops it (it is never returned, so never applied to a later round);
-    ``take_late()`` returns and resets their count. A grid that runs its nodes during
+    3 s after its deadline). Each pull runs in a thread that the call stops waiting for at the
+    timeout: Flower's grid lists a reply once the node pushed its message, then pulls the reply's
+    arrays with retries 1, 2, 4 ... s apart while the node is still uploading them, which closed
+    rounds of throttled nodes up to 2.3 s late. A reply that arrives after its call returned (or
+    whose pull was cut off) is a late reply: a later call collects it, logs it and drops it (it is
+    never returned, so never applied to a later round); ``take_late()`` returns and resets their
+    count. A grid that runs its nodes during
     ``push_messages`` (``synchronous = True``: :class:`~server_app.inprocess.InProcessGrid`) keeps
     its own ``send_and_receive``.
     """
@@ -46,6 +53,7 @@ class MeteredGrid(Grid):
         self._down: dict[int, int] = defaultdict(int)
         self._up: dict[int, int] = defaultdict(int)
         self._outstanding: set[str] = set()
+        self._cut: list[Future[list[Message]]] = []  # pulls still running when their round closed
         self._late = 0
 
     def take_late(self) -> int:
@@ -55,9 +63,15 @@ class MeteredGrid(Grid):
         return late
 
     def _drop_late(self) -> None:
-        if not self._outstanding:
-            return
-        pulled = list(self.grid.pull_messages(self._outstanding))
+        pulled: list[Message] = []
+        for cut in [cut for cut in self._cut if cut.done()]:
+            self._cut.remove(cut)
+            if (err := cut.exception()) is not None:
+                log(WARNING, "a pull cut off at its round's close failed: %r", err)
+            else:
+                pulled += cut.result()
+        if self._outstanding and not self._cut:  # a running pull may hold some of them
+            pulled += self.grid.pull_messages(list(self._outstanding))
         self._outstanding -= {r.metadata.reply_to_message_id for r in pulled}
         late = [r for r in pulled if not r.has_error()]  # not the SuperLink's "expired" notices
         if late:
@@ -117,7 +131,12 @@ class MeteredGrid(Grid):
             replies = []
             while True:
                 pulled_at = time.monotonic()
-                pulled = list(self.grid.pull_messages(waiting))
+                pull = self._pull(waiting)
+                try:
+                    pulled = pull.result(timeout=max(0.0, end - pulled_at))
+                except PullTimeout:  # the round closes: what this pull brings is late
+                    self._cut.append(pull)
+                    break
                 replies.extend(pulled)
                 waiting -= {r.metadata.reply_to_message_id for r in pulled}
                 pull_seconds, left = time.monotonic() - pulled_at, end - time.monotonic()
@@ -126,3 +145,18 @@ class MeteredGrid(Grid):
                 time.sleep(max(0.0, min(POLL_SECONDS, left - pull_seconds)))
         self._outstanding |= waiting - {r.metadata.reply_to_message_id for r in replies}
         return self._received(replies)
+
+    def _pull(self, message_ids: Iterable[str]) -> Future[list[Message]]:
+        """``pull_messages`` in a daemon thread (one that a stuck pull cannot keep the process
+        alive with, as a thread pool's would)."""
+        future: Future[list[Message]] = Future()
+        ids = list(message_ids)
+
+        def pull() -> None:
+            try:
+                future.set_result(list(self.grid.pull_messages(ids)))
+            except BaseException as err:  # noqa: BLE001 (re-raised by result() in the caller)
+                future.set_exception(err)
+
+        threading.Thread(target=pull, name="metered-pull", daemon=True).start()
+        return future

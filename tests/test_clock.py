@@ -174,10 +174,11 @@ def test_the_virtual_clock_charges_compute_and_transfer_of_each_reply(tmp_path: 
 
 
 class _SlowSuperLink(Grid):
-    """A SuperLink whose node ``n`` replies ``delays[n]`` seconds after the push (not synchronous)."""
+    """A SuperLink whose node ``n`` replies ``delays[n]`` seconds after the push (not synchronous)
+    and whose pull of that reply then takes ``uploads[n]`` seconds (the node still uploading it)."""
 
-    def __init__(self, delays: dict[int, float]) -> None:
-        self.delays, self._ready, self._pulled = delays, {}, set()
+    def __init__(self, delays: dict[int, float], uploads: dict[int, float] | None = None) -> None:
+        self.delays, self.uploads, self._ready, self._pulled = delays, uploads or {}, {}, set()
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
@@ -196,6 +197,7 @@ class _SlowSuperLink(Grid):
             if i in self._ready and i not in self._pulled and self._ready[i][0] <= now:
                 self._pulled.add(i)
                 out.append(self._ready[i][1])
+        time.sleep(max([self.uploads.get(r.metadata.src_node_id, 0.0) for r in out], default=0.0))
         return out
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
@@ -215,6 +217,18 @@ def test_the_round_closes_at_its_timeout_and_a_late_reply_is_counted_never_retur
     time.sleep(0.4)  # node 2's reply arrives now, after its round closed
     again = [Message(RecordDict(), dst_node_id=1, message_type="train")]
     assert [r.metadata.src_node_id for r in grid.send_and_receive(again, timeout=0.3)] == [1]
+    assert grid.take_late() == 1 and grid.take_late() == 0
+
+
+def test_a_pull_still_fetching_a_reply_at_the_timeout_is_cut_off_and_its_reply_is_late() -> None:
+    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.15}, uploads={2: 0.5}))
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
+    start = time.monotonic()
+    replies = list(grid.send_and_receive(messages, timeout=0.3))
+    assert time.monotonic() - start < 0.3 + POLL_SECONDS / 2  # not when node 2's upload ends (0.65 s)
+    assert [r.metadata.src_node_id for r in replies] == [1]
+    assert grid.take_late() == 0  # still uploading: neither a reply of this round nor lost
+    time.sleep(0.5)
     assert grid.take_late() == 1 and grid.take_late() == 0
 
 
