@@ -42,7 +42,7 @@ from tasks.network import running_statistics, with_statistics
 from .budget import available_memory_bytes, fit_ratio
 from .local import local_round
 from .privacy import sliced_dp_mod
-from .timing import after_round, deadline_ratio, node_device, startup_seconds
+from .timing import after_round, deadline_ratio, deadline_steps, node_device, startup_seconds
 
 app = ClientApp(mods=[sliced_dp_mod])  # dp-clip: client_app/privacy.py
 
@@ -188,11 +188,11 @@ def train(msg: Message, context: Context) -> Message:
     if missing := [name for name in task.full_widths() if name not in widths]:
         raise ValueError(f"the train message lacks the widths of groups {missing} (width.<group>, "
                          "which the server sends with every train message)")
+    ratio = float(config.get("resource-ratio", 0.0))  # type: ignore[arg-type]
     reply, metrics = local_round(
-        task, data, cfg, widths, parts,
-        server_round=int(config["server-round"]), partition_id=client_key,
+        task, data, cfg, widths, parts, server_round=int(config["server-round"]), partition_id=client_key,
         proximal_mu=_proximal_mu(config), count_flops=node_device(cfg, node) is not None,
-    )
+        outer_steps=deadline_steps(cfg, context.state, ratio))
     if own is not None:  # ... and return them in place, the other samples' weights unchanged
         for name in task.sample_params:
             merged = full_x[name].copy()
@@ -200,8 +200,7 @@ def train(msg: Message, context: Context) -> Message:
             reply["x"][name] = torch.as_tensor(merged)
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     if cfg.capacity == "deadline":
-        metrics.update(after_round(cfg, node_device(cfg, node), context.state,
-                                   float(config.get("resource-ratio", 0.0)),  # type: ignore[arg-type]
+        metrics.update(after_round(cfg, node_device(cfg, node), context.state, ratio,
                                    metrics, time.perf_counter() - start, startup))
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)

@@ -45,12 +45,14 @@ def round_steps(cfg: RunConfig) -> int:
 def local_round(
     task: BilevelTask, data: ClientData, cfg: RunConfig, widths: Mapping[str, int],
     parts: Mapping[str, Mapping[str, np.ndarray]], *, server_round: int, partition_id: int,
-    proximal_mu: float = 0.0, count_flops: bool = False,
+    proximal_mu: float = 0.0, count_flops: bool = False, outer_steps: int | None = None,
 ) -> tuple[dict[str, Params], dict[str, float | list[int]]]:
     """Run RABO or RAFBO locally on the received slices.
 
     Returns the reply parts ((h, y, v) for RABO, (x, y, v) for RAFBO) and the metrics. FLOPs are
     counted with ``profile``, or with ``count_flops`` alone: the virtual clock times a round by them.
+    ``outer_steps``: run only this many of the round's outer steps (``deadline-steps='fit'``), at
+    the schedules' positions of the round's first ones.
     """
     device = resolve_device(cfg.device)
     model = task.build_model(widths).to(device)
@@ -61,6 +63,9 @@ def local_round(
     x, y, v = (_tensors(parts[p], device) for p in ("x", "y", "v"))
     problem = bilevel_problem(task, model)
     solver = cfg.solver_config(proximal_mu)
+    first_step = (server_round - 1) * solver.outer_steps
+    if outer_steps is not None:
+        solver = replace(solver, outer_steps=min(outer_steps, solver.outer_steps))
     next_train = MinibatchSampler(data.train, cfg.batch_size,
                                   seeded_generator(cfg.seed, server_round, partition_id, 0), device)
     next_val = MinibatchSampler(data.val, cfg.batch_size,
@@ -74,10 +79,9 @@ def local_round(
     memory = cfg.profile and cfg.profile_memory
     count = cfg.profile or count_flops
     with measure(device, flops=count, memory=memory) as cost:
-        result = run(problem, estimator, solver, x, y, v, next_train, next_val,
-                     first_step=(server_round - 1) * solver.outer_steps)
+        result = run(problem, estimator, solver, x, y, v, next_train, next_val, first_step=first_step)
 
-    steps = round_steps(cfg)  # flops-per-step's
+    steps = solver.outer_steps * (solver.inner_steps + estimator.own_steps(solver))  # flops-per-step's
     metrics = {
         "num-examples": len(data.train),
         "train-seconds": cost.seconds,

@@ -20,6 +20,12 @@ whose processes live across messages).
 0.25
 >>> timer.observe(0.25, seconds=1.0, startup=4.5).predict(0.25)
 3.25
+>>> timer.steps_within(0.25, deadline=0.5, outer_steps=4)  # 1 s for 4 outer steps: 2 fit in 0.5 s
+2
+
+A node that the deadline cannot fit even at the smallest level is late and left out of the round
+(``deadline-steps='all'``), or runs only the outer steps its timer predicts to fit, at least one
+(``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ from rabo_protocol.clock import DeviceClass
 from tasks import BilevelTask, ClientData
 
 from .budget import probe_round
+from .local import round_steps
 
-__all__ = ["RoundTimer", "after_round", "deadline_ratio", "node_device", "profile_timer", "startup_seconds"]
+__all__ = ["RoundTimer", "after_round", "deadline_ratio", "deadline_steps", "node_device", "profile_timer",
+           "startup_seconds"]
 
 STATE_KEY = "round-timer"
 
@@ -56,8 +64,17 @@ class RoundTimer:
     cap: float = 1.0
     """The largest ratio the node may train (its memory budget or declared ratio)."""
 
-    def predict(self, ratio: float) -> float:
-        return self.startup + self.base[self.levels.index(ratio)] * self.factor
+    def predict(self, ratio: float, share: float = 1.0) -> float:
+        """Seconds of a local round at ``ratio`` that runs ``share`` of the round's outer steps."""
+        return self.startup + self.base[self.levels.index(ratio)] * self.factor * share
+
+    def steps_within(self, ratio: float, deadline: float, outer_steps: int) -> int:
+        """How many of a round's ``outer_steps`` are predicted to finish at ``ratio`` within
+        ``deadline``: all where the round fits, else as many as fit, at least one."""
+        per_step = self.base[self.levels.index(ratio)] * self.factor / outer_steps
+        if per_step <= 0:
+            return outer_steps
+        return max(1, min(outer_steps, int((deadline - self.startup) / per_step)))
 
     def pick(self, deadline: float, cap: float | None = None) -> float:
         """The largest level <= ``cap`` (default: the timer's) predicted to finish within
@@ -67,12 +84,14 @@ class RoundTimer:
         fitting = [r for r in self.levels if r <= cap] or [min(self.levels)]
         return next((r for r in fitting if self.predict(r) <= deadline), fitting[-1])
 
-    def observe(self, ratio: float, seconds: float, startup: float = 0.0) -> RoundTimer:
-        """The timer after a round at ``ratio`` whose handler took ``seconds`` and whose process
-        spent ``startup`` seconds before it (unchanged for an unknown ratio)."""
-        if ratio not in self.levels or seconds <= 0:
+    def observe(self, ratio: float, seconds: float, startup: float = 0.0, share: float = 1.0) -> RoundTimer:
+        """The timer after a round at ``ratio`` of ``share`` of the round's outer steps, whose
+        handler took ``seconds`` and whose process spent ``startup`` seconds before it (unchanged
+        for an unknown ratio)."""
+        if ratio not in self.levels or seconds <= 0 or share <= 0:
             return self
-        return replace(self, factor=0.5 * self.factor + 0.5 * seconds / self.base[self.levels.index(ratio)],
+        observed = seconds / share / self.base[self.levels.index(ratio)]
+        return replace(self, factor=0.5 * self.factor + 0.5 * observed,
                        startup=0.5 * self.startup + 0.5 * startup)
 
     def to_record(self) -> ConfigRecord:
@@ -117,46 +136,69 @@ def deadline_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig, device: 
                    cap: float, state: RecordDict, startup: float = 0.0) -> float:
     """Query time, ``capacity='deadline'``: profile the timer (``startup``: what this message's
     process start cost), keep it in the node's ``state``, return the ratio to train first."""
-    timer = replace(profile_timer(task, data, cfg, device), cap=cap,
-                    startup=device.startup_s if device else startup)
+    startup = device.startup_s if device else startup
+    timer = replace(profile_timer(task, data, cfg, device, startup), cap=cap, startup=startup)
     state[STATE_KEY] = timer.to_record()
     return timer.pick(cfg.round_deadline)
+
+
+def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float) -> int | None:
+    """Train time, ``capacity='deadline'`` with ``deadline-steps='fit'``: the outer steps that the
+    node's timer predicts to finish at ``ratio`` within ``round-deadline``; None: all of them."""
+    if cfg.capacity != "deadline" or cfg.deadline_steps != "fit" or STATE_KEY not in state.config_records:
+        return None
+    timer = RoundTimer.from_record(state.config_records[STATE_KEY])
+    if ratio not in timer.levels:
+        return None
+    return timer.steps_within(ratio, cfg.round_deadline, cfg.solver_config().outer_steps)
 
 
 def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, ratio: float,
                 metrics: Mapping[str, object], wall_seconds: float, startup: float = 0.0) -> dict[str, float]:
     """Train time, ``capacity='deadline'``: the metrics ``predicted-seconds`` (before the round),
     ``local-seconds`` (what it took: the process's ``startup`` plus the handler's wall time, or the
-    device's compute time on the virtual clock) and ``next-ratio``; the timer in ``state`` learns
-    from the round."""
+    device's compute time on the virtual clock), ``step-share`` (the share of the round's steps it
+    ran) and ``next-ratio``; the timer in ``state`` learns from the round."""
     if STATE_KEY not in state.config_records:
         return {}
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
     seconds = (device.compute_seconds(float(metrics["flops"]), float(metrics["steps"]))  # type: ignore[arg-type]
                if device else wall_seconds)
-    predicted = timer.predict(ratio) if ratio in timer.levels else float("nan")
+    share = float(metrics["steps"]) / max(round_steps(cfg), 1)  # type: ignore[arg-type]
+    predicted = timer.predict(ratio, share) if ratio in timer.levels else float("nan")
     startup = device.startup_s if device else startup
-    timer = timer.observe(ratio, seconds, startup)
+    timer = timer.observe(ratio, seconds, startup, share)
     state[STATE_KEY] = timer.to_record()
-    return {"predicted-seconds": predicted, "local-seconds": seconds + startup,
+    return {"predicted-seconds": predicted, "local-seconds": seconds + startup, "step-share": share,
             "next-ratio": timer.pick(cfg.round_deadline)}
 
 
-def profile_timer(task: BilevelTask, data: ClientData, cfg: RunConfig,
-                  device: DeviceClass | None) -> RoundTimer:
-    """Probe one outer step (the run's inner and v steps) at every ratio level: its counted FLOPs
-    at the device's speed (the virtual clock) or its measured seconds after a warm-up (the real
-    clock), times the outer steps of a real round. The timed probe runs under the run's own
-    ``profile`` / ``profile-memory``, whose counters the round pays too (the FLOP counter made the
-    default CNN's round 20 % longer at ratio 1 and 60 % at 1/8 on our core)."""
-    levels, base = tuple(sorted(set(cfg.ratio_levels), reverse=True)), []
-    for ratio in levels:
-        counted = probe_round(task, data, cfg, ratio, profile=True, one_outer_step=True)  # also the warm-up
+def profile_timer(task: BilevelTask, data: ClientData, cfg: RunConfig, device: DeviceClass | None,
+                  startup: float = 0.0) -> RoundTimer:
+    """Probe one outer step (the run's inner and v steps) at the ratio levels, the smallest first,
+    up to the first whose round (``startup`` plus its outer steps) is predicted past
+    ``round-deadline``: its counted FLOPs at the device's speed (the virtual clock) or its measured
+    seconds after one warm-up at the smallest level (the real clock), times the outer steps of a
+    round. A level above the last probed one is predicted in proportion to its ratio (our core's
+    rounds grew less: 3.5x from 1/8 to 1, so the guess errs long) until the node trains it. A slow
+    node thus probes only what it can train: on a device at 1/45 of our core, probing every level
+    had kept the first round waiting 70 s. The timed probe runs under the run's own ``profile`` /
+    ``profile-memory``, whose counters the round pays too (the FLOP counter made the default CNN's
+    round 20 % longer at ratio 1 and 60 % at 1/8 on our core)."""
+    levels, outer = tuple(sorted(set(cfg.ratio_levels), reverse=True)), cfg.solver_config().outer_steps
+    counters = {"profile": cfg.profile, "profile_memory": cfg.profile and cfg.profile_memory,
+                "one_outer_step": True}
+    if device is None:
+        probe_round(task, data, cfg, levels[-1], **counters)  # the warm-up
+    probed: dict[float, float] = {}
+    for ratio in reversed(levels):
         if device is not None:
+            counted = probe_round(task, data, cfg, ratio, profile=True, one_outer_step=True)
             seconds = device.compute_seconds(float(counted["flops"]), float(counted["steps"]))  # type: ignore[arg-type]
         else:
-            timed = probe_round(task, data, cfg, ratio, profile=cfg.profile,
-                                profile_memory=cfg.profile and cfg.profile_memory, one_outer_step=True)
-            seconds = float(timed["train-seconds"])  # type: ignore[arg-type]
-        base.append(seconds * cfg.solver_config().outer_steps)
-    return RoundTimer(levels, tuple(base))
+            seconds = float(probe_round(task, data, cfg, ratio, **counters)["train-seconds"])  # type: ignore[arg-type]
+        probed[ratio] = seconds * outer
+        if 0 < cfg.round_deadline < startup + probed[ratio]:
+            break
+    top = max(probed)
+    return RoundTimer(levels, tuple(probed.get(r, probed[top] * r / top) for r in levels))

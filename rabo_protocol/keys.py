@@ -131,6 +131,10 @@ class TimeKeys(RoundKeys):
     plus ``deadline-grace``; ``capacity='deadline'`` sizes each node to meet it."""
     deadline_grace: Annotated[float, Field(ge=0, le=86_400)] = 2.0
     """Seconds past the deadline the server still waits: transfers, (de)serialization, scheduling."""
+    deadline_steps: Literal["all", "fit"] = "fit"
+    """``capacity='deadline'``: a node that the deadline cannot fit at the smallest ratio level runs
+    the outer steps its timer predicts to fit, at least one (``fit``), or all of them and is late
+    (``all``)."""
     device_classes: tuple[str, ...] = ()
     """The virtual clock: device class names cycled by partition id (empty: the real clock)."""
     device_profiles: PathStr = ""

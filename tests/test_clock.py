@@ -17,6 +17,7 @@ from client_app import timing
 from client_app.app import app as client_app
 from client_app.app import local_data
 from client_app.budget import probe_round
+from client_app.local import round_steps
 from client_app.timing import RoundTimer, profile_timer
 from rabo_protocol import ConfigError, parse_node_config, parse_run_config
 from rabo_protocol import clock as shared_clock
@@ -122,8 +123,39 @@ def test_the_real_clock_times_its_probe_under_the_rounds_own_counters(
     monkeypatch.setattr(timing, "probe_round", fake_probe)
     cfg = parse_run_config({**FAST_CONFIG, **keys})
     timer = timing.profile_timer(None, None, cfg, device=None)  # type: ignore[arg-type]
-    assert timed[1::2] == [counters] * len(cfg.ratio_levels)  # the timed probe after each warm-up
+    assert timed == [counters] * (1 + len(cfg.ratio_levels))  # the warm-up, then each level
     assert timer.base == (pytest.approx(0.1 * cfg.outer_steps),) * len(cfg.ratio_levels)
+
+
+def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outer steps of 0.2 + ratio s, 3 per round, 1 s of startup: 1/8 takes 1 + 0.975 s, 1/4 takes
+    1 + 1.35 s. With a 2.2 s deadline the node probes 1/8 and 1/4 only, predicts 1/2 and 1 in
+    proportion to 1/4's round, and trains 1/8; with 1.5 s it runs 1 of its 3 outer steps."""
+    probed = []
+
+    def fake_probe(task, data, cfg, ratio, *, profile=False, profile_memory=False, one_outer_step=False):
+        probed.append(ratio)
+        return {"train-seconds": 0.2 + ratio}
+
+    monkeypatch.setattr(timing, "probe_round", fake_probe)
+    cfg = parse_run_config({**FAST_CONFIG, "outer-steps": 3, "algorithm": "rafbo", "capacity": "deadline",
+                            "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125"})
+    state = RecordDict()
+    assert timing.deadline_ratio(None, None, cfg, None, 1.0, state, startup=1.0) == 0.125  # type: ignore[arg-type]
+    assert probed == [0.125, 0.125, 0.25]  # the warm-up, 1/8, 1/4: not 1/2 and 1
+    timer = RoundTimer.from_record(state.config_records[timing.STATE_KEY])
+    assert timer.base == pytest.approx((1.35 * 4, 1.35 * 2, 1.35, 0.975))
+    assert timing.deadline_steps(cfg, state, 0.125) == 3  # 1/8's whole round fits
+    tight = cfg.model_copy(update={"round_deadline": 1.5})
+    assert timing.deadline_steps(tight, state, 0.125) == 1  # 0.325 s a step: 1 fits in 0.5 s
+    assert timing.deadline_steps(tight.model_copy(update={"deadline_steps": "all"}), state, 0.125) is None
+    one_step = {"steps": round_steps(tight) // 3}  # a round of 1 of its 3 outer steps, in 0.4 s
+    shortened = timing.after_round(tight, None, state, 0.125, one_step, wall_seconds=0.4, startup=1.0)
+    assert shortened["step-share"] == pytest.approx(1 / 3)
+    assert shortened["predicted-seconds"] == pytest.approx(1.0 + 0.975 / 3)
+    learnt = RoundTimer.from_record(state.config_records[timing.STATE_KEY])
+    assert learnt.factor == pytest.approx(0.5 + 0.5 * 0.4 * 3 / 0.975)  # as if the whole round took 1.2 s
 
 
 def _profile(node: int, ratio: float, device: str | None = None) -> NodeProfile:
