@@ -82,7 +82,7 @@ GRACE_S = 2 * POLL_S
 """``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling (the
 virtual classes leave the polling out of ``startup-s``: a node sizes its work to the deadline)."""
 CLIENT_COLUMNS = ("round", "partition-id", "resource-ratio", "train-seconds", "local-seconds",
-                  "predicted-seconds")
+                  "predicted-seconds", "step-share")
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
 METHODS: dict[str, dict[str, Any]] = {  # full-model first: its IID run measures the devices
     "full-model": {"strategy": "full-model"},
