@@ -41,9 +41,9 @@ class MeteredGrid(Grid):
     timeout: Flower's grid lists a reply once the node pushed its message, then pulls the reply's
     arrays with retries 1, 2, 4 ... s apart while the node is still uploading them, which closed
     rounds of throttled nodes up to 2.3 s late. A reply that arrives after its call returned (or
-    whose pull was cut off) is a late reply: a later call collects it, logs it and drops it (it is
-    never returned, so never applied to a later round); ``take_late()`` returns and resets their
-    count. A grid that runs its nodes during
+    whose pull was cut off) is a late reply: a later call collects it in the background, logs it
+    and drops it (it is never returned, so never applied to a later round); ``take_late()`` returns
+    and resets the count of those collected so far. A grid that runs its nodes during
     ``push_messages`` (``synchronous = True``: :class:`~server_app.inprocess.InProcessGrid`) keeps
     its own ``send_and_receive``.
     """
@@ -70,9 +70,9 @@ class MeteredGrid(Grid):
                 log(WARNING, "a pull cut off at its round's close failed: %r", err)
             else:
                 pulled += cut.result()
-        if self._outstanding and not self._cut:  # a running pull may hold some of them
-            pulled += self.grid.pull_messages(list(self._outstanding))
         self._outstanding -= {r.metadata.reply_to_message_id for r in pulled}
+        if self._outstanding and not self._cut:  # in the background: it may wait for an upload too
+            self._cut.append(self._pull(self._outstanding))
         late = [r for r in pulled if not r.has_error()]  # not the SuperLink's "expired" notices
         if late:
             self._late += len(late)
