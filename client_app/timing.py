@@ -25,7 +25,9 @@ whose processes live across messages).
 
 A node that the deadline cannot fit even at the smallest level is late and left out of the round
 (``deadline-steps='all'``), or runs only the outer steps its timer predicts to fit, at least one
-(``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one.
+(``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one. With
+``'fit'`` on the real clock a node counts everything since the server sent the message
+(:func:`message_lead`) and skips a message that reaches it after its round closed.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from tasks import BilevelTask, ClientData
 from .budget import probe_round
 from .local import round_steps
 
-__all__ = ["RoundTimer", "after_round", "deadline_ratio", "deadline_steps", "node_device", "profile_timer",
-           "startup_seconds"]
+__all__ = ["RoundTimer", "after_round", "deadline_ratio", "deadline_steps", "message_lead", "node_device",
+           "profile_timer", "startup_seconds"]
 
 STATE_KEY = "round-timer"
 
@@ -142,21 +144,41 @@ def deadline_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig, device: 
     return timer.pick(cfg.round_deadline)
 
 
-def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float) -> int | None:
+def message_lead(cfg: RunConfig, device: DeviceClass | None, created_at: float) -> float | None:
+    """Real clock, ``capacity='deadline'`` with ``deadline-steps='fit'``: seconds from the server's
+    send (the message's ``created_at``, on the server's clock) to now, everything before the handler:
+    the SuperNode's polling, messages queued before it, the process start. None on the virtual
+    clock, with ``'all'``, or outside 0 to ``round-timeout`` (the node's clock is not the server's)."""
+    if device is not None or cfg.capacity != "deadline" or cfg.deadline_steps != "fit":
+        return None
+    lead = time.time() - created_at
+    return lead if 0.0 <= lead <= cfg.round_timeout else None
+
+
+def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float, lead: float | None = None) -> int | None:
     """Train time, ``capacity='deadline'`` with ``deadline-steps='fit'``: the outer steps that the
-    node's timer predicts to finish at ``ratio`` within ``round-deadline``; None: all of them."""
+    node's timer predicts to finish at ``ratio`` within ``round-deadline``, after ``lead`` seconds
+    already gone (:func:`message_lead`; None: the timer's learnt startup); None: all of them.
+    ValueError when the round has closed before the handler started: the node skips it rather than
+    compute a reply the server drops (a node behind by a round stays behind otherwise)."""
     if cfg.capacity != "deadline" or cfg.deadline_steps != "fit" or STATE_KEY not in state.config_records:
         return None
+    if lead is not None and lead > (closes := cfg.round_deadline + cfg.deadline_grace):
+        raise ValueError(f"the train message reached the ClientApp {lead:.1f} s after the server sent it: "
+                         f"its round closed at round-deadline + deadline-grace = {closes:g} s, so the node "
+                         "skips it")
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
     if ratio not in timer.levels:
         return None
+    timer = timer if lead is None else replace(timer, startup=lead)
     return timer.steps_within(ratio, cfg.round_deadline, cfg.solver_config().outer_steps)
 
 
 def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, ratio: float,
                 metrics: Mapping[str, object], wall_seconds: float, startup: float = 0.0) -> dict[str, float]:
     """Train time, ``capacity='deadline'``: the metrics ``predicted-seconds`` (before the round),
-    ``local-seconds`` (what it took: the process's ``startup`` plus the handler's wall time, or the
+    ``local-seconds`` (what it took: ``startup``, the seconds before the handler (the process's
+    start, or :func:`message_lead`), plus the handler's wall time, or the
     device's compute time on the virtual clock), ``step-share`` (the share of the round's steps it
     ran) and ``next-ratio``; the timer in ``state`` learns from the round."""
     if STATE_KEY not in state.config_records:

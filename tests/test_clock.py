@@ -162,6 +162,21 @@ def _profile(node: int, ratio: float, device: str | None = None) -> NodeProfile:
     return NodeProfile(node, node - 1000, ratio, "deadline", 4, 100, device)
 
 
+def test_a_node_counts_the_time_since_the_server_sent_and_skips_a_closed_round() -> None:
+    cfg = parse_run_config({"capacity": "deadline", "round-deadline": 10.0, "deadline-grace": 2.0,
+                            "outer-steps": 4, "algorithm": "rafbo", "ratio-levels": "1, 0.5"})
+    sent = time.time() - 3.0
+    assert timing.message_lead(cfg, None, sent) == pytest.approx(3.0, abs=0.5)
+    assert timing.message_lead(cfg, DeviceClass("v", gflops=1.0, down_mbps=1.0, up_mbps=1.0), sent) is None
+    assert timing.message_lead(cfg.model_copy(update={"deadline_steps": "all"}), None, sent) is None
+    assert timing.message_lead(cfg, None, time.time() + 60) is None  # the node's clock is not the server's
+    state = RecordDict({timing.STATE_KEY: RoundTimer((1.0, 0.5), (16.0, 8.0), startup=1.0).to_record()})
+    assert timing.deadline_steps(cfg, state, 0.5) == 4  # 1 + 8 s fits in 10
+    assert timing.deadline_steps(cfg, state, 0.5, lead=6.0) == 2  # 2 s a step, 4 s left
+    with pytest.raises(ValueError, match="round closed at round-deadline"):
+        timing.deadline_steps(cfg, state, 0.5, lead=12.5)  # arrived after 10 + 2 s: skipped
+
+
 def test_a_deadline_sized_node_follows_its_next_ratio_and_steps_down_when_late() -> None:
     clock = RoundClock(parse_run_config({"round-deadline": 1.0, "capacity": "deadline"}), "resource-adaptive")
     profiles = {1000: _profile(1000, 0.5), 1001: _profile(1001, 0.5), 1002: _profile(1002, 0.25)}
