@@ -159,19 +159,23 @@ def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float, lead: float 
     """Train time, ``capacity='deadline'`` with ``deadline-steps='fit'``: the outer steps that the
     node's timer predicts to finish at ``ratio`` within ``round-deadline``, after ``lead`` seconds
     already gone (:func:`message_lead`; None: the timer's learnt startup); None: all of them.
-    ValueError when the round has closed before the handler started: the node skips it rather than
-    compute a reply the server drops (a node behind by a round stays behind otherwise)."""
+    ValueError when even one outer step is predicted to end after the round's close (deadline plus
+    grace), the handler having started late: the node skips the message rather than compute a
+    reply the server drops (a node behind by a round stays behind otherwise)."""
     if cfg.capacity != "deadline" or cfg.deadline_steps != "fit" or STATE_KEY not in state.config_records:
         return None
-    if lead is not None and lead > (closes := cfg.round_deadline + cfg.deadline_grace):
-        raise ValueError(f"the train message reached the ClientApp {lead:.1f} s after the server sent it: "
-                         f"its round closed at round-deadline + deadline-grace = {closes:g} s, so the node "
-                         "skips it")
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
+    outer, closes = cfg.solver_config().outer_steps, cfg.round_deadline + cfg.deadline_grace
+    if lead is not None:
+        timer = replace(timer, startup=lead)
+        one_step = lead + (timer.predict(ratio) - lead) / outer if ratio in timer.levels else lead
+        if one_step > closes:
+            raise ValueError(f"the train message reached the ClientApp {lead:.1f} s after the server sent it "
+                             f"and one outer step would end at {one_step:.1f} s, past the round's close at "
+                             f"round-deadline + deadline-grace = {closes:g} s: the node skips it")
     if ratio not in timer.levels:
         return None
-    timer = timer if lead is None else replace(timer, startup=lead)
-    return timer.steps_within(ratio, cfg.round_deadline, cfg.solver_config().outer_steps)
+    return timer.steps_within(ratio, cfg.round_deadline, outer)
 
 
 def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, ratio: float,

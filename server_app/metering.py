@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as PullTimeout
 from logging import WARNING
 
@@ -24,6 +24,8 @@ from rabo_protocol.flwr_compat import Run
 from rabo_protocol.wire import message_bytes
 
 __all__ = ["POLL_SECONDS", "MeteredGrid", "message_bytes"]
+
+Sized = tuple[Message, int]  # a reply and its serialized bytes
 
 POLL_SECONDS = 0.1
 """How often :meth:`MeteredGrid.send_and_receive` asks the SuperLink for replies."""
@@ -53,7 +55,7 @@ class MeteredGrid(Grid):
         self._down: dict[int, int] = defaultdict(int)
         self._up: dict[int, int] = defaultdict(int)
         self._outstanding: set[str] = set()
-        self._cut: list[Future[list[Message]]] = []  # pulls still running when their round closed
+        self._cut: list[Future[list[Sized]]] = []  # pulls still running when their round closed
         self._late = 0
 
     def take_late(self) -> int:
@@ -63,16 +65,17 @@ class MeteredGrid(Grid):
         return late
 
     def _drop_late(self) -> None:
+        if self._outstanding and not self._cut:  # in the background: it may wait for an upload too
+            self._cut.append(self._pull(self._outstanding))
+            wait(self._cut, timeout=POLL_SECONDS)
         pulled: list[Message] = []
         for cut in [cut for cut in self._cut if cut.done()]:
             self._cut.remove(cut)
             if (err := cut.exception()) is not None:
                 log(WARNING, "a pull cut off at its round's close failed: %r", err)
             else:
-                pulled += cut.result()
+                pulled += [reply for reply, _ in cut.result()]
         self._outstanding -= {r.metadata.reply_to_message_id for r in pulled}
-        if self._outstanding and not self._cut:  # in the background: it may wait for an upload too
-            self._cut.append(self._pull(self._outstanding))
         late = [r for r in pulled if not r.has_error()]  # not the SuperLink's "expired" notices
         if late:
             self._late += len(late)
@@ -123,12 +126,12 @@ class MeteredGrid(Grid):
         end = time.monotonic() + (timeout if timeout is not None else float("inf"))  # from the call
         self._drop_late()
         messages = self._sent(messages)
+        replies: list[Sized] = []
         if getattr(self.grid, "synchronous", False):
-            replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+            replies = [(r, message_bytes(r)) for r in self.grid.send_and_receive(messages, timeout=timeout)]
             waiting = {m.metadata.message_id for m in messages}
         else:
             waiting = {i for i in self.grid.push_messages(messages) if i}
-            replies = []
             while True:
                 pulled_at = time.monotonic()
                 pull = self._pull(waiting)
@@ -138,23 +141,26 @@ class MeteredGrid(Grid):
                     self._cut.append(pull)
                     break
                 replies.extend(pulled)
-                waiting -= {r.metadata.reply_to_message_id for r in pulled}
+                waiting -= {r.metadata.reply_to_message_id for r, _ in pulled}
                 pull_seconds, left = time.monotonic() - pulled_at, end - time.monotonic()
                 if not waiting or left <= pull_seconds:  # the last pull ends before the timeout
                     break
                 time.sleep(max(0.0, min(POLL_SECONDS, left - pull_seconds)))
-        self._outstanding |= waiting - {r.metadata.reply_to_message_id for r in replies}
-        return self._received(replies)
+        self._outstanding |= waiting - {r.metadata.reply_to_message_id for r, _ in replies}
+        for reply, size in replies:
+            self._up[reply.metadata.src_node_id] += size
+        return [reply for reply, _ in replies]
 
-    def _pull(self, message_ids: Iterable[str]) -> Future[list[Message]]:
+    def _pull(self, message_ids: Iterable[str]) -> Future[list[Sized]]:
         """``pull_messages`` in a daemon thread (one that a stuck pull cannot keep the process
-        alive with, as a thread pool's would)."""
-        future: Future[list[Message]] = Future()
+        alive with, as a thread pool's would), each reply with its serialized size, counted there:
+        the round's close waits for neither."""
+        future: Future[list[Sized]] = Future()
         ids = list(message_ids)
 
         def pull() -> None:
             try:
-                future.set_result(list(self.grid.pull_messages(ids)))
+                future.set_result([(r, message_bytes(r)) for r in self.grid.pull_messages(ids)])
             except BaseException as err:  # noqa: BLE001 (re-raised by result() in the caller)
                 future.set_exception(err)
 

@@ -173,8 +173,9 @@ def test_a_node_counts_the_time_since_the_server_sent_and_skips_a_closed_round()
     state = RecordDict({timing.STATE_KEY: RoundTimer((1.0, 0.5), (16.0, 8.0), startup=1.0).to_record()})
     assert timing.deadline_steps(cfg, state, 0.5) == 4  # 1 + 8 s fits in 10
     assert timing.deadline_steps(cfg, state, 0.5, lead=6.0) == 2  # 2 s a step, 4 s left
-    with pytest.raises(ValueError, match="round closed at round-deadline"):
-        timing.deadline_steps(cfg, state, 0.5, lead=12.5)  # arrived after 10 + 2 s: skipped
+    assert timing.deadline_steps(cfg, state, 0.5, lead=9.5) == 1  # ends at 11.5 s, before the close
+    with pytest.raises(ValueError, match="past the round's close at round-deadline"):
+        timing.deadline_steps(cfg, state, 0.5, lead=10.5)  # one step would end at 12.5 s > 10 + 2: skipped
 
 
 def test_a_deadline_sized_node_follows_its_next_ratio_and_steps_down_when_late() -> None:
