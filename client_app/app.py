@@ -170,7 +170,7 @@ def train(msg: Message, context: Context) -> Message:
     start, startup = time.perf_counter(), startup_seconds()
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
-    lead = message_lead(cfg, node_device(cfg, node), msg.metadata.created_at)  # None: not measured
+    lead = message_lead(cfg, node_device(cfg, node), msg.metadata.created_at, startup)  # None: not measured
     client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)

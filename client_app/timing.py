@@ -144,35 +144,39 @@ def deadline_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig, device: 
     return timer.pick(cfg.round_deadline)
 
 
-def message_lead(cfg: RunConfig, device: DeviceClass | None, created_at: float) -> float | None:
-    """Real clock, ``capacity='deadline'`` with ``deadline-steps='fit'``: seconds from the server's
-    send (the message's ``created_at``, on the server's clock) to now, everything before the handler:
-    the SuperNode's polling, messages queued before it, the process start. None on the virtual
-    clock, with ``'all'``, or outside 0 to ``round-timeout`` (the node's clock is not the server's)."""
+def message_lead(cfg: RunConfig, device: DeviceClass | None, created_at: float,
+                 startup: float) -> float | None:
+    """Real clock, ``capacity='deadline'`` with ``deadline-steps='fit'``: what this message has cost
+    before the handler, as ``round-deadline`` counts it: the seconds since the server sent it (its
+    ``created_at``, on the server's clock: the SuperNode's polling, messages queued before it, the
+    process start) less half of ``deadline-grace`` (the SuperNode's wait for its next poll, which
+    the grace covers, as its other half covers the wait to push the reply), at least the process's
+    ``startup``. None on the virtual clock, with ``'all'``, or when the node's clock is not the
+    server's (behind it, or more than ``round-timeout`` ahead)."""
     if device is not None or cfg.capacity != "deadline" or cfg.deadline_steps != "fit":
         return None
     lead = time.time() - created_at
-    return lead if 0.0 <= lead <= cfg.round_timeout else None
+    return max(startup, lead - cfg.deadline_grace / 2) if 0.0 <= lead <= cfg.round_timeout else None
 
 
 def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float, lead: float | None = None) -> int | None:
     """Train time, ``capacity='deadline'`` with ``deadline-steps='fit'``: the outer steps that the
     node's timer predicts to finish at ``ratio`` within ``round-deadline``, after ``lead`` seconds
     already gone (:func:`message_lead`; None: the timer's learnt startup); None: all of them.
-    ValueError when even one outer step is predicted to end after the round's close (deadline plus
-    grace), the handler having started late: the node skips the message rather than compute a
-    reply the server drops (a node behind by a round stays behind otherwise)."""
+    ValueError when even one outer step is predicted to end after the deadline, the handler having
+    started late: the node skips the message rather than compute a reply the server drops (a node
+    behind by a round stays behind otherwise)."""
     if cfg.capacity != "deadline" or cfg.deadline_steps != "fit" or STATE_KEY not in state.config_records:
         return None
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
-    outer, closes = cfg.solver_config().outer_steps, cfg.round_deadline + cfg.deadline_grace
+    outer = cfg.solver_config().outer_steps
     if lead is not None:
         timer = replace(timer, startup=lead)
         one_step = lead + (timer.predict(ratio) - lead) / outer if ratio in timer.levels else lead
-        if one_step > closes:
-            raise ValueError(f"the train message reached the ClientApp {lead:.1f} s after the server sent it "
-                             f"and one outer step would end at {one_step:.1f} s, past the round's close at "
-                             f"round-deadline + deadline-grace = {closes:g} s: the node skips it")
+        if one_step > cfg.round_deadline:
+            raise ValueError(f"the train message reached the ClientApp late ({lead:.1f} s gone, as the "
+                             f"deadline counts them) and one outer step would end at {one_step:.1f} s, past "
+                             f"round-deadline = {cfg.round_deadline:g} s: the node skips it")
     if ratio not in timer.levels:
         return None
     return timer.steps_within(ratio, cfg.round_deadline, outer)
