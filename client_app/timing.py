@@ -26,8 +26,8 @@ whose processes live across messages).
 A node that the deadline cannot fit even at the smallest level is late and left out of the round
 (``deadline-steps='all'``), or runs only the outer steps its timer predicts to fit, at least one
 (``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one. With
-``'fit'`` on the real clock a node counts everything since the server sent the message
-(:func:`message_lead`) and skips a message that reaches it after its round closed.
+``'fit'`` on the real clock a node counts from the server's send (:func:`message_lead`) and skips
+a message whose first outer step would end past the deadline.
 """
 
 from __future__ import annotations
@@ -186,9 +186,9 @@ def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, r
                 metrics: Mapping[str, object], wall_seconds: float, startup: float = 0.0) -> dict[str, float]:
     """Train time, ``capacity='deadline'``: the metrics ``predicted-seconds`` (before the round),
     ``local-seconds`` (what it took: ``startup``, the seconds before the handler (the process's
-    start, or :func:`message_lead`), plus the handler's wall time, or the
-    device's compute time on the virtual clock), ``step-share`` (the share of the round's steps it
-    ran) and ``next-ratio``; the timer in ``state`` learns from the round."""
+    start, or :func:`message_lead`), plus the handler's wall time, or the device's compute time on
+    the virtual clock), ``step-share`` (the share of the round's steps it ran) and ``next-ratio``;
+    the timer in ``state`` learns from the round."""
     if STATE_KEY not in state.config_records:
         return {}
     timer = RoundTimer.from_record(state.config_records[STATE_KEY])
