@@ -82,7 +82,7 @@ POLL_S = 3.0
 SuperLink for messages every 3 s when it has none, and pushes a reply at its next pass."""
 GRACE_S = 2 * POLL_S
 """``deadline-grace``: a reply whose work met the deadline may wait up to twice the polling (the
-virtual classes leave the polling out of ``startup-s``: a node sizes its work to the deadline)."""
+virtual classes charge it as ``poll-s``, which a node does not size its work by)."""
 CLIENT_COLUMNS = ("round", "partition-id", "resource-ratio", "train-seconds", "local-seconds",
                   "predicted-seconds", "step-share")
 LOOPBACK_MBPS = 10_000.0  # the virtual classes' links: localhost, where bytes cost next to nothing
@@ -149,14 +149,14 @@ def host_speed(work: Mapping[str, Any], reps: int = 5) -> tuple[float, float, fl
 def device_file(path: Path, gflops: float, step_ms: float, startup: float,
                 slowdown: tuple[float, ...] = (1.0,) * len(SHARES)) -> list[str]:
     """Write the throttled classes to ``path``: this core times each share, divided by the class's
-    measured ``slowdown``; returns their names."""
+    measured ``slowdown``, behind a SuperNode that polls every ``POLL_S``; returns their names."""
     names = [f"core-{share:g}" for share in SHARES]
     path.write_text("".join(
         f'["{name}"]\ngflops = {gflops * share / k:.6g}\nstep-ms = {step_ms * k / share:.6g}\n'
-        f'startup-s = {startup * k / share:.6g}\n'
+        f'startup-s = {startup * k / share:.6g}\npoll-s = {POLL_S:g}\n'
         f'down-mbps = {LOOPBACK_MBPS}\nup-mbps = {LOOPBACK_MBPS}\n'
         f'source = "this machine: {gflops:.1f} GFLOP/s, {step_ms:.2f} ms a step, {startup:.2f} s to start, '
-        f'x {share:g} of a core / {k:.3g} (measured slowdown)"\n\n'
+        f'x {share:g} of a core / {k:.3g} (measured slowdown); a Flower 1.42 SuperNode\'s polls"\n\n'
         for name, share, k in zip(names, SHARES, slowdown, strict=True)))
     return names
 

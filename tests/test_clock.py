@@ -61,6 +61,9 @@ def test_a_device_file_gives_speeds_and_a_bad_one_names_the_key(tmp_path: Path) 
     (tmp_path / "devices.toml").write_text(DEVICES)
     devices = load_device_classes(tmp_path / "devices.toml")
     assert devices["fast"].step_ms == 0.0 and devices["slow"].step_ms == 10.0
+    (tmp_path / "polled.toml").write_text("[node]\ngflops = 1\ndown-mbps = 8\nup-mbps = 8\npoll-s = 3\n")
+    polled = load_device_classes(tmp_path / "polled.toml")["node"]  # 1 s of compute, 1 + 1 s of bytes
+    assert polled.seconds(flops=1e9, steps=0, bytes_down=10**6, bytes_up=10**6) == pytest.approx(6.0)
     (tmp_path / "bad.toml").write_text("[phone]\ngflops = -1\ndown-mbps = 1\nup-mbps = 1\n")
     with pytest.raises(ValueError, match=r"bad.toml \[phone\]: 'gflops' must be a positive number, got -1"):
         load_device_classes(tmp_path / "bad.toml")
