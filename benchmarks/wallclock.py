@@ -232,6 +232,7 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     processes: list[subprocess.Popen] = []
     groups = [Throttle(f"wallclock{i}") for i in range(NUM_NODES)]
+    runtimes: list[str] = []
 
     def start(name: str, *command: str) -> None:
         processes.append(subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.STDOUT,
@@ -245,6 +246,7 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
             throttle = (sys.executable, "-m", "deploy.throttle", "--cpu", str(SHARES[i % len(SHARES)]),
                         "--name", groups[i].name, "--")
             runtime = _free_port()
+            runtimes.append(f"127.0.0.1:{runtime}")
             start(f"sn{i}", *throttle, str(BIN / "flower-supernode"), "--insecure",
                   "--superlink", f"127.0.0.1:{port}", "--port", str(runtime),
                   "--node-config", f"partition-id={i} num-partitions={NUM_NODES}", "--isolation", "process")
@@ -260,6 +262,9 @@ def throttled_deployment(work: Path) -> Iterator[tuple[dict[str, str], list[Thro
     finally:
         stop(processes)
         subprocess.run(["pkill", "-TERM", "-f", "flwr-clientapp"], check=False)
+        for address in runtimes:  # an executor at 1/45 of a core outlived its throttle wrapper's stop
+            subprocess.run(["pkill", "-TERM", "-f", f"deploy.warm_exec .*--runtime-api-address {address}$"],
+                           check=False)
         time.sleep(2)
         for group in groups:
             try:
