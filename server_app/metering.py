@@ -12,8 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import Future, wait
-from concurrent.futures import TimeoutError as PullTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from logging import WARNING
 
 from flwr.app import Message, RecordDict
@@ -29,6 +28,10 @@ Sized = tuple[Message, int]  # a reply and its serialized bytes
 
 POLL_SECONDS = 0.1
 """How often :meth:`MeteredGrid.send_and_receive` asks the SuperLink for replies."""
+REPULL_SECONDS = 0.25
+"""How long after an empty pull :meth:`MeteredGrid.send_and_receive` asks again for the same reply
+(one pull per message: ten nodes cost the SuperLink at most 40 pulls a second)."""
+
 RETURN_SECONDS = 0.02
 """What :meth:`MeteredGrid.send_and_receive` keeps of its timeout to return the replies it has
 (the throttled deployment's rounds had closed 1 to 4 ms past deadline plus grace without it)."""
@@ -40,15 +43,17 @@ class MeteredGrid(Grid):
     ``take()`` returns and resets the counts since the previous call: {node id: (down, up)},
     where down = bytes sent to the node and up = bytes received from it.
 
-    ``send_and_receive`` pushes the messages and polls for replies every :data:`POLL_SECONDS` until
-    all arrived or ``timeout`` passed (Flower's own polls every 3 s, so a round would close up to
-    3 s after its deadline). Each pull runs in a thread that the call stops waiting for at the
-    timeout: Flower's grid lists a reply once the node pushed its message, then pulls the reply's
-    arrays with retries 1, 2, 4 ... s apart while the node is still uploading them, which closed
-    rounds of throttled nodes up to 2.3 s late. A reply that arrives after its call returned (or
-    whose pull was cut off) is a late reply: a later call collects it in the background, logs it
-    and drops it (it is never returned, so never applied to a later round); ``take_late()`` returns
-    and resets the count of those collected so far. A grid that runs its nodes during
+    ``send_and_receive`` pushes the messages and pulls each reply on its own until all arrived or
+    ``timeout`` passed (Flower's own polls every 3 s, so a round would close up to 3 s after its
+    deadline). Each pull runs in a thread that the call stops waiting for at the timeout: Flower's
+    grid lists a reply once the node pushed its message, then pulls the reply's arrays with
+    retries 1, 2, 4 ... s apart while the node is still uploading them, which closed rounds of
+    throttled nodes up to 2.3 s late; a pull of several replies then held every one of them until
+    the slowest upload ended, and cut off at the close, lost replies that had arrived in time. A
+    reply that arrives after its call returned (or whose pull was cut off) is a late reply: a later
+    call collects it in the background, logs it and drops it (it is never returned, so never
+    applied to a later round); ``take_late()`` returns and resets the count of those collected so
+    far. A grid that runs its nodes during
     ``push_messages`` (``synchronous = True``: :class:`~server_app.inprocess.InProcessGrid`) keeps
     its own ``send_and_receive``.
     """
@@ -136,24 +141,41 @@ class MeteredGrid(Grid):
             waiting = {m.metadata.message_id for m in messages}
         else:
             waiting = {i for i in self.grid.push_messages(messages) if i}
-            while True:
-                pulled_at = time.monotonic()
-                pull = self._pull(waiting)
-                try:
-                    pulled = pull.result(timeout=max(0.0, end - pulled_at))
-                except PullTimeout:  # the round closes: what this pull brings is late
-                    self._cut.append(pull)
-                    break
-                replies.extend(pulled)
-                waiting -= {r.metadata.reply_to_message_id for r, _ in pulled}
-                pull_seconds, left = time.monotonic() - pulled_at, end - time.monotonic()
-                if not waiting or left <= pull_seconds:  # the last pull ends before the timeout
-                    break
-                time.sleep(max(0.0, min(POLL_SECONDS, left - pull_seconds)))
+            replies = self._poll(waiting, end)
+            waiting -= {r.metadata.reply_to_message_id for r, _ in replies}
         self._outstanding |= waiting - {r.metadata.reply_to_message_id for r, _ in replies}
         for reply, size in replies:
             self._up[reply.metadata.src_node_id] += size
         return [reply for reply, _ in replies]
+
+    def _poll(self, waiting: set[str], end: float) -> list[Sized]:
+        """The replies to ``waiting`` that arrive by ``end``: one pull per message, so that a reply
+        whose arrays are still uploading (Flower's grid retries 1, 2, 4 s apart) holds up only
+        itself; a message's next pull starts :data:`REPULL_SECONDS` after its last came back empty.
+        Pulls still running at ``end`` are cut off: their replies are late."""
+        replies: list[Sized] = []
+        running: dict[str, Future[list[Sized]]] = {}
+        due = dict.fromkeys(waiting, 0.0)  # message id -> when to pull it next
+        while due or running:
+            now = time.monotonic()
+            for i in [i for i, at in due.items() if at <= now]:
+                running[i] = self._pull([i])
+                del due[i]
+            pause = max(0.0, min(POLL_SECONDS, end - now, *(at - now for at in due.values())))
+            if running:
+                wait(list(running.values()), timeout=pause, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(pause)
+            for i, pull in [(i, pull) for i, pull in running.items() if pull.done()]:
+                del running[i]
+                pulled = pull.result()
+                replies.extend(pulled)
+                if not pulled:
+                    due[i] = time.monotonic() + REPULL_SECONDS
+            if time.monotonic() >= end:
+                self._cut.extend(running.values())
+                break
+        return replies
 
     def _pull(self, message_ids: Iterable[str]) -> Future[list[Sized]]:
         """``pull_messages`` in a daemon thread (one that a stuck pull cannot keep the process

@@ -287,6 +287,15 @@ def test_a_pull_still_fetching_a_reply_at_the_timeout_is_cut_off_and_its_reply_i
     assert grid.take_late() == 1 and grid.take_late() == 0
 
 
+def test_a_reply_still_uploading_does_not_hold_up_one_that_arrived() -> None:
+    """One pull per reply: node 2's upload (1 s) keeps only node 2's reply from the round."""
+    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.02}, uploads={2: 1.0}))
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
+    assert [r.metadata.src_node_id for r in grid.send_and_receive(messages, timeout=0.4)] == [1]
+    time.sleep(1.0)
+    assert grid.take_late() == 1
+
+
 def test_a_slow_node_misses_the_deadline_and_its_reply_is_never_applied() -> None:
     """In-process: node 2 takes 0.5 s, the round closes at 0.2 + 0.1 s; its replies are late in
     every round, counted as late replies, and never reach the strategy's aggregation."""
