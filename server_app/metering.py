@@ -24,7 +24,7 @@ from rabo_protocol.wire import message_bytes
 
 __all__ = ["POLL_SECONDS", "MeteredGrid", "message_bytes"]
 
-Sized = tuple[Message, int]  # a reply and its serialized bytes
+SizedReply = tuple[Message, int]  # a reply and its serialized bytes
 
 POLL_SECONDS = 0.1
 """How often :meth:`MeteredGrid.send_and_receive` asks the SuperLink for replies."""
@@ -53,9 +53,8 @@ class MeteredGrid(Grid):
     reply that arrives after its call returned (or whose pull was cut off) is a late reply: a later
     call collects it in the background, logs it and drops it (it is never returned, so never
     applied to a later round); ``take_late()`` returns and resets the count of those collected so
-    far. A grid that runs its nodes during
-    ``push_messages`` (``synchronous = True``: :class:`~server_app.inprocess.InProcessGrid`) keeps
-    its own ``send_and_receive``.
+    far. A grid that runs its nodes during ``push_messages`` (``synchronous = True``:
+    :class:`~server_app.inprocess.InProcessGrid`) keeps its own ``send_and_receive``.
     """
 
     def __init__(self, grid: Grid) -> None:
@@ -63,7 +62,7 @@ class MeteredGrid(Grid):
         self._down: dict[int, int] = defaultdict(int)
         self._up: dict[int, int] = defaultdict(int)
         self._outstanding: set[str] = set()
-        self._cut: list[Future[list[Sized]]] = []  # pulls still running when their round closed
+        self._cut: list[Future[list[SizedReply]]] = []  # pulls still running when their round closed
         self._late = 0
 
     def take_late(self) -> int:
@@ -74,7 +73,7 @@ class MeteredGrid(Grid):
 
     def _drop_late(self) -> None:
         if self._outstanding and not self._cut:  # in the background: it may wait for an upload too
-            self._cut.append(self._pull(self._outstanding))
+            self._cut.append(pull_in_thread(self.grid, self._outstanding))
             wait(self._cut, timeout=POLL_SECONDS)
         pulled: list[Message] = []
         for cut in [cut for cut in self._cut if cut.done()]:
@@ -135,31 +134,30 @@ class MeteredGrid(Grid):
         end = time.monotonic() + (timeout - RETURN_SECONDS if timeout is not None else float("inf"))
         self._drop_late()
         messages = self._sent(messages)
-        replies: list[Sized] = []
+        replies: list[SizedReply] = []
         if getattr(self.grid, "synchronous", False):
             replies = [(r, message_bytes(r)) for r in self.grid.send_and_receive(messages, timeout=timeout)]
             waiting = {m.metadata.message_id for m in messages}
         else:
             waiting = {i for i in self.grid.push_messages(messages) if i}
             replies = self._poll(waiting, end)
-            waiting -= {r.metadata.reply_to_message_id for r, _ in replies}
         self._outstanding |= waiting - {r.metadata.reply_to_message_id for r, _ in replies}
         for reply, size in replies:
             self._up[reply.metadata.src_node_id] += size
         return [reply for reply, _ in replies]
 
-    def _poll(self, waiting: set[str], end: float) -> list[Sized]:
+    def _poll(self, waiting: set[str], end: float) -> list[SizedReply]:
         """The replies to ``waiting`` that arrive by ``end``: one pull per message, so that a reply
         whose arrays are still uploading (Flower's grid retries 1, 2, 4 s apart) holds up only
         itself; a message's next pull starts :data:`REPULL_SECONDS` after its last came back empty.
         Pulls still running at ``end`` are cut off: their replies are late."""
-        replies: list[Sized] = []
-        running: dict[str, Future[list[Sized]]] = {}
+        replies: list[SizedReply] = []
+        running: dict[str, Future[list[SizedReply]]] = {}
         due = dict.fromkeys(waiting, 0.0)  # message id -> when to pull it next
         while due or running:
             now = time.monotonic()
             for i in [i for i, at in due.items() if at <= now]:
-                running[i] = self._pull([i])
+                running[i] = pull_in_thread(self.grid, [i])
                 del due[i]
             pause = max(0.0, min(POLL_SECONDS, end - now, *(at - now for at in due.values())))
             if running:
@@ -177,18 +175,19 @@ class MeteredGrid(Grid):
                 break
         return replies
 
-    def _pull(self, message_ids: Iterable[str]) -> Future[list[Sized]]:
-        """``pull_messages`` in a daemon thread (one that a stuck pull cannot keep the process
-        alive with, as a thread pool's would), each reply with its serialized size, counted there:
-        the round's close waits for neither."""
-        future: Future[list[Sized]] = Future()
-        ids = list(message_ids)
 
-        def pull() -> None:
-            try:
-                future.set_result([(r, message_bytes(r)) for r in self.grid.pull_messages(ids)])
-            except BaseException as err:  # noqa: BLE001 (re-raised by result() in the caller)
-                future.set_exception(err)
+def pull_in_thread(grid: Grid, message_ids: Iterable[str]) -> Future[list[SizedReply]]:
+    """``grid.pull_messages`` in a daemon thread (one that a stuck pull cannot keep the process
+    alive with, as a thread pool's would), each reply with its serialized size, counted there: the
+    round's close waits for neither."""
+    future: Future[list[SizedReply]] = Future()
+    ids = list(message_ids)
 
-        threading.Thread(target=pull, name="metered-pull", daemon=True).start()
-        return future
+    def pull() -> None:
+        try:
+            future.set_result([(r, message_bytes(r)) for r in grid.pull_messages(ids)])
+        except BaseException as err:  # noqa: BLE001 (re-raised by result() in the caller)
+            future.set_exception(err)
+
+    threading.Thread(target=pull, name="metered-pull", daemon=True).start()
+    return future
