@@ -170,7 +170,8 @@ def train(msg: Message, context: Context) -> Message:
     start, startup = time.perf_counter(), startup_seconds()
     cfg = parse_run_config(context.run_config)
     node = parse_node_config(context.node_config)
-    lead = message_lead(cfg, node_device(cfg, node), msg.metadata.created_at, startup)  # None: not measured
+    device = node_device(cfg, node)  # None: the real clock
+    lead = message_lead(cfg, device, msg.metadata.created_at, startup)  # None: not measured
     client_key = context.node_id if node.partition_id is None else node.partition_id
     config = msg.content[CONFIG]
     _inject_failure(cfg, int(config["server-round"]), client_key)
@@ -192,7 +193,7 @@ def train(msg: Message, context: Context) -> Message:
     ratio = float(config.get("resource-ratio", 0.0))  # type: ignore[arg-type]
     reply, metrics = local_round(
         task, data, cfg, widths, parts, server_round=int(config["server-round"]), partition_id=client_key,
-        proximal_mu=_proximal_mu(config), count_flops=node_device(cfg, node) is not None,
+        proximal_mu=_proximal_mu(config), count_flops=device is not None,
         outer_steps=deadline_steps(cfg, context.state, ratio, lead))
     if own is not None:  # ... and return them in place, the other samples' weights unchanged
         for name in task.sample_params:
@@ -201,7 +202,7 @@ def train(msg: Message, context: Context) -> Message:
             reply["x"][name] = torch.as_tensor(merged)
     metrics["partition-id"] = -1 if node.partition_id is None else node.partition_id
     if cfg.capacity == "deadline":
-        metrics.update(after_round(cfg, node_device(cfg, node), context.state, ratio,
+        metrics.update(after_round(cfg, device, context.state, ratio,
                                    metrics, time.perf_counter() - start, startup if lead is None else lead))
     content = RecordDict({ARRAYS: pack(reply), METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)

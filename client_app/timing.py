@@ -70,10 +70,14 @@ class RoundTimer:
         """Seconds of a local round at ``ratio`` that runs ``share`` of the round's outer steps."""
         return self.startup + self.base[self.levels.index(ratio)] * self.factor * share
 
+    def step_seconds(self, ratio: float, outer_steps: int) -> float:
+        """Predicted seconds of one of a round's ``outer_steps`` at ``ratio``."""
+        return self.base[self.levels.index(ratio)] * self.factor / outer_steps
+
     def steps_within(self, ratio: float, deadline: float, outer_steps: int) -> int:
         """How many of a round's ``outer_steps`` are predicted to finish at ``ratio`` within
         ``deadline``: all where the round fits, else as many as fit, at least one."""
-        per_step = self.base[self.levels.index(ratio)] * self.factor / outer_steps
+        per_step = self.step_seconds(ratio, outer_steps)
         if per_step <= 0:
             return outer_steps
         return max(1, min(outer_steps, int((deadline - self.startup) / per_step)))
@@ -172,7 +176,7 @@ def deadline_steps(cfg: RunConfig, state: RecordDict, ratio: float, lead: float 
     outer = cfg.solver_config().outer_steps
     if lead is not None:
         timer = replace(timer, startup=lead)
-        one_step = lead + (timer.predict(ratio) - lead) / outer if ratio in timer.levels else lead
+        one_step = lead + (timer.step_seconds(ratio, outer) if ratio in timer.levels else 0.0)
         if one_step > cfg.round_deadline:
             raise ValueError(f"the train message reached the ClientApp late ({lead:.1f} s gone, as the "
                              f"deadline counts them) and one outer step would end at {one_step:.1f} s, past "
