@@ -22,16 +22,21 @@ whose processes live across messages).
 3.25
 >>> timer.steps_within(0.25, deadline=0.5, outer_steps=4)  # 1 s for 4 outer steps: 2 fit in 0.5 s
 2
+>>> timer.pick(deadline=5.0, share=0.5)  # half of a round at ratio 1 fits: wider, fewer steps
+1.0
 
 A node that the deadline cannot fit even at the smallest level is late and left out of the round
 (``deadline-steps='all'``), or runs only the outer steps its timer predicts to fit, at least one
 (``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one. With
 ``'fit'`` on the real clock a node counts from the server's send (:func:`message_lead`) and skips
-a message whose first outer step would end past the deadline.
+a message whose first outer step would end past the deadline. With ``'fit'`` a node also trades
+steps for width: it picks the largest level at which ``deadline-min-share`` of the round's outer
+steps fit (:func:`min_share`), since the widest nodes alone train the full model's outer channels.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -48,8 +53,8 @@ from tasks import BilevelTask, ClientData
 from .budget import probe_round
 from .local import round_steps
 
-__all__ = ["RoundTimer", "after_round", "deadline_ratio", "deadline_steps", "message_lead", "node_device",
-           "profile_timer", "startup_seconds"]
+__all__ = ["RoundTimer", "after_round", "deadline_ratio", "deadline_steps", "message_lead", "min_share",
+           "node_device", "profile_timer", "startup_seconds"]
 
 STATE_KEY = "round-timer"
 
@@ -82,13 +87,13 @@ class RoundTimer:
             return outer_steps
         return max(1, min(outer_steps, int((deadline - self.startup) / per_step)))
 
-    def pick(self, deadline: float, cap: float | None = None) -> float:
-        """The largest level <= ``cap`` (default: the timer's) predicted to finish within
-        ``deadline`` (else the smallest such level: the node will be late, and the server closes
-        the round without it)."""
+    def pick(self, deadline: float, cap: float | None = None, share: float = 1.0) -> float:
+        """The largest level <= ``cap`` (default: the timer's) at which ``share`` of a round is
+        predicted to finish within ``deadline`` (else the smallest such level: the node will be
+        late, and the server closes the round without it)."""
         cap = self.cap if cap is None else cap
         fitting = [r for r in self.levels if r <= cap] or [min(self.levels)]
-        return next((r for r in fitting if self.predict(r) <= deadline), fitting[-1])
+        return next((r for r in fitting if self.predict(r, share) <= deadline), fitting[-1])
 
     def observe(self, ratio: float, seconds: float, startup: float = 0.0, share: float = 1.0) -> RoundTimer:
         """The timer after a round at ``ratio`` of ``share`` of the round's outer steps, whose
@@ -145,7 +150,17 @@ def deadline_ratio(task: BilevelTask, data: ClientData, cfg: RunConfig, device: 
     startup = device.startup_s if device else startup
     timer = replace(profile_timer(task, data, cfg, device, startup), cap=cap, startup=startup)
     state[STATE_KEY] = timer.to_record()
-    return timer.pick(cfg.round_deadline)
+    return timer.pick(cfg.round_deadline, share=min_share(cfg))
+
+
+def min_share(cfg: RunConfig) -> float:
+    """The share of a round that must fit the deadline at the level a node picks: with
+    ``deadline-steps='fit'``, ``deadline-min-share`` of the outer steps, rounded up to whole steps
+    (RABO's one outer step: the whole round); 1 with ``'all'``."""
+    if cfg.deadline_steps != "fit":
+        return 1.0
+    outer = cfg.solver_config().outer_steps
+    return math.ceil(cfg.deadline_min_share * outer - 1e-9) / outer
 
 
 def message_lead(cfg: RunConfig, device: DeviceClass | None, created_at: float,
@@ -204,7 +219,7 @@ def after_round(cfg: RunConfig, device: DeviceClass | None, state: RecordDict, r
     timer = timer.observe(ratio, seconds, startup, share)
     state[STATE_KEY] = timer.to_record()
     return {"predicted-seconds": predicted, "local-seconds": seconds + startup, "step-share": share,
-            "next-ratio": timer.pick(cfg.round_deadline)}
+            "next-ratio": timer.pick(cfg.round_deadline, share=min_share(cfg))}
 
 
 def profile_timer(task: BilevelTask, data: ClientData, cfg: RunConfig, device: DeviceClass | None,
@@ -232,7 +247,7 @@ def profile_timer(task: BilevelTask, data: ClientData, cfg: RunConfig, device: D
         else:
             seconds = float(probe_round(task, data, cfg, ratio, **counters)["train-seconds"])  # type: ignore[arg-type]
         probed[ratio] = seconds * outer
-        if 0 < cfg.round_deadline < startup + probed[ratio]:
+        if 0 < cfg.round_deadline < startup + probed[ratio] * min_share(cfg):
             break
     top = max(probed)
     return RoundTimer(levels, tuple(probed.get(r, probed[top] * r / top) for r in levels))

@@ -135,6 +135,10 @@ class TimeKeys(RoundKeys):
     """``capacity='deadline'``: a node that the deadline cannot fit at the smallest ratio level runs
     the outer steps its timer predicts to fit, at least one (``fit``), or all of them and is late
     (``all``)."""
+    deadline_min_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """``capacity='deadline'`` with ``deadline-steps='fit'``: a node picks the largest ratio level
+    at which this share of the round's outer steps (rounded up to whole steps) is predicted to meet
+    the deadline, and runs the steps that fit (1: the whole round must fit)."""
     device_classes: tuple[str, ...] = ()
     """The virtual clock: device class names cycled by partition id (empty: the real clock)."""
     device_profiles: PathStr = ""

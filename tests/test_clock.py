@@ -143,7 +143,8 @@ def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its
 
     monkeypatch.setattr(timing, "probe_round", fake_probe)
     cfg = parse_run_config({**FAST_CONFIG, "outer-steps": 3, "algorithm": "rafbo", "capacity": "deadline",
-                            "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125"})
+                            "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125",
+                            "deadline-min-share": 1.0})
     state = RecordDict()
     assert timing.deadline_ratio(None, None, cfg, None, 1.0, state, startup=1.0) == 0.125  # type: ignore[arg-type]
     assert probed == [0.125, 0.125, 0.25]  # the warm-up, 1/8, 1/4: not 1/2 and 1
@@ -159,6 +160,32 @@ def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its
     assert shortened["predicted-seconds"] == pytest.approx(1.0 + 0.975 / 3)
     learnt = RoundTimer.from_record(state.config_records[timing.STATE_KEY])
     assert learnt.factor == pytest.approx(0.5 + 0.5 * 0.4 * 3 / 0.975)  # as if the whole round took 1.2 s
+
+
+def test_a_node_trades_steps_for_width_down_to_the_min_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same node, ``deadline-min-share`` 0.5 of 3 outer steps (2 steps, 2/3 of a round): 1/4
+    fits (1 + 1.35 x 2/3 = 1.9 s), so does nothing wider (1/2: 1 + 2.1 x 2/3 = 2.4 s), and the
+    probe stops there; at 1/4 the node runs the 2 steps that fit in 1.2 s. RABO's one outer step is
+    the whole round; ``deadline-steps='all'`` needs the whole round."""
+    probed = []
+
+    def fake_probe(task, data, cfg, ratio, *, profile=False, profile_memory=False, one_outer_step=False):
+        probed.append(ratio)
+        return {"train-seconds": 0.2 + ratio}
+
+    monkeypatch.setattr(timing, "probe_round", fake_probe)
+    cfg = parse_run_config({**FAST_CONFIG, "outer-steps": 3, "algorithm": "rafbo", "capacity": "deadline",
+                            "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125",
+                            "deadline-min-share": 0.5})
+    assert timing.min_share(cfg) == pytest.approx(2 / 3)
+    assert timing.min_share(cfg.model_copy(update={"deadline_steps": "all"})) == 1.0
+    assert timing.min_share(cfg.model_copy(update={"algorithm": "rabo", "outer_steps": 1})) == 1.0
+    state = RecordDict()
+    assert timing.deadline_ratio(None, None, cfg, None, 1.0, state, startup=1.0) == 0.25  # type: ignore[arg-type]
+    assert probed == [0.125, 0.125, 0.25, 0.5]  # the warm-up, then up to 1/2, the first past
+    assert timing.deadline_steps(cfg, state, 0.25) == 2
+    with pytest.raises(ConfigError, match="deadline-min-share"):
+        parse_run_config({"deadline-min-share": 0})
 
 
 def _profile(node: int, ratio: float, device: str | None = None) -> NodeProfile:
