@@ -184,6 +184,10 @@ def test_a_node_trades_steps_for_width_down_to_the_min_share(monkeypatch: pytest
     assert timing.deadline_ratio(None, None, cfg, None, 1.0, state, startup=1.0) == 0.25  # type: ignore[arg-type]
     assert probed == [0.125, 0.125, 0.25, 0.5]  # the warm-up, then up to 1/2, the first past
     assert timing.deadline_steps(cfg, state, 0.25) == 2
+    two_steps = {"steps": 2 * round_steps(cfg) // 3}  # as predicted: 0.9 s, after 1 s of startup
+    assert timing.after_round(cfg, None, state, 0.25, two_steps, 0.9, 1.0)["next-ratio"] == 0.25
+    whole = cfg.model_copy(update={"deadline_min_share": 1.0})
+    assert timing.after_round(whole, None, state, 0.25, two_steps, 0.9, 1.0)["next-ratio"] == 0.125
     with pytest.raises(ConfigError, match="deadline-min-share"):
         parse_run_config({"deadline-min-share": 0})
 
