@@ -19,7 +19,7 @@ from client_app.app import local_data
 from client_app.budget import probe_round
 from client_app.local import round_steps
 from client_app.timing import RoundTimer, profile_timer
-from rabo_protocol import ConfigError, parse_node_config, parse_run_config
+from rabo_protocol import ConfigError, RunConfig, parse_node_config, parse_run_config
 from rabo_protocol import clock as shared_clock
 from rabo_protocol.clock import DeviceClass, load_device_classes, round_seconds
 from rabo_protocol.wire import METRICS, message_bytes, pack, unpack
@@ -130,12 +130,10 @@ def test_the_real_clock_times_its_probe_under_the_rounds_own_counters(
     assert timer.base == (pytest.approx(0.1 * cfg.outer_steps),) * len(cfg.ratio_levels)
 
 
-def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its_steps(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Outer steps of 0.2 + ratio s, 3 per round, 1 s of startup: 1/8 takes 1 + 0.975 s, 1/4 takes
-    1 + 1.35 s. With a 2.2 s deadline the node probes 1/8 and 1/4 only, predicts 1/2 and 1 in
-    proportion to 1/4's round, and trains 1/8; with 1.5 s it runs 1 of its 3 outer steps."""
-    probed = []
+def _slow_node(monkeypatch: pytest.MonkeyPatch, min_share: float) -> tuple[RunConfig, list[float]]:
+    """A node whose outer steps take 0.2 + ratio s (a fake probe, which records the levels it
+    probes), 3 outer steps a round, a 2.2 s deadline."""
+    probed: list[float] = []
 
     def fake_probe(task, data, cfg, ratio, *, profile=False, profile_memory=False, one_outer_step=False):
         probed.append(ratio)
@@ -144,7 +142,16 @@ def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its
     monkeypatch.setattr(timing, "probe_round", fake_probe)
     cfg = parse_run_config({**FAST_CONFIG, "outer-steps": 3, "algorithm": "rafbo", "capacity": "deadline",
                             "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125",
-                            "deadline-min-share": 1.0})
+                            "deadline-min-share": min_share})
+    return cfg, probed
+
+
+def test_a_slow_node_probes_up_to_the_first_level_past_the_deadline_and_fits_its_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outer steps of 0.2 + ratio s, 3 per round, 1 s of startup: 1/8 takes 1 + 0.975 s, 1/4 takes
+    1 + 1.35 s. With a 2.2 s deadline the node probes 1/8 and 1/4 only, predicts 1/2 and 1 in
+    proportion to 1/4's round, and trains 1/8; with 1.5 s it runs 1 of its 3 outer steps."""
+    cfg, probed = _slow_node(monkeypatch, min_share=1.0)
     state = RecordDict()
     assert timing.deadline_ratio(None, None, cfg, None, 1.0, state, startup=1.0) == 0.125  # type: ignore[arg-type]
     assert probed == [0.125, 0.125, 0.25]  # the warm-up, 1/8, 1/4: not 1/2 and 1
@@ -167,16 +174,7 @@ def test_a_node_trades_steps_for_width_down_to_the_min_share(monkeypatch: pytest
     fits (1 + 1.35 x 2/3 = 1.9 s), so does nothing wider (1/2: 1 + 2.1 x 2/3 = 2.4 s), and the
     probe stops there; at 1/4 the node runs the 2 steps that fit in 1.2 s. RABO's one outer step is
     the whole round; ``deadline-steps='all'`` needs the whole round."""
-    probed = []
-
-    def fake_probe(task, data, cfg, ratio, *, profile=False, profile_memory=False, one_outer_step=False):
-        probed.append(ratio)
-        return {"train-seconds": 0.2 + ratio}
-
-    monkeypatch.setattr(timing, "probe_round", fake_probe)
-    cfg = parse_run_config({**FAST_CONFIG, "outer-steps": 3, "algorithm": "rafbo", "capacity": "deadline",
-                            "round-deadline": 2.2, "ratio-levels": "1, 0.5, 0.25, 0.125",
-                            "deadline-min-share": 0.5})
+    cfg, probed = _slow_node(monkeypatch, min_share=0.5)
     assert timing.min_share(cfg) == pytest.approx(2 / 3)
     assert timing.min_share(cfg.model_copy(update={"deadline_steps": "all"})) == 1.0
     assert timing.min_share(cfg.model_copy(update={"algorithm": "rabo", "outer_steps": 1})) == 1.0
