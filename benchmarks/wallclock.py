@@ -25,9 +25,12 @@ gets ``SHARES[i % 4]`` = 0.28, 0.14, 0.07, 0.035 of one core (the order of ``rat
 
 Methods: ``resource-adaptive`` with ``capacity='deadline'`` (each node sizes its submodel to the
 deadline), ``full-model`` (every node the full model: the round waits for the slowest),
-``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out) and
-``drop-weak-budget`` (the nodes whose ``ratio-levels`` budget is below 1, all but the 0.28 ones,
-sit out; the others train the full model, and the round waits for them). Runs
+``drop-weak`` with ``capacity='deadline'`` (nodes whose deadline ratio is below 1 sit out: with
+the default ``deadline-min-share``, a node that fits half of the full model's round trains it
+with the steps that fit), ``drop-weak-whole`` (the same with ``deadline-min-share=1``: only the
+nodes that fit the full model's whole round train) and ``drop-weak-budget`` (the nodes whose
+``ratio-levels`` budget is below 1, all but the 0.28 ones, sit out; the others train the full
+model, and the round waits for them). Runs
 count no FLOPs and no memory on the nodes (``profile=false``: the counters cost the round 20 to
 60 %). Writes ``wallclock-<work>.csv`` (one row per clock, split, method, round), ``-summary.csv``,
 ``-targets.csv``, ``-devices.toml``, ``-host.json`` and ``.png`` to ``--out``; finished runs, the
@@ -91,6 +94,7 @@ METHODS: dict[str, dict[str, Any]] = {  # full-model first: its IID run measures
     "resource-adaptive": {"strategy": "resource-adaptive", "capacity": "deadline"},
     "drop-weak": {"strategy": "drop-weak", "capacity": "deadline"},
     "drop-weak-budget": {"strategy": "drop-weak"},  # ratio-levels by partition: the 0.28 nodes are full
+    "drop-weak-whole": {"strategy": "drop-weak", "capacity": "deadline", "deadline-min-share": 1.0},
 }
 HEADROOM = 1.2
 """The deadline: this much more than the fastest devices need for the full model's local round."""
@@ -348,7 +352,7 @@ def summarize(runs: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float
                      else s["seconds-to-target"] / full["seconds-to-target"])
             targets.append({"clock": clock, "split": split, "target": "time to 90% of full <= 0.5x full's",
                             "measured": ratio, "met": ratio is not None and ratio <= 0.5})
-        for dropped in ("drop-weak", "drop-weak-budget"):
+        for dropped in ("drop-weak", "drop-weak-whole", "drop-weak-budget"):
             if (weak := by.get((clock, split, dropped))) is None or split != "budget-correlated":
                 continue
             gap = 100 * (s["final-accuracy"] - weak["final-accuracy"])

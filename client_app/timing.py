@@ -28,10 +28,9 @@ whose processes live across messages).
 A node that the deadline cannot fit even at the smallest level is late and left out of the round
 (``deadline-steps='all'``), or runs only the outer steps its timer predicts to fit, at least one
 (``'fit'``: :func:`deadline_steps`); the timer learns from such a round as from a whole one. With
-``'fit'`` on the real clock a node counts from the server's send (:func:`message_lead`) and skips
-a message whose first outer step would end past the deadline. With ``'fit'`` a node also trades
-steps for width: it picks the largest level at which ``deadline-min-share`` of the round's outer
-steps fit (:func:`min_share`), since the widest nodes alone train the full model's outer channels.
+``'fit'`` a node trades steps for width: it picks the largest level at which ``deadline-min-share``
+of the round fits (:func:`min_share`); on the real clock it counts from the server's send
+(:func:`message_lead`) and skips a message whose first outer step would end past the deadline.
 """
 
 from __future__ import annotations
@@ -157,10 +156,8 @@ def min_share(cfg: RunConfig) -> float:
     """The share of a round that must fit the deadline at the level a node picks: with
     ``deadline-steps='fit'``, ``deadline-min-share`` of the outer steps, rounded up to whole steps
     (RABO's one outer step: the whole round); 1 with ``'all'``."""
-    if cfg.deadline_steps != "fit":
-        return 1.0
     outer = cfg.solver_config().outer_steps
-    return math.ceil(cfg.deadline_min_share * outer - 1e-9) / outer
+    return math.ceil(cfg.deadline_min_share * outer - 1e-9) / outer if cfg.deadline_steps == "fit" else 1.0
 
 
 def message_lead(cfg: RunConfig, device: DeviceClass | None, created_at: float,
