@@ -33,7 +33,7 @@ SERVER_KEYS = frozenset({
     "round", "replies", "failed-replies", "skipped", "late-replies", "elapsed-seconds",
     "train-round-seconds", "client-flops", "tolerated-byzantine-min", "simulated-seconds",
     "node-id", "partition-id", "resource-ratio", "eval-nodes", "unscreened-replies", "untrained-rows",
-    "unprotected-fraction", "reference-seconds",
+    "unprotected-fraction", "reference-seconds", "reference-wait-seconds",
 })
 """The round's and clients.csv's columns that the server computes."""
 IDENTITY_KEYS = frozenset({"node-id", "partition-id", "resource-ratio"})

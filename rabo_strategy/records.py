@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["FAST_FACTOR", "FAST_MEMORY", "PRIOR_ROUNDS", "Record", "refuses", "updated"]
+from collections.abc import Mapping
+
+__all__ = ["FAST_FACTOR", "FAST_MEMORY", "PRIOR_ROUNDS", "Record", "refusal", "refuses", "updated"]
 
 PRIOR_ROUNDS = 2
 """Neutral rounds (agreement 0) in front of a node's mean agreement: one noisy first round does not
@@ -43,3 +45,25 @@ def refuses(record: Record | None, min_agreement: float) -> bool:
     average at most :data:`FAST_FACTOR` times that (never with ``min_agreement`` -1 or no record)."""
     return (record is not None and min_agreement > -1
             and not (record[0] > min_agreement and record[2] > FAST_FACTOR * min_agreement))
+
+
+def refusal(min_agreement: float, max_size: float, records: Mapping[str, Record | None],
+            agreement: Mapping[str, float], server: Mapping[str, float],
+            size: Mapping[str, float]) -> str | None:
+    """Why the agreement screen refuses a reply (None: it does not): a node's ``records`` by source
+    ('peers', 'server') fell to ``min_agreement`` (this round's cosines: ``agreement`` with the
+    others, ``server`` with the server's update), or a part's ``size`` exceeds ``max_size`` (0: off)."""
+    for source, against, cosines in (("server", "the server's root-set update", server),
+                                     ("peers", "the other replies", agreement)):
+        if refuses(record := records[source], min_agreement):
+            assert record is not None
+            parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(cosines.items()))
+            return (f"the node's updates disagree with {against}: its mean agreement is "
+                    f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
+                    f"(this round's cosines: {parts or 'none'}); min-agreement={min_agreement:g}")
+    for part, ratio in sorted(size.items()):
+        if max_size > 0 and not ratio <= max_size:
+            return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
+                    f"(each measured against the typical update on its own coordinates), above "
+                    f"max-update-norm-ratio={max_size:g}")
+    return None

@@ -45,12 +45,13 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .agreement import MIN_PEERS, against_peers, against_server
+from .ahead import ServerUpdate, UpdateAhead
 from .medians import (
     Sliced,
     relative_sizes,
@@ -60,7 +61,7 @@ from .medians import (
     unstack_row,
     updates_of,
 )
-from .records import Record, refuses, updated
+from .records import Record, refusal, refuses, updated
 from .replies import ParsedReply
 
 __all__ = ["MIN_PEERS", "AgreementScreen", "Sliced", "Verdict"]
@@ -72,8 +73,6 @@ median of 5 others still tolerates 2 colluders."""
 
 
 Parts = Mapping[str, Mapping[str, np.ndarray]]
-ServerUpdate = Callable[[Parts, int], Parts]
-"""The global (x, y, v) and the round -> the server's own update by reply part (full shapes)."""
 SOURCES = {"peers": ("peers",), "server": ("server",), "both": ("peers", "server")}
 """``screen-reference`` -> the references a node keeps a record against."""
 
@@ -108,7 +107,8 @@ class AgreementScreen:
         reference: ``screen-reference``: what a reply's direction is judged against: the other
             replies ('peers'), the server's update ('server'), or each with its own record ('both').
         server_update: the server's own update for a round (server_app/reference.py), which
-            :meth:`filter` asks for when ``reference`` is 'server' or 'both'.
+            :meth:`filter` asks for when ``reference`` is 'server' or 'both' (:meth:`prepare`
+            starts it while the nodes train).
     """
 
     min_agreement: float = 0.0
@@ -177,8 +177,8 @@ class AgreementScreen:
                     book[node] = records[source]  # type: ignore[assignment]
             if not peers_judge:
                 records["peers"] = None
-            verdicts.append(Verdict(agreement[i], size[i], judged[i] or counted[i],
-                                    _reason(self, records, agreement[i], theirs[i], size[i]), clipped[i]))
+            why = refusal(self.min_agreement, self.max_size, records, agreement[i], theirs[i], size[i])
+            verdicts.append(Verdict(agreement[i], size[i], judged[i] or counted[i], why, clipped[i]))
         return verdicts
 
     @staticmethod
@@ -189,20 +189,27 @@ class AgreementScreen:
         return updated(book.get(node), float(np.mean(list(agreement.values()))))
 
     def __post_init__(self) -> None:
-        if self.reference != "peers" and self.server_update is None:
+        self._ahead = UpdateAhead(self.server_update) if self.server_update else None
+        if self.reference != "peers" and self._ahead is None:
             raise ValueError(f"screen reference '{self.reference}' needs the server's update (server_update)")
+
+    def prepare(self, sent: Parts, server_round: int) -> None:
+        """Start the server's update to the global ``sent`` for :meth:`filter` while the nodes train."""
+        if self._ahead and self.min_agreement > -1 and "server" in SOURCES[self.reference]:
+            self._ahead.start(sent, server_round)
 
     def filter(self, replies: Sequence[ParsedReply], reference: Parts, sent: Parts,
                server_round: int) -> tuple[dict[int, str], int, dict[str, float]]:
-        """Screen the round's ``replies`` to the global ``sent`` (x, y, v; each node's records kept
-        under the client key it was sent with): {node: why refused}, the number of replies that
-        could not be judged, and the screen's metrics (``reference-seconds``: the server's update).
+        """Screen the round's ``replies`` to the global ``sent`` (x, y, v; records kept under the client
+        key each was sent with): {node: why refused}, the number of replies not judged, and the metrics
+        (``reference-seconds``: the server's update's cost; ``reference-wait-seconds``: the wait for it).
         The accepted replies' ``values`` are clipped in place (``clip``)."""
         server, metrics, start = None, {}, time.perf_counter()
         if "server" in SOURCES[self.reference] and replies and self.min_agreement > -1:
-            assert self.server_update is not None
-            server = self.server_update(sent, server_round)
-            metrics["reference-seconds"] = time.perf_counter() - start
+            assert self._ahead is not None
+            server = self._ahead(sent, server_round)
+            waited = time.perf_counter() - start
+            metrics = {"reference-seconds": self._ahead.seconds, "reference-wait-seconds": waited}
         verdicts = self([Sliced(updates_of(r.values, r.index, reference), r.index) for r in replies],
                         reference, [r.sent.ratio for r in replies], [r.sent.client_key for r in replies],
                         server)
@@ -231,20 +238,3 @@ class AgreementScreen:
     def _books(self) -> tuple[tuple[str, dict[int, Record]], ...]:
         return ("agreement-record", self.record), ("server-agreement-record", self.server_record)
 
-
-def _reason(screen: AgreementScreen, records: Mapping[str, Record | None], agreement: Mapping[str, float],
-            server: Mapping[str, float], size: Mapping[str, float]) -> str | None:
-    for source, against, cosines in (("server", "the server's root-set update", server),
-                                     ("peers", "the other replies", agreement)):
-        if refuses(record := records[source], screen.min_agreement):
-            assert record is not None
-            parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(cosines.items()))
-            return (f"the node's updates disagree with {against}: its mean agreement is "
-                    f"{record[0]:.3g} over {record[1]:g} rounds, its fast average {record[2]:.3g} "
-                    f"(this round's cosines: {parts or 'none'}); min-agreement={screen.min_agreement:g}")
-    for part, ratio in sorted(size.items()):
-        if screen.max_size > 0 and not ratio <= screen.max_size:
-            return (f"part '{part}' update is {ratio:.3g}x the size of the other replies at its ratio "
-                    f"(each measured against the typical update on its own coordinates), above "
-                    f"max-update-norm-ratio={screen.max_size:g}")
-    return None

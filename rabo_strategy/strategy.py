@@ -20,6 +20,7 @@ from rabo_pruning.masks import MaskPolicy, RoundClient
 from tasks import LayerSpec
 from tasks.structure import Structure, as_structure
 
+from .ahead import ServerUpdate
 from .clock import RoundClock
 from .contract import Row
 from .intake import take_replies
@@ -32,7 +33,7 @@ from .privacy import SlicedPrivacy
 from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
 from .replies import ParsedReply, class_rows, parse_reply
 from .round_metrics import round_metrics
-from .screen import AgreementScreen, ServerUpdate
+from .screen import AgreementScreen
 
 SampleCoordsOf = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 """A node's profile -> per-sample parameter name -> the global coordinates of its samples (empty
@@ -53,12 +54,11 @@ def log_summary(algorithm: str, outer_lr: float, sizer: RoundSizer, sampling: No
 
 
 class ResourceAdaptiveBilevel(Strategy):
-    """Sends each sampled node the slices of x, y, v for its ratio; averages per coordinate.
-    It is :class:`~rabo_strategy.contract.ServerFacing` (what the server records and checkpoints).
-
-    Every setting comes from the validated run config ``cfg`` (docs/configuration.md):
-    ``algorithm``, ``strategy`` (its sizing), ``ratio-levels``, ``capacity``, ``mask-policy``, the
-    outer step (``outer-*``, ``momentum-scope``), sampling, reply checks, ``aggregation``.
+    """Sends each sampled node the slices of x, y, v for its ratio; averages per coordinate. It is
+    :class:`~rabo_strategy.contract.ServerFacing` (what the server records and checkpoints). Every
+    setting comes from the validated run config ``cfg`` (docs/configuration.md): ``algorithm``,
+    ``strategy`` (its sizing), ``ratio-levels``, ``capacity``, ``mask-policy``, the outer step
+    (``outer-*``, ``momentum-scope``), sampling, reply checks, ``aggregation``.
 
     Args:
         layers: ``task.structure`` (its unit groups define every slice) or a layer list.
@@ -68,7 +68,7 @@ class ResourceAdaptiveBilevel(Strategy):
         mask_policy: overrides the config's ``mask-policy`` (any :class:`MaskPolicy`).
         query_timeout: seconds to wait for node profiles.
         statistics: a submodel's BatchNorm statistics, sent with it to evaluate (``recalibrate``).
-        server_update: the server's own update each round (``screen-reference`` 'server'/'both').
+        server_update: the server's own update each round, made while the nodes train (``screen-reference``).
     """
 
     def __init__(self, layers: Structure | Sequence[LayerSpec], cfg: RunConfig, *,
@@ -121,6 +121,7 @@ class ResourceAdaptiveBilevel(Strategy):
             {**self.client_config, **dict(config.items())}, server_round)
         self.privacy.plan(messages, self._sent, self._global, len(nodes), len(list(grid.get_node_ids())))
         self.clock.sent(messages)
+        self.screen.prepare(self._global, server_round)  # the server's reference, while the nodes train
         log(INFO, "configure_train: %d of %d nodes, ratios %s", len(messages),
             len(list(grid.get_node_ids())), sorted(s.ratio for s in self._sent.values()))
         return messages

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from rabo_protocol import ConfigError, parse_run_config
 from rabo_protocol.wire import ARRAYS, pack, unpack
 from rabo_pruning.submodel import SliceIndex
 from rabo_strategy import ResourceAdaptiveBilevel
+from rabo_strategy.ahead import UpdateAhead
 from rabo_strategy.medians import Sliced
 from rabo_strategy.screen import AgreementScreen
 from server_app import reference as reference_module
@@ -81,7 +84,8 @@ def test_a_screen_is_given_the_servers_update_exactly_when_it_judges_by_it() -> 
 
 def test_the_reference_is_a_clients_full_width_round_on_the_root_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """Given partition 0's data as its root set and partition 0's seeds, the server's update is
-    exactly the update partition 0 computes at full width (RAFBO: x, y, v)."""
+    exactly the update partition 0 computes at full width (RAFBO: x, y, v), computed as the
+    strategy does, in a thread while partition 0 trains in this one."""
     cfg = parse_run_config({**FAST_CONFIG, "root-size": 50})
     spec = cfg.data_spec(num_partitions=4)
     task = make_task(cfg.task, spec, cfg.mu)
@@ -91,8 +95,10 @@ def test_the_reference_is_a_clients_full_width_round_on_the_root_set(monkeypatch
              "v": {k: np.zeros(t.shape, np.float32) for k, t in y.items()}}
     data = client_data(spec, 0)
     monkeypatch.setattr(reference_module, "ROOT_KEY", 0)
-    server = reference_module.ServerReference(task, cfg, data, torch.device("cpu"))(parts, 2)
+    ahead = UpdateAhead(reference_module.ServerReference(task, cfg, data, torch.device("cpu")))
+    ahead.start(parts, 2)
     client, _ = local_round(task, data, cfg, task.full_widths(), parts, server_round=2, partition_id=0)
+    server = ahead(parts, 2)
     for part in ("x", "y", "v"):
         for name, value in client[part].items():
             np.testing.assert_array_equal(server[part][name], value.double().numpy() - parts[part][name])
@@ -140,3 +146,36 @@ def test_no_reference_is_trained_while_the_direction_test_is_off() -> None:
     messages = strategy.configure_train(1, pack(initial_model(SMALL_DIGITS_TASK)), ConfigRecord(), grid)
     _, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
     assert metrics["replies"] == 6 and "reference-seconds" not in metrics
+
+
+def test_the_reference_is_trained_while_the_nodes_train() -> None:
+    """The strategy starts the server's update when it sends the round: the nodes see it begin
+    before they reply, aggregation waits only for what is left of it, and it runs once a round."""
+    started, calls = threading.Event(), []
+
+    def update(sent: dict, server_round: int) -> dict:
+        started.set()
+        calls.append(server_round)
+        time.sleep(0.3)
+        return {p: {k: 0.01 + 0 * v for k, v in d.items()} for p, d in sent.items()}
+
+    def train(msg: Message, pid: int) -> Message:
+        assert started.wait(5.0), "the reference had not started while the node trained"
+        time.sleep(0.3 / 6)  # the six nodes' work covers the update's 0.3 s
+        sent = unpack(msg.content[ARRAYS])
+        return train_reply(msg, {p: {k: v + 0.01 for k, v in d.items()} for p, d in sent.items()},
+                           {"num-examples": 10})
+
+    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train), 6, {})
+    cfg = parse_run_config({**STRATEGY_DEFAULTS, "screen-reference": "both", "min-agreement": 0.0,
+                            "min-train-nodes": 1,
+                            "min-available-nodes": 1})
+    strategy = ResourceAdaptiveBilevel(SMALL_DIGITS_TASK.layers, cfg, server_update=update)
+    arrays = pack(initial_model(SMALL_DIGITS_TASK))
+    for server_round in (1, 2):
+        started.clear()
+        messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        arrays, metrics = strategy.aggregate_train(server_round, list(grid.send_and_receive(messages)))
+        assert metrics["replies"] == 6 and metrics["reference-seconds"] >= 0.3
+        assert metrics["reference-wait-seconds"] < 0.2
+    assert calls == [1, 2]
