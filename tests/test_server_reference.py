@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -150,12 +152,14 @@ def test_no_reference_is_trained_while_the_direction_test_is_off() -> None:
 
 def test_the_reference_is_trained_while_the_nodes_train() -> None:
     """The strategy starts the server's update when it sends the round: the nodes see it begin
-    before they reply, aggregation waits only for what is left of it, and it runs once a round."""
+    before they reply, aggregation waits only for what is left of it, it runs once a round, and at
+    the lowest priority (Linux)."""
     started, calls = threading.Event(), []
 
     def update(sent: dict, server_round: int) -> dict:
         started.set()
-        calls.append(server_round)
+        linux = sys.platform.startswith("linux")  # where a thread has a priority of its own
+        calls.append((server_round, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if linux else 19))
         time.sleep(0.3)
         return {p: {k: 0.01 + 0 * v for k, v in d.items()} for p, d in sent.items()}
 
@@ -178,4 +182,4 @@ def test_the_reference_is_trained_while_the_nodes_train() -> None:
         arrays, metrics = strategy.aggregate_train(server_round, list(grid.send_and_receive(messages)))
         assert metrics["replies"] == 6 and metrics["reference-seconds"] >= 0.3
         assert metrics["reference-wait-seconds"] < 0.2
-    assert calls == [1, 2]
+    assert calls == [(1, 19), (2, 19)]
