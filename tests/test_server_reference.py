@@ -159,7 +159,8 @@ def test_the_reference_is_trained_while_the_nodes_train() -> None:
     def update(sent: dict, server_round: int) -> dict:
         started.set()
         linux = sys.platform.startswith("linux")  # where a thread has a priority of its own
-        calls.append((server_round, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if linux else 19))
+        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if linux else 19
+        calls.append((server_round, priority))
         time.sleep(0.3)
         return {p: {k: 0.01 + 0 * v for k, v in d.items()} for p, d in sent.items()}
 
