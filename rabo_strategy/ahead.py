@@ -11,7 +11,7 @@ seeded generators, and the model it builds has every parameter overwritten by th
 The worker runs at the lowest priority (Linux: nice 19, a thread's own there), so that it takes the
 CPU the round leaves: the server's own message handling comes first, and where the nodes share the
 server's host (a simulation, the benchmark's throttled SuperNodes) so do they. At normal priority,
-on the 2-core benchmark host, the update took 2.0 to 2.7 s in the worker against 1.35 s alone, at
+on the 2-core benchmark host, the update took 1.6 to 2.7 s in the worker against 1.35 s alone, at
 the start of every round, while the fastest nodes trained.
 
 Example:
