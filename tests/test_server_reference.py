@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,21 +131,30 @@ def test_a_run_with_the_server_reference_records_its_cost_and_its_records(tmp_pa
     assert sorted(state["server-agreement-record"]) == list(range(6))
 
 
+def _nudge(msg: Message, pid: int) -> Message:
+    """A node's train reply: every tensor it was sent, plus 0.01."""
+    sent = unpack(msg.content[ARRAYS])
+    return train_reply(msg, {p: {k: v + 0.01 for k, v in d.items()} for p, d in sent.items()},
+                       {"num-examples": 10})
+
+
+def _six_nodes(train: Callable[[Message, int], Message], server_update: Callable,
+               **keys: object) -> tuple[ResourceAdaptiveBilevel, InProcessGrid]:
+    """The strategy judging by the server's update (``screen-reference='both'`` and ``keys``) and
+    an in-process grid of six full-size nodes that answer with ``train``."""
+    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train), 6, {})
+    cfg = parse_run_config({**STRATEGY_DEFAULTS, "screen-reference": "both", "min-train-nodes": 1,
+                            "min-available-nodes": 1, **keys})
+    return ResourceAdaptiveBilevel(SMALL_DIGITS_TASK.layers, cfg, server_update=server_update), grid
+
+
 def test_no_reference_is_trained_while_the_direction_test_is_off() -> None:
     """``min-agreement=-1`` turns the direction test off: the server never trains its reference
     (no ``reference-seconds``), whatever ``screen-reference`` says."""
-    def train(msg: Message, pid: int) -> Message:
-        sent = unpack(msg.content[ARRAYS])
-        return train_reply(msg, {p: {k: v + 0.01 for k, v in d.items()} for p, d in sent.items()},
-                           {"num-examples": 10})
-
     def never(sent: object, server_round: int) -> None:
         raise AssertionError("the reference was trained")
 
-    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train), 6, {})
-    cfg = parse_run_config({**STRATEGY_DEFAULTS, "screen-reference": "both", "min-train-nodes": 1,
-                            "min-available-nodes": 1})
-    strategy = ResourceAdaptiveBilevel(SMALL_DIGITS_TASK.layers, cfg, server_update=never)
+    strategy, grid = _six_nodes(_nudge, never)
     messages = strategy.configure_train(1, pack(initial_model(SMALL_DIGITS_TASK)), ConfigRecord(), grid)
     _, metrics = strategy.aggregate_train(1, list(grid.send_and_receive(messages)))
     assert metrics["replies"] == 6 and "reference-seconds" not in metrics
@@ -167,15 +177,9 @@ def test_the_reference_is_trained_while_the_nodes_train() -> None:
     def train(msg: Message, pid: int) -> Message:
         assert started.wait(5.0), "the reference had not started while the node trained"
         time.sleep(0.3 / 6)  # the six nodes' work covers the update's 0.3 s
-        sent = unpack(msg.content[ARRAYS])
-        return train_reply(msg, {p: {k: v + 0.01 for k, v in d.items()} for p, d in sent.items()},
-                           {"num-examples": 10})
+        return _nudge(msg, pid)
 
-    grid = InProcessGrid(fake_client(lambda pid: {"partition-id": pid, "resource-ratio": 1.0}, train), 6, {})
-    cfg = parse_run_config({**STRATEGY_DEFAULTS, "screen-reference": "both", "min-agreement": 0.0,
-                            "min-train-nodes": 1,
-                            "min-available-nodes": 1})
-    strategy = ResourceAdaptiveBilevel(SMALL_DIGITS_TASK.layers, cfg, server_update=update)
+    strategy, grid = _six_nodes(train, update, **{"min-agreement": 0.0})
     arrays = pack(initial_model(SMALL_DIGITS_TASK))
     for server_round in (1, 2):
         started.clear()
