@@ -26,10 +26,11 @@ from rabo_pruning.masks import NESTED_POLICIES
 from tasks import TASKS, DataSpec
 
 from .defaults import TUNED_KEYS, Source, resolve
-from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, Steps, TaskKeys, TimeKeys
+from .keys import PLUGIN_PATH, ClassKeys, DataKeys, OutputKeys, Rate, Steps, TaskKeys
 from .parsing import parse_model
 from .presets import LOCAL_OUTER_STEPS, PRESETS, STRATEGIES, Algorithm, MomentumScope
 from .privacy import PrivacyKeys
+from .time_keys import TimeKeys
 
 
 class RunConfig(TaskKeys, DataKeys, TimeKeys, ClassKeys, OutputKeys, PrivacyKeys, EstimatorKnobs):

@@ -145,6 +145,8 @@ def admit_profiles(found: Mapping[int, NodeProfile],
     raise ValueError is left out. Sizes: every admitted node's ``examples_cap`` is recomputed
     (:func:`_examples_caps`), as each admission moves the median.
     """
+    if not found:
+        return
     batch = sorted(found.values(), key=lambda p: p.node_id)
     connected = len(list(grid.get_node_ids())) if grid is not None else 0
     partitions = _federation_partitions(batch, profiles, max(connected, len(profiles) + len(batch)))

@@ -30,7 +30,8 @@ from .node_eval import NodeEvaluation, Statistics
 from .node_sampling import NodeSampling
 from .outer_update import OuterUpdate
 from .privacy import SlicedPrivacy
-from .profiles import NodeProfile, RoundSizer, admit_profiles, query_profiles
+from .profiles import NodeProfile, RoundSizer, admit_profiles
+from .queries import ProfileQueries
 from .replies import ParsedReply, class_rows, parse_reply
 from .round_metrics import round_metrics
 from .screen import AgreementScreen
@@ -66,7 +67,7 @@ class ResourceAdaptiveBilevel(Strategy):
         sample_coords_of: the per-sample coordinates of a node (for tasks with per-sample x).
         client_config: sent to every node with each query, train and evaluate message.
         mask_policy: overrides the config's ``mask-policy`` (any :class:`MaskPolicy`).
-        query_timeout: seconds to wait for node profiles.
+        query_timeout: seconds before a node's unanswered query is dropped (``query-wait``: a round's wait).
         statistics: a submodel's BatchNorm statistics, sent with it to evaluate (``recalibrate``).
         server_update: the server's own update each round, made while the nodes train (``screen-reference``).
     """
@@ -92,7 +93,8 @@ class ResourceAdaptiveBilevel(Strategy):
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
         self.clock, self.trim_fraction = RoundClock(cfg, self.sizer.sizing), cfg.trim_fraction
         self.max_update_norm, self.min_successful_replies = cfg.max_update_norm, cfg.min_successful_replies
-        self.client_config, self.query_timeout = dict(client_config or {}), query_timeout
+        self.client_config, wait = dict(client_config or {}), cfg.profile_wait(self.sizer.sizing)
+        self.queries = ProfileQueries(self.client_config, self.sizer.levels, wait, query_timeout)
         self.profiles: dict[int, NodeProfile] = {}
         self.accepted_ratios: dict[int, float] = {}
         """Node -> the ratio it trained at, for the replies the last ``aggregate_train`` accepted."""
@@ -198,8 +200,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.privacy.load(state)
 
     def ensure_profiles(self, grid: Grid, nodes: list[int], server_round: int) -> None:
-        """Query the ``nodes`` without a profile yet; a node whose query fails is retried next round."""
-        if unknown := [n for n in nodes if n not in self.profiles]:
-            admit_profiles(query_profiles(grid, unknown, self.client_config, self.sizer.levels, server_round,
-                                          self.query_timeout), self.sample_coords_of, self.profiles,
-                           self._coords_by_node, grid)
+        """Query the ``nodes`` without a profile yet; admit the answers that came (``ProfileQueries``)."""
+        self.queries.ask(grid, [n for n in nodes if n not in self.profiles], server_round)
+        admit_profiles(self.queries.answers(grid), self.sample_coords_of, self.profiles, self._coords_by_node,
+                       grid)

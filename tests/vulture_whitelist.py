@@ -6,9 +6,10 @@ from bilevel.estimators.aid import AIDKnobs
 from bilevel.estimators.base import Knobs
 from bilevel.estimators.f2sa import F2SAKnobs
 from rabo_protocol.config import RunConfig
-from rabo_protocol.keys import OutputKeys, RoundKeys, TaskKeys, TimeKeys
+from rabo_protocol.keys import OutputKeys, RoundKeys, TaskKeys
 from rabo_protocol.node import NodeConfig
 from rabo_protocol.privacy import PrivacyKeys
+from rabo_protocol.time_keys import TimeKeys
 from rabo_pruning.coverage_reference import optimum
 from rabo_pruning.placement import Placement
 from server_app.inprocess import InProcessGrid
@@ -21,7 +22,7 @@ Knobs.model_config, RunConfig.model_config, NodeConfig.model_config
 AIDKnobs._cg_needs_one_matrix, F2SAKnobs._max_at_least_first
 RunConfig._task_defaults, RunConfig._check_strategy, RunConfig._check_combinations
 RoundKeys._parse_levels, RoundKeys._check_levels, RoundKeys._check_reference, OutputKeys._parse_loggers
-TimeKeys._parse_classes, TimeKeys._check_clock
+TimeKeys._parse_classes, TimeKeys._check_clock, TimeKeys._seconds_or_name
 NodeConfig._ratio_or_auto, NodeConfig._partition_in_range, TaskKeys._check_task
 PrivacyKeys._check_privacy
 # torch: nn.Module.forward is called by Module.__call__; numpy: flags.writeable is set, not read
