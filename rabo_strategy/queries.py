@@ -85,7 +85,8 @@ class ProfileQueries:
                 except (KeyError, ValueError, TypeError) as err:
                     log(WARNING, "node %d left out: its profile is invalid: %s", node, client_text(err))
                     continue
-                log(INFO, "node %d answered its query in %.1f s", node, time.time() - sent)
+                log(INFO, "node %d answered its query %.1f s after it was sent (its clock), taken after "
+                    "%.1f s", node, reply.metadata.created_at - sent, time.time() - sent)
             if not self._pending or time.time() >= end:
                 break
             time.sleep(min(POLL_SECONDS, max(0.0, end - time.time())))
