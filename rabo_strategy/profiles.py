@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from rabo_protocol.presets import Capacity, Sizing
-from rabo_protocol.wire import CONFIG, PROFILE, decode_profile
+from rabo_protocol.wire import decode_profile
 
 from .claims import client_text
 
@@ -55,27 +55,6 @@ def resolve_profile(node_id: int, record: ConfigRecord, levels: Sequence[float])
         ratio, source = float(levels[key % len(levels)]), "ratio-levels"
     return NodeProfile(node_id, profile.partition_id, ratio, source, profile.num_partitions,
                        profile.num_examples, profile.device_class)
-
-
-def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, ConfigRecordValues],
-                   levels: Sequence[float], server_round: int, timeout: float) -> dict[int, NodeProfile]:
-    """Ask ``nodes`` for their profile (the ClientApp also checks its data then); a node that does
-    not answer, reports an error or sends an invalid profile is logged and left out of the result."""
-    queries = [
-        Message(content=RecordDict({CONFIG: ConfigRecord({**config, "server-round": server_round})}),
-                dst_node_id=n, message_type=MessageType.QUERY, group_id=f"profile-{server_round}")
-        for n in nodes
-    ]
-    profiles: dict[int, NodeProfile] = {}
-    for reply in grid.send_and_receive(queries, timeout=timeout) if queries else ():
-        node = reply.metadata.src_node_id
-        try:
-            if reply.has_error():
-                raise ValueError(reply.error.reason)
-            profiles[node] = resolve_profile(node, reply.content[PROFILE], levels)
-        except (KeyError, ValueError, TypeError) as err:
-            log(WARNING, "node %d left out: its profile is invalid: %s", node, client_text(err))
-    return profiles
 
 
 EXAMPLES_VS_MEDIAN = 4

@@ -27,7 +27,7 @@ from rabo_protocol.wire import CONFIG, PROFILE
 from .claims import client_text
 from .profiles import NodeProfile, resolve_profile
 
-__all__ = ["POLL_SECONDS", "ProfileQueries"]
+__all__ = ["POLL_SECONDS", "ProfileQueries", "query_profiles"]
 
 POLL_SECONDS = 0.1
 """How often :meth:`ProfileQueries.answers` asks the grid for answers while it waits."""
@@ -103,3 +103,12 @@ class ProfileQueries:
         if self._pending:
             log(INFO, "nodes %s have not answered their query after %g s: they join the round after "
                 "their answer arrives", sorted(self.pending), self.wait)
+
+
+def query_profiles(grid: Grid, nodes: Iterable[int], config: Mapping[str, ConfigRecordValues],
+                   levels: Sequence[float], server_round: int, timeout: float) -> dict[int, NodeProfile]:
+    """Ask ``nodes`` for their profile and wait for every answer, up to ``timeout`` seconds; a node
+    that does not answer, reports an error or sends an invalid profile is logged and left out."""
+    queries = ProfileQueries(config, levels, wait=None, timeout=timeout)
+    queries.ask(grid, nodes, server_round)
+    return queries.answers(grid)
