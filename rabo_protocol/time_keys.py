@@ -85,15 +85,17 @@ class TimeKeys(RoundKeys):
             return None
         return min(self.round_deadline + self.deadline_grace, self.round_timeout)
 
+    def real_close(self, sizing: str | None) -> float | None:
+        """:meth:`closes_at` on the real clock; None on the virtual clock, which decides lateness itself."""
+        return None if self.device_classes else self.closes_at(sizing)
+
     def profile_wait(self, sizing: str | None) -> float | None:
         """The seconds of ``query-wait`` for a strategy of ``sizing`` (None: every answer)."""
         if self.query_wait == "deadline":
-            closes = self.closes_at(sizing) is not None and not self.device_classes
-            return self.round_deadline if closes else None
+            return self.round_deadline if self.real_close(sizing) is not None else None
         return None if self.query_wait == "all" else float(self.query_wait)
 
     def train_timeout(self, sizing: str | None) -> float:
-        """The real seconds the server waits for train replies: :meth:`closes_at` on the real clock,
-        ``round-timeout`` otherwise (the virtual clock decides lateness itself)."""
-        closes = self.closes_at(sizing)
-        return closes if closes is not None and not self.device_classes else self.round_timeout
+        """The real seconds the server waits for train replies: :meth:`real_close`, else ``round-timeout``."""
+        closes = self.real_close(sizing)
+        return closes if closes is not None else self.round_timeout
