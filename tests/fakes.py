@@ -1,14 +1,17 @@
 """What the tests share: a fast run config, the built-in strategy built from a run config, the
-global models of the test tasks, and fake ClientApps that answer with chosen profiles and replies."""
+global models of the test tasks, fake ClientApps that answer with chosen profiles and replies,
+and a fake SuperLink whose nodes answer late."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 
 from rabo_protocol import parse_run_config
 from rabo_protocol.wire import ARRAYS, METRICS, PROFILE, pack, unpack
@@ -120,3 +123,43 @@ def noisy_client(algorithm: str, broken: dict[int, str] | None = None) -> Client
         return train_reply(msg, noisy, {"num-examples": 10 * (pid + 1), "inner-loss": float(pid)})
 
     return fake_client(lambda pid: {"partition-id": pid}, train)
+
+
+class DelayedSuperLink(Grid):
+    """A SuperLink (not synchronous) whose node ``n`` answers a pushed message ``delays[n]`` seconds
+    after the push with ``answer(message)`` (default: an empty reply; None: no answer), and whose
+    pull of that reply then takes ``uploads[n]`` seconds (the node still uploading it). ``sent``
+    lists every message pushed."""
+
+    def __init__(self, delays: Mapping[int, float], uploads: Mapping[int, float] | None = None,
+                 answer: Callable[[Message], Message | None] | None = None) -> None:
+        self.delays, self.uploads = dict(delays), dict(uploads or {})
+        self.answer = answer or (lambda message: Message(RecordDict(), reply_to=message))
+        self.sent: list[Message] = []
+        self._ready: dict[str, tuple[float, Message]] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self.delays)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for i, message in enumerate(messages):
+            message.metadata.__dict__["_message_id"] = f"{time.monotonic()}-{i}"
+            self.sent.append(message)
+            node = message.metadata.dst_node_id
+            if (reply := self.answer(message)) is not None:
+                reply.metadata.__dict__["_src_node_id"] = node
+                self._ready[message.metadata.message_id] = (time.monotonic() + self.delays[node], reply)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        now = time.monotonic()
+        out = [self._ready.pop(i)[1] for i in message_ids if i in self._ready and self._ready[i][0] <= now]
+        time.sleep(max([self.uploads.get(r.metadata.src_node_id, 0.0) for r in out], default=0.0))
+        return out
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        raise AssertionError("push and pull only: MeteredGrid and ProfileQueries poll themselves")
+
+    create_message = set_run = run = None  # type: ignore[assignment]

@@ -6,12 +6,10 @@ from __future__ import annotations
 import doctest
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 
 from client_app import timing
 from client_app.app import app as client_app
@@ -33,6 +31,7 @@ from tasks import make_task
 from tests.fakes import (
     FAST_CONFIG,
     SMALL_DIGITS_TASK,
+    DelayedSuperLink,
     built_in_strategy,
     fake_client,
     initial_model,
@@ -257,41 +256,8 @@ def test_the_virtual_clock_charges_compute_and_transfer_of_each_reply(tmp_path: 
     assert late.late(profiles[1], failed) is None  # the reply parser reports the client's reason
 
 
-class _SlowSuperLink(Grid):
-    """A SuperLink whose node ``n`` replies ``delays[n]`` seconds after the push (not synchronous)
-    and whose pull of that reply then takes ``uploads[n]`` seconds (the node still uploading it)."""
-
-    def __init__(self, delays: dict[int, float], uploads: dict[int, float] | None = None) -> None:
-        self.delays, self.uploads, self._ready, self._pulled = delays, uploads or {}, {}, set()
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for i, message in enumerate(messages):
-            message.metadata.__dict__["_message_id"] = f"{time.monotonic()}-{i}"
-            reply = Message(RecordDict(), reply_to=message)
-            reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
-            due = time.monotonic() + self.delays[message.metadata.dst_node_id]
-            self._ready[message.metadata.message_id] = (due, reply)
-            ids.append(message.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        now, out = time.monotonic(), []
-        for i in message_ids:
-            if i in self._ready and i not in self._pulled and self._ready[i][0] <= now:
-                self._pulled.add(i)
-                out.append(self._ready[i][1])
-        time.sleep(max([self.uploads.get(r.metadata.src_node_id, 0.0) for r in out], default=0.0))
-        return out
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        raise AssertionError("MeteredGrid polls push/pull itself")
-
-    create_message = get_node_ids = set_run = run = None  # type: ignore[assignment]
-
-
 def test_the_round_closes_at_its_timeout_and_a_late_reply_is_counted_never_returned() -> None:
-    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.6}))
+    grid = MeteredGrid(DelayedSuperLink({1: 0.05, 2: 0.6}))
     messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
     start = time.monotonic()
     replies = list(grid.send_and_receive(messages, timeout=0.3))
@@ -305,7 +271,7 @@ def test_the_round_closes_at_its_timeout_and_a_late_reply_is_counted_never_retur
 
 
 def test_a_pull_still_fetching_a_reply_at_the_timeout_is_cut_off_and_its_reply_is_late() -> None:
-    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.15}, uploads={2: 0.5}))
+    grid = MeteredGrid(DelayedSuperLink({1: 0.05, 2: 0.15}, uploads={2: 0.5}))
     messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
     start = time.monotonic()
     replies = list(grid.send_and_receive(messages, timeout=0.3))
@@ -318,7 +284,7 @@ def test_a_pull_still_fetching_a_reply_at_the_timeout_is_cut_off_and_its_reply_i
 
 def test_a_reply_still_uploading_does_not_hold_up_one_that_arrived() -> None:
     """One pull per reply: node 2's upload (1 s) keeps only node 2's reply from the round."""
-    grid = MeteredGrid(_SlowSuperLink({1: 0.05, 2: 0.02}, uploads={2: 1.0}))
+    grid = MeteredGrid(DelayedSuperLink({1: 0.05, 2: 0.02}, uploads={2: 1.0}))
     messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
     assert [r.metadata.src_node_id for r in grid.send_and_receive(messages, timeout=0.4)] == [1]
     time.sleep(1.0)
