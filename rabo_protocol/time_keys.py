@@ -11,7 +11,9 @@ from .clock import DeviceClass, load_device_classes
 from .keys import RoundKeys
 from .parsing import PathStr
 
-__all__ = ["TimeKeys"]
+__all__ = ["StepNormalizationName", "TimeKeys"]
+
+StepNormalizationName = Literal["none", "fednova"]
 
 
 class TimeKeys(RoundKeys):
@@ -31,6 +33,12 @@ class TimeKeys(RoundKeys):
     """``capacity='deadline'`` with ``deadline-steps='fit'``: a node picks the largest ratio level
     at which this share of the round's outer steps (rounded up to whole steps) is predicted to meet
     the deadline, and runs the steps that fit (1: the whole round must fit)."""
+    step_normalization: StepNormalizationName = "fednova"
+    """How the server averages replies that ran different shares of the round's outer steps
+    (``step-share``, ``deadline-steps='fit'``): ``fednova`` divides each reply's update by its
+    share and moves the global model by the average times the replies' mean share (FedNova's
+    effective steps, ``rabo_strategy/step_norm.py``); ``none``: the plain average, which weighs a
+    node's data by the steps it ran."""
     query_wait: Literal["deadline", "all"] | float = "deadline"
     """Seconds after its query that a round waits for a node's profile; an answer that comes later
     is taken at the next round's start and the node trains from then on. ``deadline``:

@@ -17,16 +17,22 @@ Parts = dict[str, dict[str, np.ndarray]]
 MOMENTUM_SCOPES: tuple[MomentumScope, ...] = get_args(MomentumScope)
 
 
-def _averaged(acc: CoverageAverage, part: str, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _averaged(acc: CoverageAverage, part: str, previous: Mapping[str, np.ndarray],
+              effective: float = 1.0) -> dict[str, np.ndarray]:
+    """The per-coordinate average of ``part``, ``effective`` times as far from ``previous``."""
     avg = acc.average({f"{part}:{k}": t for k, t in previous.items()})
-    return {k.split(":", 1)[1]: t for k, t in avg.items()}
+    named = {k.split(":", 1)[1]: t for k, t in avg.items()}
+    if effective == 1.0:
+        return named
+    return {k: (previous[k] + effective * (t - previous[k])).astype(t.dtype) for k, t in named.items()}
 
 
 @dataclass
 class OuterUpdate:
     """The new global model: y and v are averaged per coordinate (uncovered ones keep their value);
     x is averaged too (RAFBO), or stepped by the server with heavy ball on the per-coordinate
-    average hypergradient, h = 0 where uncovered (RABO)."""
+    average hypergradient, h = 0 where uncovered (RABO). With ``effective`` below 1 (FedNova's
+    effective steps, ``rabo_strategy.step_norm``) the averaged parts move that share of the way."""
 
     algorithm: Algorithm
     outer_lr: float
@@ -39,10 +45,10 @@ class OuterUpdate:
         if self.scope not in MOMENTUM_SCOPES:
             raise ValueError(f"unknown momentum-scope '{self.scope}'; allowed: {', '.join(MOMENTUM_SCOPES)}")
 
-    def __call__(self, old: Parts, acc: CoverageAverage) -> Parts:
-        new = {part: _averaged(acc, part, old[part]) for part in ("y", "v")}
+    def __call__(self, old: Parts, acc: CoverageAverage, effective: float = 1.0) -> Parts:
+        new = {part: _averaged(acc, part, old[part], effective) for part in ("y", "v")}
         if DIRECTION_PART[self.algorithm] == "x":
-            new["x"] = _averaged(acc, "x", old["x"])
+            new["x"] = _averaged(acc, "x", old["x"], effective)
             return {part: new[part] for part in ("x", "y", "v")}
         h = _averaged(acc, "h", {k: np.zeros_like(t) for k, t in old["x"].items()})
         velocity = {k: self.momentum * self.velocity.get(k, 0.0) + h[k] for k in h}

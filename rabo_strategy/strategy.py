@@ -35,6 +35,7 @@ from .queries import ProfileQueries
 from .replies import ParsedReply, class_rows, parse_reply
 from .round_metrics import round_metrics
 from .screen import AgreementScreen
+from .step_norm import StepNormalization
 
 SampleCoordsOf = Callable[[NodeProfile], Mapping[str, np.ndarray]]
 """A node's profile -> per-sample parameter name -> the global coordinates of its samples (empty
@@ -88,6 +89,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
+        self.steps = StepNormalization(cfg.step_normalization, cfg.solver_config().outer_steps)
         self.privacy = SlicedPrivacy(cfg)  # dp-clip: rabo_strategy/privacy.py
         self.screen = AgreementScreen(*self.privacy.screen_settings(cfg), server_update=server_update)
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation
@@ -159,17 +161,17 @@ class ResourceAdaptiveBilevel(Strategy):
             log(WARNING, "round %d skipped: %d valid replies, fewer than min-successful-replies=%d; "
                 "the global model is unchanged", server_round, len(accepted), self.min_successful_replies)
             return None, metrics
-        return pack(self.outer(self._global, acc)), metrics
+        effective = self.steps.effective_steps(accepted, self.privacy.weight)  # step-normalization
+        return pack(self.outer(self._global, acc, effective)), metrics
 
     def _checked(self, msg: Message, parts: Sequence[str], reference: Mapping[str, Mapping[str, np.ndarray]],
                  server_round: int) -> ParsedReply:
-        """The reply of a node that was sent a train message, through every per-reply check
-        (deadline, :func:`parse_reply`, :func:`class_rows`, the lazy-client check)."""
+        """A train reply through every per-reply check: deadline, parse, step share, head rows, lazy."""
         node = msg.metadata.src_node_id
         if reason := self.clock.late(self.profiles.get(node), msg):
             raise ValueError(reason)
-        reply = class_rows(parse_reply(msg, self._sent[node], parts, reference, self.max_update_norm),
-                           self.structure.classifier, self.head_rows)
+        reply = parse_reply(msg, self._sent[node], parts, reference, self.max_update_norm)
+        reply = class_rows(self.steps.normalized(reply, reference), self.structure.classifier, self.head_rows)
         return replace(reply, untrained=self.lazy(node, reply.values, reply.index, reference, server_round))
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -177,8 +179,7 @@ class ResourceAdaptiveBilevel(Strategy):
         """Each connected node evaluates the submodel of its ratio (``node-eval-every``, ``node_eval``)."""
         profiles = [self.profiles[n] for n in grid.get_node_ids() if n in self.profiles]
         return self.node_evaluation.configure(server_round, self.structure, unpack(arrays), profiles,
-                                              self._coords_by_node,
-                                              {**self.client_config, **dict(config.items())})
+                                              self._coords_by_node, {**self.client_config, **config})
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         return self.node_evaluation.aggregate(server_round, list(replies))
