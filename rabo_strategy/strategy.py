@@ -89,7 +89,7 @@ class ResourceAdaptiveBilevel(Strategy):
         self.sampling = NodeSampling(cfg.fraction_train, cfg.min_train_nodes, cfg.min_available_nodes,
                                      cfg.round_timeout, cfg.seed)
         self.outer = OuterUpdate(cfg.algorithm, cfg.outer_lr, cfg.outer_momentum, cfg.momentum_scope)
-        self.steps = StepNormalization(cfg.step_normalization, cfg.solver_config().outer_steps)
+        self.steps = StepNormalization.of(cfg)
         self.privacy = SlicedPrivacy(cfg)  # dp-clip: rabo_strategy/privacy.py
         self.screen = AgreementScreen(*self.privacy.screen_settings(cfg), server_update=server_update)
         self.lazy, self.head_rows, self.aggregation = LazyCheck(), cfg.head_rows, cfg.aggregation

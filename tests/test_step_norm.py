@@ -40,14 +40,14 @@ def _round(algorithm: str, mode: str, shares: dict[int, object] = SHARES):  # ty
 
 
 def test_fednova_moves_the_model_by_the_normalized_updates_times_the_effective_steps() -> None:
-    """x, y, v = old + tau_eff * sum_i p_i (returned_i - old) / share_i, p_i = num-examples / total,
-    tau_eff = sum_i p_i share_i; the plain mean for ``none``."""
+    """x, y, v = old + tau_eff * sum_i p_i (returned_i - old) / s_i, p_i = num-examples / total,
+    tau_eff = sum_i p_i s_i, s_i = max(share_i, deadline-min-share = 0.5); the plain mean for ``none``."""
     initial, returned, arrays, metrics = _round("rafbo", "fednova")
     assert arrays is not None and metrics["failed-replies"] == 0
     p = np.array([10.0, 20.0, 30.0, 40.0]) / 100.0
-    shares = np.array([SHARES[pid] for pid in range(4)])
+    shares = np.array([max(SHARES[pid], 0.5) for pid in range(4)])  # 1/4 counts as 1/2
     effective = float(p @ shares)
-    assert effective == pytest.approx(0.75)
+    assert effective == pytest.approx(0.775)
     new = unpack(arrays)
     for part in ("x", "y", "v"):
         for name, old in initial[part].items():
