@@ -15,8 +15,8 @@ round both are the identity. ``none``: the plain average.
 A share below ``deadline-min-share`` (the share the deadline sizing asks of a node; 0.5 by
 default) counts as that share: the one or two steps of a node the deadline does not fit are
 not extrapolated to a whole round. On the virtual clock (budget-correlated and IID, two seeds
-each) this kept FedNova's gain on the budget-correlated split and halved its loss on IID's second
-round (docs/results.md, section 10).
+each) this kept FedNova's gain on the budget-correlated split and cut its loss after IID's
+second round from 7.2 to 5.0 points (docs/results.md, section 10).
 
 The server checks the share it divides by: a positive multiple of one outer step, at most the
 round (``k / outer-steps``, k = 1 .. outer-steps), else the reply is refused. A node's update is
