@@ -37,8 +37,8 @@ class TimeKeys(RoundKeys):
     """How the server averages replies that ran different shares of the round's outer steps
     (``step-share``, ``deadline-steps='fit'``): ``fednova`` divides each reply's update by its
     share and moves the global model by the average times the replies' mean share (FedNova's
-    effective steps, ``rabo_strategy/step_norm.py``); ``none``: the plain average, which weighs a
-    node's data by the steps it ran."""
+    effective steps, ``rabo_strategy/step_norm.py``), a share below ``deadline-min-share`` counting
+    as that share; ``none``: the plain average, which weighs a node's data by the steps it ran."""
     query_wait: Literal["deadline", "all"] | float = "deadline"
     """Seconds after its query that a round waits for a node's profile; an answer that comes later
     is taken at the next round's start and the node trains from then on. ``deadline``:

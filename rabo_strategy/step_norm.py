@@ -20,8 +20,8 @@ second round from 7.2 to 5.0 points (docs/results.md, section 10).
 
 The server checks the share it divides by: a positive multiple of one outer step, at most the
 round (``k / outer-steps``, k = 1 .. outer-steps), else the reply is refused. A node's update is
-thus multiplied by at most ``1 / deadline-min-share``, before the agreement screen and ``dp-clip``
-bound it like any other reply.
+thus multiplied by at most ``1 / deadline-min-share``: ``max-update-norm`` bounds the update as the
+node sent it, the agreement screen and ``dp-clip`` the normalized one, like any other reply's.
 
     >>> import numpy as np
     >>> norm = StepNormalization("fednova", outer_steps=4, floor=0.5)
